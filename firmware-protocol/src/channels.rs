@@ -38,15 +38,18 @@ pub fn pack(
     Ok(bytes)
 }
 
-/// The channels whose bits are set.
+/// Bytes that hold every channel a `u16` can number.
+const MAX_BYTES: usize = (u16::MAX as usize + 1) / 8;
+
+/// The channels whose bits are set (bytes past the 8192nd, beyond any `u16` channel number,
+/// are ignored).
 pub fn unpack(bytes: &[u8]) -> BTreeSet<u16> {
-    bytes
-        .iter()
-        .enumerate()
+    (0u16..)
+        .zip(bytes.iter().take(MAX_BYTES))
         .flat_map(|(i, byte)| {
             (0..8u16)
                 .filter(move |bit| byte & (1 << bit) != 0)
-                .map(move |bit| i as u16 * 8 + bit)
+                .map(move |bit| i * 8 + bit)
         })
         .collect()
 }
@@ -79,5 +82,23 @@ mod tests {
         );
         assert_eq!(pack([], 12), Err(ChannelError::BadCount(12)));
         assert!(pack([16], 16).unwrap_err().to_string().contains("0 to 15"));
+    }
+
+    #[test]
+    fn round_trips_120_channels() {
+        let channels = BTreeSet::from([0, 7, 8, 63, 64, 119]);
+        let bytes = pack(channels.iter().copied(), 120).unwrap();
+        assert_eq!(bytes.len(), 15);
+        assert_eq!(bytes[0], 0b1000_0001);
+        assert_eq!(bytes[14], 0b1000_0000);
+        assert_eq!(unpack(&bytes), channels);
+    }
+
+    #[test]
+    fn unpack_of_huge_input_stops_at_the_last_u16_channel() {
+        let bytes = vec![0xFF; MAX_BYTES + 10];
+        let channels = unpack(&bytes);
+        assert_eq!(channels.len(), usize::from(u16::MAX) + 1);
+        assert_eq!(channels.last(), Some(&u16::MAX));
     }
 }

@@ -187,8 +187,9 @@ commands! {
     WatchdogDisable = "watchdog_disable" {} -> ();
     /// Refresh the MCU hang watchdog.
     WatchdogReset = "watchdog_reset" {} -> ();
-    /// Optional host-liveness watchdog: HV and channels off when the host is silent for
-    /// `timeout_ms` (0 disables); false if unsupported.
+    /// Optional host-liveness watchdog: HV and channels off when no packet has arrived for
+    /// `timeout_ms` (0 disables); true if set. A firmware without it answers an empty reply,
+    /// which decodes as [`RpcError::ReplyLength`] with `got: 0`.
     SetHostWatchdog = "set_host_watchdog" { timeout_ms: u32 } -> bool;
     /// Restart the firmware (no reply is guaranteed).
     Reboot = "reboot" {} -> ();

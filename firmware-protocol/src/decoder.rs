@@ -115,6 +115,24 @@ impl Decoder {
         }
     }
 
+    /// The line went quiet in the middle of a candidate: treat every buffered byte as final.
+    ///
+    /// A false start (a stray `|||` and header) claims the bytes after it as its payload, so
+    /// a real packet right behind it is only returned once enough bytes have arrived to prove
+    /// the candidate wrong, and on a request/reply link they may never come. A real board
+    /// sends a packet in one go (well under 2 ms for 1 KiB over USB), so a candidate still open
+    /// after the line has been idle for some milliseconds is a false start: call this then
+    /// (when [`Decoder::buffered`] is not 0). It drops each pending candidate as a false start
+    /// and rescans its bytes after its first `'|'`, giving `sink` the packets found; the
+    /// decoder holds nothing afterwards. A real packet cut off by a stalled link is dropped.
+    pub fn flush(&mut self, mut sink: impl FnMut(Packet)) {
+        while self.step != Step::Seek(0) {
+            self.fail(0);
+            self.feed(&[], &mut sink);
+        }
+        self.candidate.clear();
+    }
+
     /// Convenience: feed a chunk and collect the packets it completes.
     pub fn decode(&mut self, input: &[u8]) -> Vec<Packet> {
         let mut out = Vec::new();
@@ -313,6 +331,25 @@ mod tests {
         let mut stream = b"||||||".to_vec();
         stream.extend_from_slice(&Packet::Ack { id: 5 }.to_bytes().unwrap());
         assert_eq!(Decoder::new().decode(&stream), vec![Packet::Ack { id: 5 }]);
+    }
+
+    #[test]
+    fn flush_releases_a_packet_held_by_a_false_start() {
+        // A stray header claiming 124 bytes holds the reply behind it until the line idles.
+        let mut stream = b"|||\x00\x00d\x00\x7c".to_vec();
+        stream.extend_from_slice(&data(1, b"reply").to_bytes().unwrap());
+        stream.extend_from_slice(b"||");
+        let mut d = Decoder::new();
+        assert!(d.decode(&stream).is_empty());
+        assert!(d.buffered() > 0);
+        let mut out = Vec::new();
+        d.flush(|p| out.push(p));
+        assert_eq!(out, vec![data(1, b"reply")]);
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(
+            d.decode(&Packet::Ack { id: 2 }.to_bytes().unwrap()).len(),
+            1
+        );
     }
 
     #[test]

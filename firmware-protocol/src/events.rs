@@ -230,4 +230,44 @@ mod tests {
         assert!(!e.is_enabled(0xFFFF_FFFE));
         assert!(Event::OutputEnabled.is_enabled(0));
     }
+
+    #[test]
+    fn every_event_names_itself_and_its_gate() {
+        let halted = Event::Halted {
+            wall_time: 1.0,
+            error: HaltReason::ChipLoadSaturated { capacitance: None },
+        };
+        let cases = [
+            (Event::OutputEnabled, None),
+            (Event::OutputDisabled, None),
+            (halted, None),
+            (Event::ShortsDetected { values: vec![1] }, Some(28)),
+            (
+                Event::ChannelsUpdated {
+                    actuated: vec![],
+                    start: 0,
+                    end: 0,
+                    n: 0,
+                },
+                Some(30),
+            ),
+            (
+                Event::DropsDetected {
+                    drops: Drops {
+                        channels: vec![vec![1]],
+                        capacitances: vec![1e-12],
+                    },
+                    start: 0,
+                    end: 1,
+                },
+                Some(27),
+            ),
+        ];
+        for (event, bit) in cases {
+            assert_eq!(event.gate_bit().map(u32::trailing_zeros), bit);
+            let text = String::from_utf8(event.to_payload()).unwrap();
+            assert!(text.starts_with(&format!(r#"{{"event":"{}""#, event.name())));
+            assert_eq!(Event::parse(text.as_bytes()).unwrap(), event);
+        }
+    }
 }

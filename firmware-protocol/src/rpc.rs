@@ -330,4 +330,26 @@ mod tests {
         assert!(<()>::decode_reply(&[1]).is_err());
         assert!(CallReader::new(&[1]).is_err());
     }
+
+    #[test]
+    fn text_arguments_and_trailing_bytes() {
+        let mut call = CallBuilder::new(9);
+        "dropbot".to_owned().write_arg(&mut call);
+        1u32.write_arg(&mut call);
+        let mut bytes = call.finish();
+        // code, slot {7 elements, offset 12: after the slot and the u32}, u32, the text
+        assert_eq!(bytes[2..14], [7, 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(&bytes[14..], b"dropbot");
+        bytes.push(0);
+        let (_, mut r) = CallReader::new(&bytes).unwrap();
+        assert_eq!(String::read_arg(&mut r, "t").unwrap(), "dropbot");
+        assert_eq!(u32::read_arg(&mut r, "n").unwrap(), 1);
+        let (_, mut short) = CallReader::new(&bytes[..8]).unwrap();
+        assert!(matches!(
+            String::read_arg(&mut short, "x"),
+            Err(RpcError::Truncated { name: "x", .. })
+        ));
+        assert_eq!(r.finish(), Err(RpcError::TrailingBytes(1)));
+        assert_eq!(String::decode_reply(&[0xFF]), Err(RpcError::NotUtf8));
+    }
 }

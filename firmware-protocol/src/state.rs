@@ -129,6 +129,11 @@ impl State {
         Self::decode(bytes).map_err(|e| StateError::Decode(e.to_string()))
     }
 
+    /// Encode as a protobuf message (the fields present, in field-number order).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
     /// Check an update against the firmware's rules under `config`.
     pub fn validate_update(&self, config: &Config) -> Result<(), StateError> {
         if let Some(v) = self.voltage {
@@ -216,6 +221,11 @@ impl Config {
     /// Decode a config message.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
         Self::decode(bytes).map_err(|e| StateError::Decode(e.to_string()))
+    }
+
+    /// Encode as a protobuf message (the fields present, in field-number order).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
     }
 
     /// Check an update: limits must stay ordered and physical.
@@ -363,5 +373,27 @@ mod tests {
         assert_eq!(s.voltage, Some(90.0));
         assert_eq!(s.channel_count, Some(120));
         assert_eq!(s.frequency, Some(10_000.0));
+    }
+
+    #[test]
+    fn bytes_round_trip_and_config_limits() {
+        let s = State::with_defaults(120);
+        assert_eq!(State::from_bytes(&s.to_bytes()).unwrap(), s);
+        let c = Config::with_defaults();
+        assert_eq!(Config::from_bytes(&c.to_bytes()).unwrap(), c);
+        assert!(matches!(
+            State::from_bytes(&[0x0D, 0]),
+            Err(StateError::Decode(_))
+        ));
+        let inverted = Config {
+            min_frequency: Some(20_000.0),
+            ..Config::default()
+        };
+        assert!(inverted.validate_update(&c).is_err());
+        let lower = Config {
+            max_voltage: Some(120.0),
+            ..Config::default()
+        };
+        assert!(lower.validate_update(&c).is_ok());
     }
 }

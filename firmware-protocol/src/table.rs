@@ -252,4 +252,25 @@ mod tests {
         assert!(parse_identity("teensy").is_err());
         assert!(parse_identity("dropbot::").is_err());
     }
+
+    #[test]
+    fn added_tables_take_precedence_and_missing_codes_are_named() {
+        let mut set = TableSet::builtin();
+        let text = format!(
+            "format = 1\ndescription = \"partial\"\nfirmware_versions = [\"{SIMULATOR_VERSION}\", \"2.0\"]\n[codes]\nhalt = 7\n"
+        );
+        set.add(CommandTable::from_toml(&text).unwrap());
+        let table = set.for_version(SIMULATOR_VERSION).unwrap();
+        assert_eq!(table.description(), "partial");
+        assert_eq!(table.code(CommandName::Halt), Ok(7));
+        assert_eq!(table.name(7), Some(CommandName::Halt));
+        let err = table.code(CommandName::Reboot).unwrap_err().to_string();
+        assert!(err.contains("reboot") && err.contains("2.0"), "{err}");
+        assert!(set.for_version("2.0").is_ok());
+        let extra = "format = 1\nfirmware_versions = []\nextra = 1\n[codes]\n";
+        assert!(matches!(
+            CommandTable::from_toml(extra),
+            Err(TableError::Parse(_))
+        ));
+    }
 }

@@ -1,0 +1,191 @@
+//! Round trips over the board link against the simulator (fast timing) on a real pty, beside a
+//! bare pty echo of the same packet sizes measured in the same run, plus how long an unplug
+//! takes to be noticed. Prints hdrhistogram p50/p99/max in microseconds and a markdown table.
+//!
+//! `cargo bench --bench board_link` (N round trips each: `BOARD_BENCH_N`, default 5000).
+
+use std::collections::BTreeSet;
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+use dropbot_plugin::board::dropbot::open_port;
+use dropbot_plugin::board::{DropBot, LinkOptions};
+use dropbot_plugin::sim::{self, SimOptions, Timing};
+use firmware_protocol::commands::{Microseconds, SetStateOfChannels};
+use firmware_protocol::{Command, Packet, TableSet};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_serial::{SerialPort, SerialStream};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+const WARMUP: usize = 200;
+const UNPLUGS: usize = 30;
+
+fn histogram() -> Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 10_000_000, 3)?)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A pty whose master echoes every byte back; the port end opened by path like a board's.
+fn echo_pty() -> Result<SerialStream> {
+    let (master, slave) = SerialStream::pair()?;
+    let path = slave.name().ok_or("pty has no name")?;
+    let port = open_port(&path)?;
+    drop(slave);
+    tokio::spawn(async move {
+        let (mut rd, mut wr) = tokio::io::split(master);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 || wr.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(port)
+}
+
+async fn echo_round_trips(n: usize, size: usize) -> Result<Histogram<u64>> {
+    let mut port = echo_pty()?;
+    let msg = vec![0x55u8; size];
+    let mut back = vec![0u8; size];
+    let mut h = histogram()?;
+    for i in 0..WARMUP + n {
+        let t = Instant::now();
+        port.write_all(&msg).await?;
+        port.read_exact(&mut back).await?;
+        if i >= WARMUP {
+            h.record(micros(t.elapsed()))?;
+        }
+    }
+    Ok(h)
+}
+
+async fn board() -> Result<(sim::SimHandle, DropBot)> {
+    let sim = sim::spawn_pty(SimOptions {
+        timing: Timing::Fast,
+        ..SimOptions::default()
+    })
+    .await?;
+    let path = sim.path().display().to_string();
+    let bot = DropBot::open(&path, &TableSet::builtin(), LinkOptions::default()).await?;
+    Ok((sim, bot))
+}
+
+async fn trivial_calls(bot: &DropBot, n: usize) -> Result<Histogram<u64>> {
+    let mut h = histogram()?;
+    for i in 0..WARMUP + n {
+        let t = Instant::now();
+        bot.sync_time().await?; // one `microseconds()` call
+        if i >= WARMUP {
+            h.record(micros(t.elapsed()))?;
+        }
+    }
+    Ok(h)
+}
+
+async fn channel_updates(bot: &DropBot, n: usize) -> Result<Histogram<u64>> {
+    let count = bot.info().channel_count;
+    let even: BTreeSet<u16> = (0..count).step_by(2).collect();
+    let odd: BTreeSet<u16> = (1..count).step_by(2).collect();
+    let mut h = histogram()?;
+    for i in 0..WARMUP + n {
+        let set = if i % 2 == 0 { &even } else { &odd };
+        let t = Instant::now();
+        bot.set_channels(set).await?;
+        if i >= WARMUP {
+            h.record(micros(t.elapsed()))?;
+        }
+    }
+    bot.all_off().await?;
+    Ok(h)
+}
+
+/// From pulling the cable to the link reporting it closed.
+async fn unplug_detection() -> Result<Histogram<u64>> {
+    let mut h = histogram()?;
+    for _ in 0..UNPLUGS {
+        let (sim, bot) = board().await?;
+        let closed = tokio::spawn({
+            let bot = bot.clone();
+            async move { bot.closed().await }
+        });
+        let t = Instant::now();
+        sim.unplug().await;
+        closed.await?;
+        h.record(micros(t.elapsed()))?;
+    }
+    Ok(h)
+}
+
+fn packet_len(payload: Vec<u8>) -> Result<usize> {
+    Ok(Packet::Data { id: 1, payload }.to_bytes()?.len())
+}
+
+fn row(name: &str, h: &Histogram<u64>) -> String {
+    format!(
+        "| {name} | {} | {} | {} | {} |",
+        h.len(),
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.max()
+    )
+}
+
+async fn run() -> Result<()> {
+    let n: usize = std::env::var("BOARD_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let (_sim, bot) = board().await?;
+    let table = bot.table().clone();
+    let trivial_len = packet_len(Microseconds {}.encode(&table)?)?;
+    let all: Vec<u8> = vec![0xFF; usize::from(bot.info().channel_count / 8)];
+    let update_len = packet_len(SetStateOfChannels { states: all }.encode(&table)?)?;
+
+    // Interleave so that both kinds see the same machine conditions.
+    let echo_small = echo_round_trips(n, trivial_len).await?;
+    let call = trivial_calls(&bot, n).await?;
+    let echo_big = echo_round_trips(n, update_len).await?;
+    let update = channel_updates(&bot, n).await?;
+    let unplug = unplug_detection().await?;
+    let stats = bot.stats();
+
+    let rows = [
+        row(&format!("bare pty echo, {trivial_len} B"), &echo_small),
+        row("`microseconds()` call", &call),
+        row(&format!("bare pty echo, {update_len} B"), &echo_big),
+        row("`set_state_of_channels`, 120 channels", &update),
+        row("unplug -> link closed", &unplug),
+    ];
+    println!("| round trip | n | p50 µs | p99 µs | max µs |");
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        println!("{r}");
+    }
+    let ratio = |a: &Histogram<u64>, b: &Histogram<u64>| {
+        a.value_at_quantile(0.99) as f64 / b.value_at_quantile(0.99).max(1) as f64
+    };
+    println!();
+    println!(
+        "p99 ratio call / echo: trivial {:.2}, channel update {:.2} (bar: <= 2.00)",
+        ratio(&call, &echo_small),
+        ratio(&update, &echo_big)
+    );
+    println!(
+        "link: {} requests, {} timeouts, {} crc errors",
+        stats.requests, stats.timeouts, stats.crc_errors
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run())
+}

@@ -1,0 +1,196 @@
+//! The applier task: takes the latest merged [`Target`], applies it to whichever board is
+//! connected, and reports what the board confirmed.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use firmware_protocol::State;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::{ActuationError, Confirmed, Target};
+use crate::board::{BoardError, DropBot};
+
+/// Where the applier finds the board to talk to (the supervisor's current board).
+pub trait BoardSource: Send + Sync + 'static {
+    /// The connected board, if any.
+    fn current(&self) -> Option<DropBot>;
+}
+
+impl<F> BoardSource for F
+where
+    F: Fn() -> Option<DropBot> + Send + Sync + 'static,
+{
+    fn current(&self) -> Option<DropBot> {
+        self()
+    }
+}
+
+/// The outcome of applying everything submitted up to `generation`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The newest request folded into what was applied.
+    pub generation: u64,
+    /// Everything the board has confirmed since it was connected (cumulative, so a watcher
+    /// that skips an outcome still sees the whole picture).
+    pub picture: Confirmed,
+    /// Whether this request was applied in full, or why not.
+    pub outcome: Result<(), ActuationError>,
+}
+
+#[derive(Default)]
+struct Pending {
+    generation: u64,
+    target: Target,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    picture: Mutex<Confirmed>,
+    wake: Notify,
+    applied: watch::Sender<Applied>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // The locks guard plain data; a panic elsewhere cannot leave them inconsistent.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn picture(&self) -> std::sync::MutexGuard<'_, Confirmed> {
+        self.picture.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Handle to the applier task (aborted on drop).
+pub struct Actuator {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Actuator {
+    /// Start the applier; it applies to `source.current()`.
+    pub fn spawn(source: impl BoardSource) -> Actuator {
+        let (applied, _) = watch::channel(Applied {
+            generation: 0,
+            picture: Confirmed::default(),
+            outcome: Ok(()),
+        });
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            picture: Mutex::new(Confirmed::default()),
+            wake: Notify::new(),
+            applied,
+        });
+        let task = tokio::spawn(run(shared.clone(), source));
+        Actuator { shared, task }
+    }
+
+    /// Fold `target` into what is pending; returns its generation for [`Actuator::wait`].
+    pub fn submit(&self, target: Target) -> u64 {
+        let generation = {
+            let mut pending = self.shared.lock();
+            pending.target.merge(target);
+            pending.generation += 1;
+            pending.generation
+        };
+        self.shared.wake.notify_one();
+        generation
+    }
+
+    /// Drop whatever is pending and forget the board's picture (e.g. the board went away:
+    /// stale targets must never be applied to the next board); waiters get `reason`.
+    pub fn clear(&self, reason: ActuationError) {
+        let generation = {
+            let mut pending = self.shared.lock();
+            pending.target = Target::default();
+            pending.generation
+        };
+        *self.shared.picture() = Confirmed::default();
+        self.shared.applied.send_replace(Applied {
+            generation,
+            picture: Confirmed::default(),
+            outcome: Err(reason),
+        });
+    }
+
+    /// Wait until everything up to `generation` has been applied (or failed).
+    pub async fn wait(&self, generation: u64, timeout: Duration) -> Result<Applied, ActuationError> {
+        let mut applied = self.shared.applied.subscribe();
+        let reached = applied.wait_for(|a| a.generation >= generation);
+        let outcome = match tokio::time::timeout(timeout, reached).await {
+            Ok(Ok(a)) => a.outcome.clone().map(|()| a.clone()),
+            Ok(Err(_)) => Err(ActuationError::Stopped),
+            Err(_) => Err(ActuationError::Timeout(timeout)),
+        };
+        outcome
+    }
+
+    /// Every outcome, as it happens.
+    pub fn subscribe(&self) -> watch::Receiver<Applied> {
+        self.shared.applied.subscribe()
+    }
+}
+
+impl Drop for Actuator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(shared: Arc<Shared>, source: impl BoardSource) {
+    loop {
+        shared.wake.notified().await;
+        let (generation, target) = {
+            let mut pending = shared.lock();
+            (pending.generation, std::mem::take(&mut pending.target))
+        };
+        let mut confirmed = Confirmed::default();
+        let outcome = match source.current() {
+            _ if target.is_empty() => Ok(()),
+            None => Err(ActuationError::NoBoard),
+            Some(board) => apply(&board, &target, &mut confirmed)
+                .await
+                .map_err(|e| ActuationError::Board(e.to_string())),
+        };
+        let picture = {
+            let mut picture = shared.picture();
+            picture.merge(confirmed);
+            picture.clone()
+        };
+        shared.applied.send_replace(Applied {
+            generation,
+            picture,
+            outcome,
+        });
+    }
+}
+
+/// Apply in a safe order: HV off first, then voltage and frequency, then channels, HV on last.
+/// What succeeded before an error is still recorded in `confirmed`.
+async fn apply(board: &DropBot, target: &Target, confirmed: &mut Confirmed) -> Result<(), BoardError> {
+    if target.hv_output_enabled == Some(false) {
+        board.set_hv_output_enabled(false).await?;
+        confirmed.hv_output_enabled = Some(false);
+    }
+    if target.voltage.is_some() || target.frequency.is_some() {
+        board
+            .update_state(&State {
+                voltage: target.voltage,
+                frequency: target.frequency,
+                ..State::default()
+            })
+            .await?;
+        confirmed.voltage = target.voltage;
+        confirmed.frequency = target.frequency;
+    }
+    if let Some(channels) = &target.channels {
+        board.set_channels(channels).await?;
+        confirmed.channels = Some(board.channels().await?);
+    }
+    if target.hv_output_enabled == Some(true) {
+        board.set_hv_output_enabled(true).await?;
+        confirmed.hv_output_enabled = Some(true);
+    }
+    Ok(())
+}

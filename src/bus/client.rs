@@ -1,0 +1,315 @@
+//! [`BusClient`]: owner of the MQTT connection.
+//!
+//! rumqttc's `EventLoop::poll()` runs alone in its own task and forwards incoming publishes
+//! over a channel. After an error it sleeps with exponential backoff and jitter (reset on
+//! ConnAck); on every ConnAck the resync task restores subscriptions and our retained messages,
+//! because a clean session loses both (and a restarted broker has no retained state).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout_at, Instant};
+
+use super::envelope::{encode, Envelope, Header};
+use super::error::BusError;
+use super::handle::{BusHandle, SYNC_PREFIX};
+use super::options::BusOptions;
+use super::shared::{resync_task, Shared};
+use super::topics::Topic;
+
+/// First delay after a connection error; doubles up to [`BACKOFF_MAX`].
+const BACKOFF_START: Duration = Duration::from_millis(50);
+/// Longest delay between connection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Where the connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Not connected yet.
+    Connecting,
+    /// Connected; `session` counts connections from 1.
+    Connected {
+        /// Which connection this is (1 = first).
+        session: u64,
+    },
+    /// The connection failed or broke; the client keeps retrying.
+    Disconnected {
+        /// Why, in words.
+        reason: String,
+    },
+    /// The client has shut down.
+    Closed,
+}
+
+/// One incoming message.
+#[derive(Debug, Clone)]
+pub struct BusMessage {
+    /// Topic it was published on.
+    pub topic: String,
+    /// Raw payload.
+    pub payload: bytes::Bytes,
+    /// Whether the broker sent it as a stored retained message.
+    pub retain: bool,
+    max_payload: usize,
+}
+
+impl BusMessage {
+    /// The payload parsed as MicroDrop JSON, `__head__` stripped, size-limited.
+    pub fn envelope(&self) -> Result<Envelope, BusError> {
+        Envelope::decode(&self.payload, self.max_payload)
+    }
+
+    /// The topic parsed with MicroDrop's grammar.
+    pub fn parsed_topic(&self) -> Result<Topic, BusError> {
+        self.topic.parse()
+    }
+}
+
+/// A message to publish on the way out, before DISCONNECT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Farewell {
+    /// Topic.
+    pub topic: String,
+    /// Value (objects get our `__head__`).
+    pub value: Value,
+    /// Whether it is retained.
+    pub retain: bool,
+}
+
+/// Owner of the MQTT connection: runs the poll and resync tasks, receives messages.
+/// Dropping it aborts both tasks without DISCONNECT, so the broker fires our will.
+pub struct BusClient {
+    handle: BusHandle,
+    messages: mpsc::Receiver<BusMessage>,
+    poll_task: JoinHandle<()>,
+    resync_task: JoinHandle<()>,
+}
+
+impl BusClient {
+    /// Starts connecting in the background (returns at once; call inside a tokio runtime).
+    pub fn start(options: BusOptions) -> Result<BusClient, BusError> {
+        let mqtt = options.to_mqtt()?;
+        let (client, eventloop) = AsyncClient::new(mqtt, options.request_capacity);
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
+        let (msg_tx, messages) = mpsc::channel(options.incoming_capacity);
+        let header = Header::new(options.name, options.version);
+        let shared = Arc::new(Shared::new(
+            client,
+            header,
+            options.max_packet_size,
+            options.max_payload,
+            state_rx,
+        ));
+        let poll_task = tokio::spawn(poll_task(eventloop, shared.clone(), msg_tx, state_tx));
+        let resync_task = tokio::spawn(resync_task(shared.clone()));
+        Ok(BusClient {
+            handle: BusHandle { shared },
+            messages,
+            poll_task,
+            resync_task,
+        })
+    }
+
+    /// A handle for publishing from other tasks.
+    pub fn handle(&self) -> BusHandle {
+        self.handle.clone()
+    }
+
+    /// The next incoming message; `None` once the client has shut down.
+    pub async fn recv(&mut self) -> Option<BusMessage> {
+        self.messages.recv().await
+    }
+
+    /// The incoming channel itself, e.g. for `select!` (its `recv` is cancel-safe).
+    pub fn messages(&mut self) -> &mut mpsc::Receiver<BusMessage> {
+        &mut self.messages
+    }
+
+    /// Waits until connected, at most `timeout`.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), BusError> {
+        let mut state = self.handle.connection();
+        let wait = state.wait_for(|s| matches!(s, ConnectionState::Connected { .. }));
+        let outcome = match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(BusError::Closed),
+            Err(_) => Err(BusError::Timeout(timeout, "the broker's ConnAck")),
+        };
+        outcome
+    }
+
+    /// Publishes `farewell` (e.g. a retained offline status), sends DISCONNECT and waits until
+    /// both are written to the socket, at most `timeout`. The broker then does not fire our
+    /// will. On timeout (e.g. broker down) the tasks are aborted anyway.
+    pub async fn disconnect(
+        self,
+        farewell: &[Farewell],
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        let deadline = Instant::now() + timeout;
+        let result = self.say_goodbye(farewell, deadline, timeout).await;
+        self.handle.shared.closed.store(true, Ordering::Release);
+        self.handle.shared.kick.notify_one();
+        result
+    }
+
+    async fn say_goodbye(
+        &self,
+        farewell: &[Farewell],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        let shared = &self.handle.shared;
+        let too_late = |_| BusError::Timeout(timeout, "a graceful disconnect");
+        for f in farewell {
+            let payload = encode(&f.value, &shared.header, shared.max_payload)?;
+            if f.retain {
+                shared.record_retained(&f.topic, &payload);
+            }
+            // `publish().await` waits for room in the queue, which the poll task drains.
+            let queued = shared
+                .client
+                .publish(f.topic.clone(), QoS::AtMostOnce, f.retain, payload);
+            timeout_at(deadline, queued)
+                .await
+                .map_err(too_late)?
+                .map_err(|_| BusError::Closed)?;
+        }
+        timeout_at(deadline, shared.client.disconnect())
+            .await
+            .map_err(too_late)?
+            .map_err(|_| BusError::Closed)?;
+        // The poll task ends (state `Closed`) once DISCONNECT is flushed to the socket.
+        let mut state = shared.state.clone();
+        let closed = state.wait_for(|s| *s == ConnectionState::Closed);
+        // An error here means the poll task is gone already, which is just as closed.
+        let _ = timeout_at(deadline, closed).await.map_err(too_late)?;
+        Ok(())
+    }
+}
+
+impl Drop for BusClient {
+    fn drop(&mut self) {
+        self.handle.shared.closed.store(true, Ordering::Release);
+        self.poll_task.abort();
+        self.resync_task.abort();
+    }
+}
+
+/// Exponential backoff with jitter: the n-th delay is uniform in [d/2, d], d = 50 ms * 2^n,
+/// capped at 2 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            next: BACKOFF_START,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_START;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (d * 2).min(BACKOFF_MAX);
+        d.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+}
+
+/// Runs `poll()` alone, forever: forwards publishes, reports the connection, backs off after
+/// errors. Ends when our DISCONNECT has been written.
+async fn poll_task(
+    mut eventloop: EventLoop,
+    shared: Arc<Shared>,
+    incoming: mpsc::Sender<BusMessage>,
+    state: watch::Sender<ConnectionState>,
+) {
+    let mut backoff = Backoff::new();
+    let mut connected = false;
+    loop {
+        if !connected {
+            shared
+                .counters
+                .connection_attempts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                connected = true;
+                backoff.reset();
+                let session = shared.counters.connections.fetch_add(1, Ordering::Relaxed) + 1;
+                shared.connected.store(true, Ordering::Release);
+                shared.resync_all.store(true, Ordering::Release);
+                shared.kick.notify_one();
+                state.send_replace(ConnectionState::Connected { session });
+                tracing::info!(session, "connected to the MQTT broker");
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic.starts_with(SYNC_PREFIX) => {
+                shared.end_sync_waiter(&p.topic, true);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let msg = BusMessage {
+                    topic: p.topic,
+                    payload: p.payload,
+                    retain: p.retain,
+                    max_payload: shared.max_payload,
+                };
+                // Waits while the receiver is behind (back-pressure); fails only when the
+                // `BusClient` is gone, and then this task is being aborted anyway.
+                let _ = incoming.send(msg).await;
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                let reason = e.to_string();
+                if connected {
+                    tracing::warn!(%reason, "MQTT connection lost");
+                } else {
+                    tracing::debug!(%reason, "MQTT connection attempt failed");
+                }
+                connected = false;
+                shared.connected.store(false, Ordering::Release);
+                state.send_if_modified(|s| {
+                    let changed =
+                        !matches!(s, ConnectionState::Disconnected { reason: r } if *r == reason);
+                    if changed {
+                        *s = ConnectionState::Disconnected {
+                            reason: reason.clone(),
+                        };
+                    }
+                    changed
+                });
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+    shared.connected.store(false, Ordering::Release);
+    shared.closed.store(true, Ordering::Release);
+    state.send_replace(ConnectionState::Closed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_resets() {
+        let mut b = Backoff::new();
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let full = BACKOFF_START.saturating_mul(1 << i).min(BACKOFF_MAX);
+            assert!(*d >= full / 2 && *d <= full, "delay {i}: {d:?} vs {full:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= BACKOFF_START);
+    }
+}

@@ -1,0 +1,244 @@
+//! [`BusHandle`]: the cloneable, never-blocking publishing side of the connection.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::QoS;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::time::{timeout_at, Instant};
+
+use super::client::ConnectionState;
+use super::envelope::{encode, reply_body, Envelope, Header, ReplyStatus};
+use super::error::BusError;
+use super::router::Router;
+use super::shared::Shared;
+use super::topics::Topic;
+
+/// Topic prefix of [`BusHandle::sync`] probes: outside `microdrop/`, so no MicroDrop client
+/// sees them; the poll task swallows them.
+pub(crate) const SYNC_PREFIX: &str = "microdrop-bus-sync/";
+
+/// Bytes an MQTT PUBLISH adds around topic and payload (fixed header + topic length), at most.
+const PUBLISH_OVERHEAD: usize = 7;
+
+/// Counters describing the connection's life, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BusStats {
+    /// Connection attempts made (each `poll()` while not connected).
+    pub connection_attempts: u64,
+    /// Successful connections (ConnAcks received).
+    pub connections: u64,
+    /// Outgoing messages dropped because the request queue was full.
+    pub dropped_outgoing: u64,
+}
+
+/// Cloneable handle for publishing and subscribing from any task. Never blocks: when the
+/// request queue is full (broker down for a while), plain messages are dropped and counted,
+/// while retained messages and subscriptions are kept and sent when there is room again.
+#[derive(Clone)]
+pub struct BusHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl BusHandle {
+    /// Our plugin name (first part of the client id, sender in our topics).
+    pub fn name(&self) -> &str {
+        &self.shared.header.plugin_name
+    }
+
+    /// The `__head__` put in our object payloads.
+    pub fn header(&self) -> &Header {
+        &self.shared.header
+    }
+
+    /// Largest payload accepted when decoding incoming messages.
+    pub fn max_payload(&self) -> usize {
+        self.shared.max_payload
+    }
+
+    /// Publishes `value` as JSON (objects get our `__head__`) with QoS 0.
+    pub fn publish_json(&self, topic: &str, value: &Value, retain: bool) -> Result<(), BusError> {
+        let payload = encode(value, &self.shared.header, self.shared.max_payload)?;
+        self.publish_bytes(topic, payload, retain)
+    }
+
+    /// Publishes a raw payload with QoS 0. A retained empty payload clears the retained value.
+    pub fn publish_bytes(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), BusError> {
+        check_publish_topic(topic)?;
+        let size = topic.len() + payload.len() + PUBLISH_OVERHEAD;
+        if size > self.shared.max_packet {
+            // rumqttc would drop the whole connection over an oversized packet.
+            return Err(BusError::TooLarge {
+                size,
+                limit: self.shared.max_packet,
+            });
+        }
+        if retain {
+            return self.shared.publish_retained(topic, payload);
+        }
+        self.shared
+            .client
+            .try_publish(topic, QoS::AtMostOnce, false, payload)
+            .map_err(|_| self.shared.dropped(topic))
+    }
+
+    /// Clears a retained value we published (an empty retained payload).
+    pub fn clear_retained(&self, topic: &str) -> Result<(), BusError> {
+        self.publish_bytes(topic, Vec::new(), true)
+    }
+
+    /// Retained `microdrop/<self>/state/<property>`.
+    pub fn publish_state(&self, property: &str, value: &Value) -> Result<(), BusError> {
+        let topic = Topic::state(self.name(), property)?;
+        self.publish_json(&topic.to_string(), value, true)
+    }
+
+    /// `microdrop/<self>/error/<property>` (not retained).
+    pub fn publish_error(&self, property: &str, value: &Value) -> Result<(), BusError> {
+        let topic = Topic::error(self.name(), property)?;
+        self.publish_json(&topic.to_string(), value, false)
+    }
+
+    /// `microdrop/<self>/signal/<topic>` (not retained).
+    pub fn signal(&self, topic: &str, value: &Value) -> Result<(), BusError> {
+        let topic = Topic::signal(self.name(), topic)?;
+        self.publish_json(&topic.to_string(), value, false)
+    }
+
+    /// `microdrop/status/<self>` (not retained).
+    pub fn status(&self, value: &Value) -> Result<(), BusError> {
+        let topic = Topic::status(self.name())?;
+        self.publish_json(&topic.to_string(), value, false)
+    }
+
+    /// Notify reply `{"status", "response"}` to `microdrop/<self>/notify/<receiver>/<topic>`.
+    pub fn notify(
+        &self,
+        receiver: &str,
+        topic: &str,
+        status: ReplyStatus,
+        response: Value,
+    ) -> Result<(), BusError> {
+        let topic = Topic::notify(self.name(), receiver, topic)?;
+        self.publish_json(&topic.to_string(), &reply_body(status, response), false)
+    }
+
+    /// Answers `request` (a put or trigger about `topic`) if it asked for a reply.
+    /// Returns whether a reply was sent.
+    pub fn reply(
+        &self,
+        request: &Envelope,
+        topic: &str,
+        status: ReplyStatus,
+        response: Value,
+    ) -> Result<bool, BusError> {
+        match request.reply_to() {
+            Some(receiver) => self
+                .notify(receiver, topic, status, response)
+                .map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Subscribes to `filter` (QoS 0), now and after every reconnection.
+    pub fn subscribe(&self, filter: &str) -> Result<(), BusError> {
+        if !rumqttc::valid_filter(filter) || filter.contains('\0') {
+            return Err(BusError::Topic {
+                topic: filter.to_owned(),
+                reason: "not a valid MQTT filter",
+            });
+        }
+        self.shared.subscribe(filter)
+    }
+
+    /// Subscribes to every filter of `router`.
+    pub fn subscribe_router<K>(&self, router: &Router<K>) -> Result<(), BusError> {
+        router.filters().iter().try_for_each(|f| self.subscribe(f))
+    }
+
+    /// Every filter subscribed so far, in order.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.shared.filters()
+    }
+
+    /// Waits until the broker has processed everything we queued before this call (in
+    /// particular every subscription, also those restored after a reconnection), at most
+    /// `timeout`. Works by sending a probe to ourselves on a private topic.
+    pub async fn sync(&self, timeout: Duration) -> Result<(), BusError> {
+        let deadline = Instant::now() + timeout;
+        let too_late = |_| BusError::Timeout(timeout, "the broker to process our requests");
+        let shared = &self.shared;
+        // First the restore after the current connection's ConnAck must be queued.
+        let mut resynced = shared.resynced.subscribe();
+        let ready = resynced.wait_for(|&done| {
+            shared.connected.load(Ordering::Acquire)
+                && done >= shared.counters.connections.load(Ordering::Acquire)
+        });
+        timeout_at(deadline, ready)
+            .await
+            .map_err(too_late)?
+            .map_err(|_| BusError::Closed)?;
+        let topic = format!("{SYNC_PREFIX}{}/{}", self.name(), uuid::Uuid::new_v4());
+        let probe = shared.add_sync_waiter(&topic);
+        let sent = shared
+            .client
+            .try_subscribe(topic.as_str(), QoS::AtMostOnce)
+            .and_then(|()| {
+                shared
+                    .client
+                    .try_publish(topic.as_str(), QoS::AtMostOnce, false, b"{}".to_vec())
+            });
+        let outcome = match sent {
+            Err(_) => Err(shared.dropped(&topic)),
+            Ok(()) => match timeout_at(deadline, probe).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(BusError::Closed),
+                Err(e) => Err(too_late(e)),
+            },
+        };
+        shared.end_sync_waiter(&topic, false);
+        let _ = shared.client.try_unsubscribe(topic);
+        outcome
+    }
+
+    /// Whether the client is connected to the broker right now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Watch the connection state (see [`ConnectionState`]).
+    pub fn connection(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.clone()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BusStats {
+        let c = &self.shared.counters;
+        BusStats {
+            connection_attempts: c.connection_attempts.load(Ordering::Relaxed),
+            connections: c.connections.load(Ordering::Relaxed),
+            dropped_outgoing: c.dropped_outgoing.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn check_publish_topic(topic: &str) -> Result<(), BusError> {
+    let reason = if topic.is_empty() {
+        "empty topic"
+    } else if topic.contains(['+', '#', '\0']) {
+        "wildcards and NUL are not allowed in a topic to publish to"
+    } else {
+        return Ok(());
+    };
+    Err(BusError::Topic {
+        topic: topic.to_owned(),
+        reason,
+    })
+}

@@ -1,0 +1,28 @@
+//! The MQTT bus layer: MicroDrop 3's conventions on top of rumqttc, and nothing of boards.
+//!
+//! - [`topics`]: the topic grammar (`microdrop/put/<receiver>/<property>`, ...).
+//! - [`router`]: routes with `{name}` placeholders -> MQTT filters, topic -> key + captures.
+//! - [`envelope`]: the `__head__` header, put/trigger unwrapping, notify replies.
+//! - [`client`]: [`BusClient`], the one owner of the MQTT connection (poll task, backoff,
+//!   resubscription and retained republish on every ConnAck, last will).
+//! - [`handle`]: [`BusHandle`], the cloneable, never-blocking publishing side.
+//! - [`options`]: [`BusOptions`], how to reach the broker (TCP, Unix socket, TLS) and who we are.
+
+pub mod client;
+pub mod envelope;
+pub mod error;
+pub mod handle;
+pub mod options;
+pub mod router;
+mod shared;
+#[cfg(feature = "tls")]
+mod tls;
+pub mod topics;
+
+pub use client::{BusClient, BusMessage, ConnectionState, Farewell};
+pub use envelope::{Envelope, Header, ReplyStatus};
+pub use error::BusError;
+pub use handle::{BusHandle, BusStats};
+pub use options::{BusOptions, BusTransport, Will};
+pub use router::{Captures, Router};
+pub use topics::{filter_matches, Topic};

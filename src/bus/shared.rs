@@ -1,0 +1,283 @@
+//! State shared by [`BusHandle`](super::BusHandle)s, the poll task and the resync task: the
+//! book of what must be restored on every (re)connection (subscriptions and our retained
+//! messages), and the resync task that restores it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, QoS, SubscribeFilter};
+use tokio::sync::{oneshot, watch, Notify};
+
+use super::client::ConnectionState;
+use super::envelope::Header;
+use super::error::BusError;
+
+/// How long the resync task waits before retrying when the request queue is full.
+const RETRY_FULL: Duration = Duration::from_millis(20);
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) connection_attempts: AtomicU64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) dropped_outgoing: AtomicU64,
+}
+
+/// What must survive a reconnection.
+#[derive(Default)]
+struct Book {
+    /// Every filter subscribed, in order.
+    filters: Vec<String>,
+    /// Latest retained payload we published, per topic (cleared topics are absent).
+    retained: HashMap<String, Vec<u8>>,
+    /// Filters whose SUBSCRIBE did not fit the request queue.
+    unsent_filters: BTreeSet<String>,
+    /// Retained topics whose latest value did not fit the request queue.
+    unsent_retained: BTreeSet<String>,
+}
+
+impl Book {
+    /// Remembers `payload` as the latest retained value of `topic` (empty = cleared).
+    fn record(&mut self, topic: &str, payload: &[u8]) {
+        if payload.is_empty() {
+            self.retained.remove(topic);
+        } else {
+            self.retained.insert(topic.to_owned(), payload.to_vec());
+        }
+    }
+}
+
+/// State shared by handles, the poll task and the resync task.
+pub(crate) struct Shared {
+    pub(crate) client: AsyncClient,
+    pub(crate) header: Header,
+    pub(crate) max_packet: usize,
+    pub(crate) max_payload: usize,
+    pub(crate) counters: Counters,
+    pub(crate) connected: AtomicBool,
+    pub(crate) closed: AtomicBool,
+    /// Set by the poll task on ConnAck: the next resync restores everything.
+    pub(crate) resync_all: AtomicBool,
+    /// Wakes the resync task.
+    pub(crate) kick: Notify,
+    pub(crate) state: watch::Receiver<ConnectionState>,
+    /// Number of the last connection whose full resync has been queued.
+    pub(crate) resynced: watch::Sender<u64>,
+    book: Mutex<Book>,
+    /// Probes of [`BusHandle::sync`](super::BusHandle::sync) waiting to come back, by topic.
+    sync_waiters: Mutex<HashMap<String, oneshot::Sender<()>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        client: AsyncClient,
+        header: Header,
+        max_packet: usize,
+        max_payload: usize,
+        state: watch::Receiver<ConnectionState>,
+    ) -> Self {
+        Shared {
+            client,
+            header,
+            max_packet,
+            max_payload,
+            counters: Counters::default(),
+            connected: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            resync_all: AtomicBool::new(false),
+            kick: Notify::new(),
+            state,
+            resynced: watch::Sender::new(0),
+            book: Mutex::new(Book::default()),
+            sync_waiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The book survives a panic elsewhere: its data stays consistent under the lock.
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.book
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The error for a request that did not fit the queue, counted as a drop.
+    pub(crate) fn dropped(&self, topic: &str) -> BusError {
+        if self.is_closed() {
+            return BusError::Closed;
+        }
+        self.counters
+            .dropped_outgoing
+            .fetch_add(1, Ordering::Relaxed);
+        BusError::QueueFull(topic.to_owned())
+    }
+
+    /// Records a retained payload and queues it, both under the book's lock so that the last
+    /// value queued for a topic is always the one in the book (the resync task does the same).
+    /// A payload that does not fit the queue is not dropped: the resync task sends the latest
+    /// value when there is room or after the next ConnAck.
+    pub(crate) fn publish_retained(&self, topic: &str, payload: Vec<u8>) -> Result<(), BusError> {
+        let mut book = self.book();
+        book.record(topic, &payload);
+        if self
+            .client
+            .try_publish(topic, QoS::AtMostOnce, true, payload)
+            .is_ok()
+        {
+            book.unsent_retained.remove(topic);
+            return Ok(());
+        }
+        if self.is_closed() {
+            return Err(BusError::Closed);
+        }
+        book.unsent_retained.insert(topic.to_owned());
+        drop(book);
+        self.kick.notify_one();
+        Ok(())
+    }
+
+    /// Remembers a retained value without queueing it (the caller queues it itself), so that
+    /// a concurrent resync cannot queue an older value after it.
+    pub(crate) fn record_retained(&self, topic: &str, payload: &[u8]) {
+        self.book().record(topic, payload);
+    }
+
+    /// Records `filter` (restored after every ConnAck) and queues its SUBSCRIBE, or leaves it
+    /// to the resync task when the queue is full.
+    pub(crate) fn subscribe(&self, filter: &str) -> Result<(), BusError> {
+        let mut book = self.book();
+        if !book.filters.iter().any(|f| f == filter) {
+            book.filters.push(filter.to_owned());
+        }
+        if self.client.try_subscribe(filter, QoS::AtMostOnce).is_ok() {
+            return Ok(());
+        }
+        if self.is_closed() {
+            return Err(BusError::Closed);
+        }
+        book.unsent_filters.insert(filter.to_owned());
+        drop(book);
+        self.kick.notify_one();
+        Ok(())
+    }
+
+    /// Every filter subscribed so far, in order.
+    pub(crate) fn filters(&self) -> Vec<String> {
+        self.book().filters.clone()
+    }
+
+    /// Registers a sync probe on `topic`; the receiver fires when the probe comes back.
+    pub(crate) fn add_sync_waiter(&self, topic: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.sync_waiters.lock() {
+            w.insert(topic.to_owned(), tx);
+        }
+        rx
+    }
+
+    /// Removes the waiter of `topic`, firing it if `fire`.
+    pub(crate) fn end_sync_waiter(&self, topic: &str, fire: bool) {
+        let waiter = self
+            .sync_waiters
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(topic));
+        if let (Some(tx), true) = (waiter, fire) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Restores subscriptions and retained messages: everything after each ConnAck, or what did
+/// not fit the request queue. Runs until the client closes.
+pub(crate) async fn resync_task(shared: std::sync::Arc<Shared>) {
+    loop {
+        shared.kick.notified().await;
+        if shared.is_closed() {
+            return;
+        }
+        if !shared.connected.load(Ordering::Acquire) {
+            // The next ConnAck restores everything.
+            continue;
+        }
+        let all = shared.resync_all.swap(false, Ordering::AcqRel);
+        let session = shared.counters.connections.load(Ordering::Acquire);
+        let (filters, topics) = {
+            let mut book = shared.book();
+            let unsent_filters = std::mem::take(&mut book.unsent_filters);
+            let mut topics = std::mem::take(&mut book.unsent_retained);
+            if all {
+                topics.extend(book.retained.keys().cloned());
+                (book.filters.clone(), topics)
+            } else {
+                (unsent_filters.into_iter().collect(), topics)
+            }
+        };
+        if !resubscribe(&shared, &filters).await {
+            let mut book = shared.book();
+            book.unsent_filters.extend(filters);
+            book.unsent_retained.extend(topics);
+            continue;
+        }
+        let mut pending = topics.into_iter();
+        let mut complete = true;
+        while let Some(topic) = pending.next() {
+            if !republish(&shared, &topic).await {
+                let mut book = shared.book();
+                book.unsent_retained.insert(topic);
+                book.unsent_retained.extend(pending);
+                complete = false;
+                break;
+            }
+        }
+        if all && complete {
+            shared.resynced.send_replace(session);
+        }
+    }
+}
+
+/// Queues one SUBSCRIBE for all `filters`, waiting for room. False if the connection went away.
+async fn resubscribe(shared: &Shared, filters: &[String]) -> bool {
+    if filters.is_empty() {
+        return true;
+    }
+    let many: Vec<SubscribeFilter> = filters
+        .iter()
+        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtMostOnce))
+        .collect();
+    loop {
+        if shared.client.try_subscribe_many(many.clone()).is_ok() {
+            return true;
+        }
+        if !shared.connected.load(Ordering::Acquire) || shared.is_closed() {
+            return false;
+        }
+        tokio::time::sleep(RETRY_FULL).await;
+    }
+}
+
+/// Queues the latest retained value of `topic` (empty if cleared), waiting for room.
+/// False if the connection went away.
+async fn republish(shared: &Shared, topic: &str) -> bool {
+    loop {
+        {
+            let book = shared.book();
+            let payload = book.retained.get(topic).cloned().unwrap_or_default();
+            if shared
+                .client
+                .try_publish(topic, QoS::AtMostOnce, true, payload)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+        if !shared.connected.load(Ordering::Acquire) || shared.is_closed() {
+            return false;
+        }
+        tokio::time::sleep(RETRY_FULL).await;
+    }
+}

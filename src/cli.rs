@@ -1,0 +1,316 @@
+//! Command line: `run`, `demo`, `simulate`, `ports`. The only place that uses `anyhow`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dropbot_plugin::board::{
+    describe_ports, PortLister, Probe, Selector, SupervisorOptions, SystemPorts,
+};
+use dropbot_plugin::broker::{BrokerOptions, EmbeddedBroker};
+use dropbot_plugin::bus::BusOptions;
+use dropbot_plugin::device::Device;
+use dropbot_plugin::plugin::{self, Behaviour};
+use dropbot_plugin::sim::{self, SimOptions, SimulateArgs, Timing};
+use firmware_protocol::{CommandTable, TableSet};
+
+/// MicroDrop 3 process plugin for the DropBot digital-microfluidics control board.
+#[derive(Debug, Parser)]
+#[command(name = "dropbot-plugin", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr (`RUST_LOG` sets the levels, e.g. `debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for journald, log shippers).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the plugin: connect to MicroDrop's broker and to the board.
+    Run(RunArgs),
+    /// All on this machine: an embedded broker on MicroDrop's ports, a simulated board, the plugin.
+    Demo(DemoArgs),
+    /// A simulated DropBot on a pseudo-terminal, linked at a fixed path.
+    Simulate(SimulateArgs),
+    /// List USB serial ports (DropBots show as 16c0:0483).
+    Ports,
+}
+
+#[derive(Debug, Args)]
+struct BusArgs {
+    /// MQTT broker as HOST:PORT (MicroDrop 3's broker listens on 1884).
+    #[arg(long, default_value = "127.0.0.1:1884", value_name = "HOST:PORT")]
+    broker: String,
+    /// Our name on the bus; a second board needs a second name.
+    #[arg(long, default_value = "dropbot")]
+    name: String,
+    /// Broker user name.
+    #[arg(long, env = "DROPBOT_MQTT_USERNAME")]
+    username: Option<String>,
+    /// Broker password (prefer the environment variable).
+    #[arg(long, env = "DROPBOT_MQTT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Trust these PEM certificate authorities and connect with TLS (build with `--features tls`).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Largest MQTT packet either way, bytes (device files of several MiB must fit).
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    max_packet_size: usize,
+}
+
+#[derive(Debug, Args)]
+struct BoardArgs {
+    /// Which board: a device path, VID:PID, VID:PID:SERIAL or uuid:UUID [default: the one
+    /// DropBot (16c0:0483) present; several is an error].
+    #[arg(long, value_name = "SELECTOR")]
+    port: Option<String>,
+    /// Command table of a firmware build (TOML, see firmware-protocol/README.md); repeatable.
+    #[arg(long, value_name = "FILE")]
+    command_table: Vec<PathBuf>,
+    /// Do not turn HV on with the first electrode request: only `hv-output-enabled` does.
+    #[arg(long)]
+    no_auto_hv: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    bus: BusArgs,
+    #[command(flatten)]
+    board: BoardArgs,
+    /// Use a simulated board started in this process instead of hardware.
+    #[arg(long, conflicts_with = "port")]
+    simulate: bool,
+    /// The simulated chip (`three-object` JSON) [default: MicroDrop 3's default device].
+    #[arg(long, value_name = "FILE", requires = "simulate")]
+    sim_device: Option<PathBuf>,
+    /// The simulated board's timing.
+    #[arg(long, default_value = "realistic", requires = "simulate")]
+    sim_timing: Timing,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Use this broker instead of starting one (HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT")]
+    broker: Option<String>,
+    /// MQTT TCP port of the embedded broker.
+    #[arg(long, default_value_t = 1884)]
+    mqtt_port: u16,
+    /// MQTT websocket port of the embedded broker (MicroDrop's UI in a browser).
+    #[arg(long, default_value_t = 8083)]
+    ws_port: u16,
+    /// Listen on every interface instead of loopback only.
+    #[arg(long)]
+    listen_all: bool,
+    /// Our name on the bus.
+    #[arg(long, default_value = "dropbot")]
+    name: String,
+    /// The simulated chip (`three-object` JSON) [default: MicroDrop 3's default device].
+    #[arg(long, value_name = "FILE")]
+    device: Option<PathBuf>,
+    /// Run for this many seconds, then shut down (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    seconds: u64,
+}
+
+/// Set up `tracing` on stderr.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            dropbot_plugin::broker::LOG_FILTER_DIRECTIVE
+                .parse()
+                .unwrap_or_default(),
+        );
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Run the chosen subcommand.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run_plugin(args).await,
+        Command::Demo(args) => demo(args).await,
+        Command::Simulate(args) => Ok(sim::run_simulate(args).await?),
+        Command::Ports => {
+            print!("{}", describe_ports(&SystemPorts.list()?));
+            Ok(())
+        }
+    }
+}
+
+async fn run_plugin(args: RunArgs) -> Result<()> {
+    let bus = bus_options(&args.bus)?;
+    let (selector, _sim) = if args.simulate {
+        let sim = start_simulator(args.sim_device.as_ref(), args.sim_timing).await?;
+        (Selector::Path(sim.path().display().to_string()), Some(sim))
+    } else {
+        let selector = match &args.board.port {
+            Some(s) => s.parse()?,
+            None => Selector::default(),
+        };
+        (selector, None)
+    };
+    let supervisor = supervisor_options(&args.board, selector)?;
+    let behaviour = Behaviour {
+        auto_hv: !args.board.no_auto_hv,
+        ..Behaviour::default()
+    };
+    plugin::run(bus, supervisor, behaviour, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn demo(args: DemoArgs) -> Result<()> {
+    let (bus_addr, _broker) = match &args.broker {
+        Some(addr) => (addr.clone(), None),
+        None => {
+            let mut options = BrokerOptions::microdrop(args.listen_all);
+            options.tcp.set_port(args.mqtt_port);
+            if let Some(ws) = options.websocket.as_mut() {
+                ws.set_port(args.ws_port);
+            }
+            let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(options))
+                .await??;
+            let addr = broker.tcp_addr();
+            (format!("127.0.0.1:{}", addr.port()), Some(broker))
+        }
+    };
+    let sim = start_simulator(args.device.as_ref(), Timing::Realistic).await?;
+    println!("dropbot-plugin demo");
+    println!("  MQTT broker:     {bus_addr} (TCP)");
+    if _broker.is_some() {
+        println!("  MQTT websockets: ws://127.0.0.1:{}  (MicroDrop 3's UI)", args.ws_port);
+    }
+    println!("  simulated board: {}", sim.path().display());
+    println!("  try: mosquitto_sub -p {} -t 'microdrop/{}/#' -v", port_of(&bus_addr), args.name);
+    println!("  Ctrl-C stops: HV off, channels off, status offline");
+    let bus_args = BusArgs {
+        broker: bus_addr,
+        name: args.name,
+        username: None,
+        password: None,
+        tls_ca: None,
+        max_packet_size: 8 * 1024 * 1024,
+    };
+    let board_args = BoardArgs {
+        port: None,
+        command_table: Vec::new(),
+        no_auto_hv: false,
+    };
+    let supervisor =
+        supervisor_options(&board_args, Selector::Path(sim.path().display().to_string()))?;
+    let seconds = args.seconds;
+    let stop = async move {
+        if seconds == 0 {
+            shutdown_signal().await;
+        } else {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = tokio::time::sleep(std::time::Duration::from_secs(seconds)) => {}
+            }
+        }
+    };
+    plugin::run(bus_options(&bus_args)?, supervisor, Behaviour::default(), stop).await?;
+    sim.shutdown().await;
+    Ok(())
+}
+
+async fn start_simulator(device: Option<&PathBuf>, timing: Timing) -> Result<sim::SimHandle> {
+    let device = match device {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Device::from_three_object_json(&text)?
+        }
+        None => Device::microdrop3_default()?,
+    };
+    let options = SimOptions {
+        device: Some(device),
+        timing,
+        ..SimOptions::default()
+    };
+    Ok(sim::spawn_pty(options).await?)
+}
+
+fn bus_options(args: &BusArgs) -> Result<BusOptions> {
+    let (host, port) = match args.broker.rsplit_once(':') {
+        Some((host, port)) => (
+            host.to_owned(),
+            port.parse()
+                .with_context(|| format!("--broker {}: `{port}` is not a port", args.broker))?,
+        ),
+        None => (args.broker.clone(), 1884),
+    };
+    let mut options = BusOptions::new(args.name.clone(), host, port);
+    options.max_packet_size = args.max_packet_size;
+    options.max_payload = args.max_packet_size;
+    if let (Some(user), Some(pass)) = (&args.username, &args.password) {
+        options.credentials = Some((user.clone(), pass.clone()));
+    }
+    if let Some(ca) = &args.tls_ca {
+        options.transport = tls_transport(ca)?;
+    }
+    Ok(options)
+}
+
+#[cfg(feature = "tls")]
+fn tls_transport(ca: &PathBuf) -> Result<dropbot_plugin::bus::BusTransport> {
+    let ca_pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+    Ok(dropbot_plugin::bus::BusTransport::Tls { ca_pem })
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_transport(_: &PathBuf) -> Result<dropbot_plugin::bus::BusTransport> {
+    bail!("this build has no TLS: rebuild with `cargo build --release --features tls`")
+}
+
+fn supervisor_options(args: &BoardArgs, selector: Selector) -> Result<SupervisorOptions> {
+    let mut tables = TableSet::builtin();
+    for path in &args.command_table {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        tables.add(CommandTable::from_toml(&text).with_context(|| path.display().to_string())?);
+    }
+    let lister: Arc<dyn PortLister> = Arc::new(SystemPorts);
+    Ok(SupervisorOptions::new(selector, lister, Probe::new(Arc::new(tables))))
+}
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or("1884", |(_, p)| p)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+    }
+}

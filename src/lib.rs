@@ -1,0 +1,20 @@
+//! `dropbot-plugin`: a MicroDrop 3 process plugin that owns a DropBot digital-microfluidics
+//! control board and drives it from MicroDrop's MQTT bus.
+//!
+//! Layers, data flowing one way (see `docs/architecture.md`):
+//!
+//! ```text
+//! firmware-protocol (bytes) -> board (link, typed API) -> actuation -> plugin (glue) -> bus (MQTT)
+//! ```
+//!
+//! `sim` is a DropBot on the wire behind a pseudo-terminal; `device` is the chip's geometry;
+//! `broker` embeds an MQTT broker for the demo; `testkit` holds fixtures for tests and benches.
+
+pub mod actuation;
+pub mod board;
+pub mod broker;
+pub mod bus;
+pub mod device;
+pub mod plugin;
+pub mod sim;
+pub mod testkit;

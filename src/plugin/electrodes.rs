@@ -1,0 +1,178 @@
+//! State-driven actuation: MicroDrop's device model and electrodes model tell us what the chip
+//! looks like and which electrodes must be on; the step runner's `execute` applies a step.
+//!
+//! Retained `active-electrodes` messages (delivered when we subscribe or resubscribe) are not
+//! acted upon: they are yesterday's request, and nothing is actuated that a user did not ask
+//! for now. Live updates are applied newest-wins through the actuator.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::context::{Ctx, RequestError};
+use super::properties::{self, describe, InputError};
+use crate::actuation::Target;
+use crate::bus::{BusError, BusMessage};
+use crate::device::Device;
+
+/// `microdrop/device-model/state/three-object`: the chip. The channel map always follows it.
+pub fn on_device(ctx: &Arc<Ctx>, msg: &BusMessage) {
+    let envelope = match msg.envelope() {
+        Ok(envelope) => envelope,
+        Err(BusError::EmptyPayload) => {
+            ctx.update(|m| m.device = None);
+            return;
+        }
+        Err(e) => return ctx.report_error("three-object", &e),
+    };
+    let device = match Device::from_three_object_value(&envelope.value) {
+        Ok(device) => Arc::new(device),
+        Err(e) => return ctx.report_error("three-object", &e),
+    };
+    tracing::info!(electrodes = device.len(), channels = device.channels().len(), "device loaded");
+    let active = ctx.update(|m| {
+        m.device = Some(device);
+        m.active_electrodes.clone()
+    });
+    // A new device may map the same electrodes to other channels: follow it.
+    if let Some(ids) = active {
+        spawn_apply(ctx.clone(), ids);
+    }
+}
+
+/// `microdrop/electrodes-model/state/active-electrodes`: a bare array of electrode ids.
+pub fn on_active_electrodes(ctx: &Arc<Ctx>, msg: &BusMessage) {
+    let ids = match msg.envelope().map_err(|e| e.to_string()).and_then(|e| ids(&e.value)) {
+        Ok(ids) => ids,
+        Err(problem) => {
+            let error = InputError::new("active-electrodes", problem, "an array of electrode id strings");
+            return ctx.report_error("active-electrodes", &error);
+        }
+    };
+    if msg.retain {
+        tracing::debug!(count = ids.len(), "retained active-electrodes not applied");
+        return;
+    }
+    ctx.update(|m| m.active_electrodes = Some(ids.clone()));
+    spawn_apply(ctx.clone(), ids);
+}
+
+/// `microdrop/electrodes-model/state/voltage` or `.../frequency` (`"100 V"`, `"1000 Hz"`):
+/// remembered, and applied when a board is connected (this never turns HV on).
+pub fn on_step_setting(ctx: &Arc<Ctx>, msg: &BusMessage, is_voltage: bool) {
+    let property = if is_voltage { "voltage" } else { "frequency" };
+    let limits = ctx.model().limits;
+    let parsed = msg.envelope().map_err(|e| e.to_string()).and_then(|e| {
+        let value = e.value;
+        if is_voltage {
+            properties::voltage(&value, &limits).map_err(|e| e.to_string())
+        } else {
+            properties::frequency(&value, &limits).map_err(|e| e.to_string())
+        }
+    });
+    let value = match parsed {
+        Ok(v) => v,
+        Err(problem) => return ctx.report_error(property, &problem),
+    };
+    let target = ctx.update(|m| {
+        if is_voltage {
+            m.voltage_setting = Some(value);
+            Target { voltage: Some(value), ..Target::default() }
+        } else {
+            m.frequency_setting = Some(value);
+            Target { frequency: Some(value), ..Target::default() }
+        }
+    });
+    if ctx.current_board().is_some() {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ctx.actuate(target).await {
+                ctx.report_error(property, &e);
+            }
+        });
+    }
+}
+
+/// The step runner's `execute`: apply the step's electrodes, voltage and frequency (already
+/// sent to us as electrodes-model state) and answer once the board has them. With no board
+/// the step still answers, with a warning, so protocols can be run without hardware.
+pub async fn execute(ctx: &Ctx) -> Result<Value, RequestError> {
+    if let Err(e) = ctx.board() {
+        return Ok(json!({"applied": false, "warning": format!("{e}: step not applied")}));
+    }
+    let (ids, voltage, frequency) = {
+        let m = ctx.model();
+        (m.active_electrodes.clone(), m.voltage_setting, m.frequency_setting)
+    };
+    let channels = ids.as_deref().map(|ids| channels_for(ctx, ids)).transpose()?;
+    let confirmed = ctx
+        .actuate(Target { channels, voltage, frequency, ..Target::default() })
+        .await?;
+    let capacitance = match ctx.board() {
+        Ok(board) => board.capacitance(0).await.ok().map(f64::from),
+        Err(_) => None,
+    };
+    if let Some(farads) = capacitance {
+        super::telemetry::publish_capacitance(ctx, farads, None);
+    }
+    Ok(json!({
+        "applied": true,
+        "electrodes": ids,
+        "channels": confirmed.channels,
+        "voltage": confirmed.voltage,
+        "frequency": confirmed.frequency,
+        "hv_output_enabled": confirmed.hv_output_enabled,
+        "capacitance": capacitance,
+    }))
+}
+
+fn spawn_apply(ctx: Arc<Ctx>, ids: Vec<String>) {
+    tokio::spawn(async move {
+        let result = match channels_for(&ctx, &ids) {
+            Ok(channels) => ctx
+                .actuate(Target { channels: Some(channels), ..Target::default() })
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            ctx.report_error("active-electrodes", &e);
+        }
+    });
+}
+
+/// Channels of electrode ids through the current device; unknown ids refuse the whole set.
+pub fn channels_for(ctx: &Ctx, ids: &[String]) -> Result<BTreeSet<u16>, RequestError> {
+    let (device, limits) = {
+        let m = ctx.model();
+        (m.device.clone(), m.limits)
+    };
+    let device = device.ok_or_else(|| {
+        InputError::new(
+            "active-electrodes",
+            "no device is loaded yet",
+            "electrode ids after microdrop/device-model/state/three-object was published",
+        )
+    })?;
+    let channels = device.channels_for(ids).map_err(crate::device::DeviceError::from)?;
+    if let Some(&too_high) = channels.iter().find(|c| **c >= limits.channel_count) {
+        return Err(InputError::new(
+            "active-electrodes",
+            format!("the device maps an electrode to channel {too_high}"),
+            format!("channels 0 to {} on this board", limits.channel_count.saturating_sub(1)),
+        )
+        .into());
+    }
+    Ok(channels)
+}
+
+fn ids(value: &Value) -> Result<Vec<String>, String> {
+    let Value::Array(items) = value else {
+        return Err(format!("got {}", describe(value)));
+    };
+    items
+        .iter()
+        .map(|item| item.as_str().map(str::to_owned).ok_or_else(|| format!("item {item} is not a string")))
+        .collect()
+}

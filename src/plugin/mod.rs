@@ -1,0 +1,34 @@
+//! The plugin: the only layer that knows both the bus and the board. It turns MicroDrop 3's
+//! puts, triggers and model states into board actions (through the actuator), and the board's
+//! confirmed state and events into retained state topics, signals and notify replies.
+//!
+//! - [`routes`]: every subscription, as data.
+//! - [`properties`]: settable properties: schema, validation, limits.
+//! - [`requests`]: puts and triggers.
+//! - [`electrodes`]: device and electrodes models, the step runner's `execute`.
+//! - [`telemetry`]: board events to readings and signals.
+//! - [`model`]: the model every retained state is derived from.
+//! - [`service`]: the main loop and the safe shutdown.
+
+pub mod context;
+pub mod electrodes;
+pub mod model;
+pub mod properties;
+pub mod requests;
+pub mod routes;
+pub mod service;
+pub mod telemetry;
+
+pub use context::Behaviour;
+pub use service::run;
+
+/// Errors that end the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The bus could not be set up.
+    #[error("bus: {0}")]
+    Bus(#[from] crate::bus::BusError),
+    /// The board could not be put in the safe state on the way out.
+    #[error("board: {0}")]
+    Board(#[from] crate::board::BoardError),
+}

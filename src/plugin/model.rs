@@ -1,0 +1,261 @@
+//! The plugin's model of the board: what the board confirmed, plus what MicroDrop's models told
+//! us (device, active electrodes, voltage and frequency settings). Every retained state topic is
+//! derived from here, in one place ([`Model::states`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::properties::{schema, Limits};
+use crate::actuation::Confirmed;
+use crate::board::{BoardInfo, BoardStatus};
+use crate::device::Device;
+
+/// Where the board connection stands, as the `status` topic says it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Link {
+    /// Looking for the board.
+    Searching { detail: Option<String> },
+    /// Connected and safe.
+    Connected(Arc<BoardInfo>),
+    /// Lost; looking again.
+    Disconnected { reason: String },
+}
+
+/// Why the board halted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Halt {
+    /// `output-current-exceeded`, `chip-load-saturated`, `requested`, ...
+    pub reason: String,
+    /// Details from the board.
+    pub detail: Value,
+}
+
+/// The model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Our bus name.
+    pub name: String,
+    /// The board connection.
+    pub link: Link,
+    /// Ranges from the board's config (defaults when none).
+    pub limits: Limits,
+    /// Channels the board confirmed actuated.
+    pub actuated: BTreeSet<u16>,
+    /// HV output as the board took it.
+    pub hv_output_enabled: bool,
+    /// Voltage the board took, V.
+    pub voltage: Option<f32>,
+    /// Frequency the board took, Hz.
+    pub frequency: Option<f32>,
+    /// Capacitance stream period the board took, ms.
+    pub capacitance_update_interval_ms: Option<u32>,
+    /// Disabled channels as the board reported them.
+    pub disabled: BTreeSet<u16>,
+    /// Chip interlock, once the board has told us.
+    pub chip_inserted: Option<bool>,
+    /// Set while the board is halted; cleared when the user resumes.
+    pub halted: Option<Halt>,
+    /// The latest MicroDrop device.
+    pub device: Option<Arc<Device>>,
+    /// The latest live active-electrodes list (ids), for remapping when the device changes.
+    pub active_electrodes: Option<Vec<String>>,
+    /// Voltage asked by MicroDrop's models or puts, applied on every (re)connection.
+    pub voltage_setting: Option<f32>,
+    /// Frequency asked by MicroDrop's models or puts, applied on every (re)connection.
+    pub frequency_setting: Option<f32>,
+    /// Newest actuation generation taken into the model.
+    pub applied_generation: u64,
+}
+
+impl Model {
+    /// A model with no board yet.
+    pub fn new(name: &str) -> Self {
+        Model {
+            name: name.to_owned(),
+            link: Link::Searching { detail: None },
+            limits: Limits::default(),
+            actuated: BTreeSet::new(),
+            hv_output_enabled: false,
+            voltage: None,
+            frequency: None,
+            capacitance_update_interval_ms: None,
+            disabled: BTreeSet::new(),
+            chip_inserted: None,
+            halted: None,
+            device: None,
+            active_electrodes: None,
+            voltage_setting: None,
+            frequency_setting: None,
+            applied_generation: 0,
+        }
+    }
+
+    /// The connected board's info.
+    pub fn board(&self) -> Option<&Arc<BoardInfo>> {
+        match &self.link {
+            Link::Connected(info) => Some(info),
+            _ => None,
+        }
+    }
+
+    /// Follow a supervisor transition. A new connection starts from the safe state the
+    /// supervisor put the board in; a lost one forgets everything the board had confirmed.
+    pub fn on_status(&mut self, status: &BoardStatus) {
+        self.link = match status {
+            BoardStatus::Connected(info) => Link::Connected(info.clone()),
+            BoardStatus::Searching { last_error, .. } => Link::Searching {
+                detail: last_error.clone(),
+            },
+            BoardStatus::Disconnected { reason } => Link::Disconnected {
+                reason: reason.clone(),
+            },
+            BoardStatus::Stopped => Link::Disconnected {
+                reason: "stopped".into(),
+            },
+        };
+        self.actuated.clear();
+        self.hv_output_enabled = false;
+        self.halted = None;
+        self.chip_inserted = None;
+        match self.board().cloned() {
+            Some(info) => {
+                let state = &info.state_at_connect;
+                let config = &info.config;
+                self.voltage = Some(state.voltage());
+                self.frequency = Some(state.frequency());
+                self.capacitance_update_interval_ms = Some(state.capacitance_update_interval_ms());
+                self.limits = Limits {
+                    min_voltage: 0.0,
+                    max_voltage: f64::from(config.max_voltage()),
+                    min_frequency: f64::from(config.min_frequency()),
+                    max_frequency: f64::from(config.max_frequency()),
+                    channel_count: info.channel_count,
+                };
+            }
+            None => {
+                self.voltage = None;
+                self.frequency = None;
+                self.capacitance_update_interval_ms = None;
+                self.disabled.clear();
+            }
+        }
+    }
+
+    /// Take what the board confirmed up to actuation `generation` (older news is ignored).
+    pub fn on_applied(&mut self, generation: u64, confirmed: &Confirmed) {
+        if generation < self.applied_generation {
+            return;
+        }
+        self.applied_generation = generation;
+        if let Some(channels) = &confirmed.channels {
+            self.actuated = channels.clone();
+        }
+        if let Some(hv) = confirmed.hv_output_enabled {
+            self.hv_output_enabled = hv;
+        }
+        if confirmed.voltage.is_some() {
+            self.voltage = confirmed.voltage;
+        }
+        if confirmed.frequency.is_some() {
+            self.frequency = confirmed.frequency;
+        }
+    }
+
+    /// The board halted itself (or was halted): HV off, channels off.
+    pub fn on_halt(&mut self, halt: Halt) {
+        self.hv_output_enabled = false;
+        self.actuated.clear();
+        self.halted = Some(halt);
+    }
+
+    /// The `status` value.
+    pub fn status(&self) -> Value {
+        let (board, detail) = match &self.link {
+            _ if self.halted.is_some() => ("halted", self.halted.as_ref().map(|h| h.reason.clone())),
+            Link::Connected(_) => ("connected", None),
+            Link::Searching { detail } => ("searching", detail.clone()),
+            Link::Disconnected { reason } => ("disconnected", Some(reason.clone())),
+        };
+        let info = self.board();
+        json!({
+            "bus": "online",
+            "board": board,
+            "detail": detail,
+            "port": info.and_then(|i| i.port.clone()),
+            "firmware": info.map(|i| i.identity.clone()),
+            "uuid": info.map(|i| i.uuid.clone()),
+            "channel_count": info.map(|i| i.channel_count),
+        })
+    }
+
+    /// The flat `info` object of the 2018 plugin: config, state and identity.
+    pub fn info(&self) -> Value {
+        let Some(info) = self.board() else {
+            return Value::Null;
+        };
+        let c = &info.config;
+        let s = &info.state_at_connect;
+        json!({
+            "voltage": self.voltage,
+            "frequency": self.frequency,
+            "hv_output_enabled": self.hv_output_enabled,
+            "hv_output_selected": s.hv_output_selected(),
+            "channel_count": info.channel_count,
+            "capacitance_update_interval_ms": self.capacitance_update_interval_ms,
+            "target_capacitance": s.target_capacitance(),
+            "target_count": s.target_count(),
+            "event_mask": s.event_mask(),
+            "output_current_limit": s.output_current_limit(),
+            "chip_load_range_margin": s.chip_load_range_margin(),
+            "halt_on_chip_load_saturated": s.halt_on_chip_load_saturated(),
+            "max_voltage": c.max_voltage(),
+            "min_frequency": c.min_frequency(),
+            "max_frequency": c.max_frequency(),
+            "i2c_address": c.i2c_address(),
+            "switching_board_i2c_address": c.switching_board_i2c_address(),
+            "R7": c.r7(),
+            "pot_max": c.pot_max(),
+            "C16": c.c16(),
+            "capacitance_n_samples": c.capacitance_n_samples(),
+            "watchdog_enabled": c.watchdog_enabled(),
+            "id": c.id(),
+            "software_version": info.software_version,
+            "hardware_version": info.hardware_version,
+            "firmware": info.identity,
+            "uuid": info.uuid,
+            "port": info.port,
+        })
+    }
+
+    /// Every retained state topic (property -> value) derived from the model.
+    pub fn states(&self) -> BTreeMap<&'static str, Value> {
+        let connected = self.board().is_some();
+        let when = |v: Value| if connected { v } else { Value::Null };
+        BTreeMap::from([
+            ("status", self.status()),
+            ("info", self.info()),
+            ("schema", schema(&self.name, &self.limits)),
+            ("actuated-channels", when(json!(self.actuated))),
+            ("hv-output-enabled", when(json!(self.hv_output_enabled))),
+            ("voltage", when(json!(self.voltage))),
+            ("frequency", when(json!(self.frequency))),
+            ("capacitance-update-interval-ms", when(json!(self.capacitance_update_interval_ms))),
+            ("disabled-channels", when(json!(self.disabled))),
+            ("chip-inserted", when(json!(self.chip_inserted))),
+            (
+                "halted",
+                self.halted
+                    .as_ref()
+                    .map_or(Value::Null, |h| json!({"reason": h.reason, "detail": h.detail})),
+            ),
+        ])
+    }
+}
+
+/// The retained status the broker publishes for us if we vanish (our last will), and the one
+/// we publish on the way out.
+pub fn offline_status() -> Value {
+    json!({"bus": "offline", "board": "unknown"})
+}

@@ -1,0 +1,148 @@
+//! Every topic the plugin listens to, as data.
+//!
+//! Each put and trigger gets its own subscription (no `+` for our own endpoints): MicroDrop's
+//! step editor and step runner read `get-subscriptions` to learn which properties a plugin
+//! takes and whether it wants `execute`.
+
+use crate::bus::{BusError, Router};
+
+use super::properties::Property;
+
+/// Actions a client may trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Answers `"pong"`.
+    Ping,
+    /// Answers the JSON schema.
+    GetSchema,
+    /// Answers our subscriptions.
+    GetSubscriptions,
+    /// Migrates a stored protocol state (ours needs no migration yet).
+    UpdateVersion,
+    /// Shuts down cleanly.
+    Exit,
+    /// Reports the board connection (the 2018 plugin's connect button).
+    ConnectDropbot,
+    /// Measures the capacitance of the actuated electrodes.
+    MeasureCapacitance,
+    /// Measures the RMS output voltage.
+    MeasureVoltage,
+    /// Sets voltage and frequency together.
+    PutVoltageFrequency,
+    /// Finds shorted channels and disables them.
+    DetectShorts,
+    /// HV off, all channels off, board halted until resumed.
+    Halt,
+    /// All channels off and HV off.
+    AllOff,
+    /// Capacitance of each channel actuated alone.
+    ScanCapacitances,
+    /// MicroDrop's step runner: apply the step, answer when applied.
+    Execute,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 14] = [
+        Action::Ping,
+        Action::GetSchema,
+        Action::GetSubscriptions,
+        Action::UpdateVersion,
+        Action::Exit,
+        Action::ConnectDropbot,
+        Action::MeasureCapacitance,
+        Action::MeasureVoltage,
+        Action::PutVoltageFrequency,
+        Action::DetectShorts,
+        Action::Halt,
+        Action::AllOff,
+        Action::ScanCapacitances,
+        Action::Execute,
+    ];
+
+    /// The action's name in topics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Ping => "ping",
+            Action::GetSchema => "get-schema",
+            Action::GetSubscriptions => "get-subscriptions",
+            Action::UpdateVersion => "update-version",
+            Action::Exit => "exit",
+            Action::ConnectDropbot => "connect-dropbot",
+            Action::MeasureCapacitance => "measure-capacitance",
+            Action::MeasureVoltage => "measure-voltage",
+            Action::PutVoltageFrequency => "put-voltage-frequency",
+            Action::DetectShorts => "detect-shorts",
+            Action::Halt => "halt",
+            Action::AllOff => "all-off",
+            Action::ScanCapacitances => "scan-capacitances",
+            Action::Execute => "execute",
+        }
+    }
+}
+
+/// What a topic is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `microdrop/put/<self>/<property>`.
+    Put(Property),
+    /// `microdrop/trigger/<self>/<action>`.
+    Trigger(Action),
+    /// `microdrop/device-model/state/three-object`.
+    Device,
+    /// `microdrop/electrodes-model/state/active-electrodes`.
+    ActiveElectrodes,
+    /// `microdrop/electrodes-model/state/voltage` (`"100 V"`).
+    StepVoltage,
+    /// `microdrop/electrodes-model/state/frequency` (`"1000 Hz"`).
+    StepFrequency,
+}
+
+impl Route {
+    /// The name used for replies and error topics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Put(p) => p.name(),
+            Route::Trigger(a) => a.name(),
+            Route::Device => "three-object",
+            Route::ActiveElectrodes => "active-electrodes",
+            Route::StepVoltage => "voltage",
+            Route::StepFrequency => "frequency",
+        }
+    }
+}
+
+/// The plugin's router for bus name `name`.
+pub fn router(name: &str) -> Result<Router<Route>, BusError> {
+    let mut router = Router::for_plugin(name)?;
+    for p in Property::ALL {
+        router.add(&format!("microdrop/put/{{self}}/{}", p.name()), Route::Put(p))?;
+    }
+    for a in Action::ALL {
+        router.add(&format!("microdrop/trigger/{{self}}/{}", a.name()), Route::Trigger(a))?;
+    }
+    router.add("microdrop/device-model/state/three-object", Route::Device)?;
+    router.add("microdrop/electrodes-model/state/active-electrodes", Route::ActiveElectrodes)?;
+    router.add("microdrop/electrodes-model/state/voltage", Route::StepVoltage)?;
+    router.add("microdrop/electrodes-model/state/frequency", Route::StepFrequency)?;
+    Ok(router)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_has_its_own_subscription() {
+        let r = router("dropbot").unwrap();
+        let filters = r.filters();
+        assert!(filters.contains(&"microdrop/trigger/dropbot/execute".to_owned()));
+        assert!(filters.contains(&"microdrop/put/dropbot/voltage".to_owned()));
+        assert!(filters.iter().all(|f| !f.contains('+')));
+        assert_eq!(
+            r.route("microdrop/put/dropbot/frequency").map(|(k, _)| *k),
+            Some(Route::Put(Property::Frequency))
+        );
+        assert!(r.route("microdrop/put/other/frequency").is_none());
+    }
+}

@@ -1,0 +1,139 @@
+//! The `simulate` subcommand: a simulated DropBot on a pty, linked at a fixed path, until
+//! SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::options::{Faults, SimOptions, Timing};
+use super::{spawn_at_link, SimError};
+use crate::device::Device;
+
+/// Options of `simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Symlink to the board's pty, followed across replugs [default: dropbot-sim in the
+    /// system's temporary directory].
+    #[arg(long, value_name = "PATH")]
+    pub link: Option<PathBuf>,
+    /// Number of channels (a multiple of 8).
+    #[arg(long, default_value_t = 120)]
+    pub channels: u16,
+    /// MicroDrop 3 `three-object` JSON file of the chip [default: a 120-electrode grid with
+    /// reservoirs].
+    #[arg(long, value_name = "FILE")]
+    pub device: Option<PathBuf>,
+    /// `realistic` (the real board's delays) or `fast` (none).
+    #[arg(long, default_value = "realistic")]
+    pub timing: Timing,
+    /// Seed of all noise and random faults.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write what the board does as JSON lines to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Fraction of written bytes to corrupt (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub corrupt_fraction: f64,
+    /// Fraction of written bytes to drop (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_fraction: f64,
+    /// Delay every reply and event by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub reply_delay_ms: u64,
+    /// Answer the ID handshake with this text [default: dropbot::1.0.0-sim].
+    #[arg(long)]
+    pub firmware_id: Option<String>,
+    /// Channels shorted to ground, e.g. `3,17`.
+    #[arg(long, value_delimiter = ',')]
+    pub shorted: Vec<u16>,
+    /// Start with no chip inserted.
+    #[arg(long)]
+    pub no_chip: bool,
+    /// Put a droplet on an electrode at start: `ID` (one electrode's worth) or `ID:MICROLITRES`.
+    #[arg(long, value_name = "ID[:UL]")]
+    pub droplet: Vec<String>,
+}
+
+impl SimulateArgs {
+    /// The simulator options these arguments describe.
+    pub fn options(&self) -> Result<SimOptions, SimError> {
+        for (name, value) in [
+            ("--corrupt-fraction", self.corrupt_fraction),
+            ("--drop-fraction", self.drop_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(SimError::Options(format!(
+                    "{name} {value} is not between 0 and 1"
+                )));
+            }
+        }
+        let device = match &self.device {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SimError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(Device::from_three_object_json(&text)?)
+            }
+            None => None,
+        };
+        let defaults = SimOptions::default();
+        Ok(SimOptions {
+            channels: self.channels,
+            timing: self.timing,
+            seed: self.seed,
+            device,
+            firmware_id: self.firmware_id.clone().unwrap_or(defaults.firmware_id.clone()),
+            trace: self.trace.clone(),
+            chip_inserted: !self.no_chip,
+            shorted: self.shorted.clone(),
+            faults: Faults {
+                corrupt_fraction: self.corrupt_fraction,
+                drop_fraction: self.drop_fraction,
+                reply_delay: Duration::from_millis(self.reply_delay_ms),
+                ..Faults::default()
+            },
+            ..defaults
+        })
+    }
+
+    /// The link path, with its default.
+    pub fn link_path(&self) -> PathBuf {
+        self.link
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("dropbot-sim"))
+    }
+}
+
+/// Run a simulated board until SIGINT or SIGTERM, printing where it is.
+pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
+    let opts = args.options()?;
+    let link = args.link_path();
+    let sim = spawn_at_link(opts, &link).await?;
+    for spec in &args.droplet {
+        let (id, volume) = match spec.split_once(':') {
+            Some((id, ul)) => {
+                let ul: f64 = ul.parse().map_err(|_| {
+                    SimError::Options(format!("droplet `{spec}`: `{ul}` is not a volume in µL"))
+                })?;
+                (id, ul)
+            }
+            None => (spec.as_str(), sim.unit_volume(spec.as_str())?),
+        };
+        sim.add_droplet(id, volume)?;
+    }
+    println!(
+        "simulated DropBot at {} -> {}",
+        link.display(),
+        sim.path().display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! What a simulated board is made of: options, timing modes and injected faults.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use firmware_protocol::SIMULATOR_VERSION;
+
+use crate::device::Device;
+
+/// How long the simulated hardware takes for things (see [`TimingParams`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Timing {
+    /// As the real board: channel update ~5 ms, capacitance tick 25 ms, HV ramp 200 ms.
+    #[default]
+    Realistic,
+    /// No artificial delays (benchmarks, quick tests); droplets still move at their speed.
+    Fast,
+}
+
+impl FromStr for Timing {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "realistic" => Ok(Timing::Realistic),
+            "fast" => Ok(Timing::Fast),
+            other => Err(format!("unknown timing `{other}`: expected realistic or fast")),
+        }
+    }
+}
+
+/// The time costs of one [`Timing`] mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimingParams {
+    /// Reply delay of `set_state_of_channels` (I2C to the switching boards).
+    pub channel_update: Duration,
+    /// Period of the capacitance sampling tick (the stream never runs faster).
+    pub capacitance_tick: Duration,
+    /// Time for the measured HV to reach a new target.
+    pub hv_ramp: Duration,
+    /// Debounce of the chip interlock before `output_enabled` / `output_disabled`.
+    pub chip_debounce: Duration,
+    /// Cost of one 50-sample capacitance reading.
+    pub capacitance_reading: Duration,
+    /// Cost per channel of `channel_capacitances`.
+    pub per_channel_capacitance: Duration,
+    /// Cost per channel of `detect_shorts`.
+    pub per_channel_short_test: Duration,
+}
+
+impl Timing {
+    /// The costs of this mode.
+    pub fn params(self) -> TimingParams {
+        match self {
+            Timing::Realistic => TimingParams {
+                channel_update: Duration::from_millis(5),
+                capacitance_tick: Duration::from_millis(25),
+                hv_ramp: Duration::from_millis(200),
+                chip_debounce: Duration::from_secs(1),
+                capacitance_reading: Duration::from_millis(1),
+                per_channel_capacitance: Duration::from_micros(5500),
+                per_channel_short_test: Duration::from_millis(10),
+            },
+            Timing::Fast => TimingParams {
+                channel_update: Duration::ZERO,
+                capacitance_tick: Duration::from_millis(1),
+                hv_ramp: Duration::ZERO,
+                chip_debounce: Duration::ZERO,
+                capacitance_reading: Duration::ZERO,
+                per_channel_capacitance: Duration::ZERO,
+                per_channel_short_test: Duration::ZERO,
+            },
+        }
+    }
+}
+
+/// Faults injected on the wire; all off by default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Fraction (0..=1) of outgoing bytes replaced by a different random byte.
+    pub corrupt_fraction: f64,
+    /// Fraction (0..=1) of outgoing bytes left out.
+    pub drop_fraction: f64,
+    /// Extra delay before anything is written.
+    pub reply_delay: Duration,
+    /// The board hangs: incoming bytes are ignored and nothing is written.
+    pub stall: bool,
+    /// Answer the ID handshake with this text instead of the configured firmware id.
+    pub firmware_id: Option<String>,
+}
+
+impl Faults {
+    /// Whether any fault is active.
+    pub fn any(&self) -> bool {
+        *self != Faults::default()
+    }
+}
+
+/// Physical constants of the simulated chip.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PhysicsParams {
+    /// Gap between the plates (mm): a droplet of V µL covers V / gap mm².
+    pub gap_height_mm: f64,
+    /// Capacitance of liquid-covered electrode area, farads per mm².
+    pub liquid_f_per_mm2: f64,
+    /// Capacitance of filler-covered (uncovered) electrode area, farads per mm².
+    pub filler_f_per_mm2: f64,
+    /// Standard deviation of one capacitance sample, farads (averaging divides it by √n).
+    pub noise_f: f64,
+    /// Droplet speed at 100 V RMS, mm/s; it grows with V² above the threshold.
+    pub speed_mm_s_at_100v: f64,
+    /// Below this RMS voltage nothing moves.
+    pub threshold_v: f64,
+    /// Resistance of a shorted channel to ground, ohms.
+    pub short_resistance_ohm: f64,
+    /// Chip load (farads) that saturates the capacitance front end.
+    pub saturation_f: f64,
+}
+
+impl Default for PhysicsParams {
+    fn default() -> Self {
+        Self {
+            gap_height_mm: 0.2,
+            liquid_f_per_mm2: 1.0e-12,
+            filler_f_per_mm2: 2.0e-14,
+            noise_f: 5.0e-14,
+            speed_mm_s_at_100v: 20.0,
+            threshold_v: 30.0,
+            short_resistance_ohm: 2000.0,
+            saturation_f: 1.5e-9,
+        }
+    }
+}
+
+/// Everything a simulated board is made of.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Channels of the board (a multiple of 8; a DropBot has 120).
+    pub channels: u16,
+    /// Realistic or fast hardware timing.
+    pub timing: Timing,
+    /// Seed of every random choice (noise, faults, the default uuid).
+    pub seed: u64,
+    /// The chip; `None` is the built-in 120-electrode grid with reservoirs.
+    pub device: Option<Device>,
+    /// Answer of the ID handshake, `dropbot::<version>`.
+    pub firmware_id: String,
+    /// The board's uuid; `None` derives one from the seed.
+    pub uuid: Option<[u8; 16]>,
+    /// Write the trace as JSON lines to this file.
+    pub trace: Option<PathBuf>,
+    /// Whether a chip is in the board at power-on.
+    pub chip_inserted: bool,
+    /// Channels shorted to ground on the chip.
+    pub shorted: Vec<u16>,
+    /// Faults active from the start.
+    pub faults: Faults,
+    /// Time moves only when the handle's `advance` is called (exact, deterministic tests).
+    pub virtual_clock: bool,
+    /// Physical constants.
+    pub physics: PhysicsParams,
+    /// Records kept in memory for `SimHandle::trace` (older ones are forgotten).
+    pub trace_capacity: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            channels: 120,
+            timing: Timing::Realistic,
+            seed: 0,
+            device: None,
+            firmware_id: format!("dropbot::{SIMULATOR_VERSION}"),
+            uuid: None,
+            trace: None,
+            chip_inserted: true,
+            shorted: Vec::new(),
+            faults: Faults::default(),
+            virtual_clock: false,
+            physics: PhysicsParams::default(),
+            trace_capacity: 100_000,
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The chip and the board's analogue side: droplets moved by actuated electrodes, capacitance,
+//! output current, shorts, the HV supply. Deterministic: time comes from the caller and noise
+//! only from a seeded ChaCha8 generator.
+//!
+//! Droplet model: a droplet rests on one electrode or moves from one to a neighbour
+//! (`progress` 0..1 along the centroid-to-centroid line). At rest on an unactuated electrode it
+//! is pulled by its actuated neighbours: one pulls it over, several split it equally. A moving
+//! droplet advances while only its target is actuated, goes back while only its origin is, and
+//! settles on the nearer electrode when neither is. Speed grows with V² above a threshold;
+//! nothing moves without HV or with the chip out. Droplets at rest on the same electrode, or
+//! on neighbours when one of them overfills its electrode, merge. A droplet of V µL covers
+//! V / gap mm².
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::hv::HvSupply;
+use super::layout::Layout;
+use super::options::PhysicsParams;
+
+/// Longest physics step.
+const STEP: Duration = Duration::from_millis(1);
+
+/// A droplet as the trace and snapshots show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DropletView {
+    /// Stable number of the droplet (split parts get new numbers).
+    pub id: u32,
+    /// Electrode it rests on or moves from.
+    pub electrode: String,
+    /// Electrode it moves to, if moving.
+    pub to: Option<String>,
+    /// Progress towards `to`, 0..1.
+    pub progress: f64,
+    /// Position of its centre, mm.
+    pub x: f64,
+    /// Position of its centre, mm.
+    pub y: f64,
+    /// Volume, µL.
+    pub volume_ul: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Droplet {
+    id: u32,
+    from: usize,
+    to: Option<usize>,
+    progress: f64,
+    volume_ul: f64,
+}
+
+/// The chip, the HV supply and the analogue measurements.
+#[derive(Debug, Clone)]
+pub struct Physics {
+    layout: Layout,
+    params: PhysicsParams,
+    droplets: Vec<Droplet>,
+    next_id: u32,
+    shorted: BTreeSet<u16>,
+    applied_channels: BTreeSet<u16>,
+    applied: Vec<bool>,
+    hv: HvSupply,
+    rng: ChaCha8Rng,
+    last: Duration,
+}
+
+impl Physics {
+    /// A chip of `layout`, HV off, no droplets.
+    pub fn new(
+        layout: Layout,
+        params: PhysicsParams,
+        hv_ramp: Duration,
+        chip_inserted: bool,
+        seed: u64,
+    ) -> Self {
+        let applied = vec![false; layout.len()];
+        Self {
+            layout,
+            params,
+            droplets: Vec::new(),
+            next_id: 0,
+            shorted: BTreeSet::new(),
+            applied_channels: BTreeSet::new(),
+            applied,
+            hv: HvSupply::new(hv_ramp, chip_inserted),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            last: Duration::ZERO,
+        }
+    }
+
+    /// The electrodes.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The physical constants.
+    pub fn params(&self) -> &PhysicsParams {
+        &self.params
+    }
+
+    /// The HV supply.
+    pub fn hv(&self) -> &HvSupply {
+        &self.hv
+    }
+
+    /// Move droplets up to `now`; true if any droplet started, stopped, split or merged.
+    pub fn advance_to(&mut self, now: Duration) -> bool {
+        let mut changed = false;
+        if self.droplets.is_empty() || !self.hv.is_on() {
+            self.last = self.last.max(now);
+            return false;
+        }
+        while self.last < now {
+            let step = (now - self.last).min(STEP);
+            self.last += step;
+            let speed = self.speed(self.hv.drive(self.last));
+            changed |= self.step(step.as_secs_f64(), speed);
+        }
+        changed
+    }
+
+    /// Whether droplets could move now (for how often to step in real time).
+    pub fn is_moving(&self) -> bool {
+        self.hv.is_on() && self.droplets.iter().any(|d| d.to.is_some())
+    }
+
+    /// Drive these channels (already masked by the disabled set) from `now`.
+    pub fn set_channels(&mut self, channels: &BTreeSet<u16>, now: Duration) {
+        self.advance_to(now);
+        self.applied = self.layout.actuated_electrodes(channels.iter().copied());
+        self.applied_channels = channels.clone();
+    }
+
+    /// Apply the state's HV fields from `now`.
+    pub fn set_hv(&mut self, enabled: bool, selected: bool, target: f64, now: Duration) {
+        self.advance_to(now);
+        self.hv.set(enabled, selected, target, now);
+    }
+
+    /// Insert or remove the chip at `now` (the interlock acts at once).
+    pub fn set_chip(&mut self, inserted: bool, now: Duration) {
+        self.advance_to(now);
+        self.hv.set_chip(inserted, now);
+    }
+
+    /// Channels shorted to ground.
+    pub fn set_shorted(&mut self, shorted: impl IntoIterator<Item = u16>) {
+        self.shorted = shorted.into_iter().collect();
+    }
+
+    /// Shorted channels below `channel_count`.
+    pub fn shorted(&self, channel_count: u16) -> Vec<u16> {
+        self.shorted.range(..channel_count).copied().collect()
+    }
+
+    /// Place a droplet at rest on electrode `index`; its id, or `None` for no such electrode.
+    pub fn add_droplet(&mut self, index: usize, volume_ul: f64) -> Option<u32> {
+        if index >= self.layout.len() || !(volume_ul.is_finite() && volume_ul > 0.0) {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.droplets.push(Droplet {
+            id,
+            from: index,
+            to: None,
+            progress: 0.0,
+            volume_ul,
+        });
+        self.merge();
+        Some(id)
+    }
+
+    /// Volume (µL) that exactly covers electrode `index`.
+    pub fn unit_volume(&self, index: usize) -> f64 {
+        self.layout.area(index) * self.params.gap_height_mm
+    }
+
+    /// Droplets, by id.
+    pub fn droplets(&self) -> Vec<DropletView> {
+        self.droplets
+            .iter()
+            .map(|d| {
+                let a = self.layout.centroid(d.from);
+                let p = match d.to {
+                    Some(t) => a + (self.layout.centroid(t) - a) * d.progress,
+                    None => a,
+                };
+                DropletView {
+                    id: d.id,
+                    electrode: self.layout.id(d.from).to_owned(),
+                    to: d.to.map(|t| self.layout.id(t).to_owned()),
+                    progress: d.progress,
+                    x: p.x,
+                    y: p.y,
+                    volume_ul: d.volume_ul,
+                }
+            })
+            .collect()
+    }
+
+    /// Liquid-covered area of each electrode, mm².
+    pub fn coverage(&self) -> Vec<f64> {
+        let mut cov = vec![0.0; self.layout.len()];
+        for d in &self.droplets {
+            let footprint = d.volume_ul / self.params.gap_height_mm;
+            let mut add = |i: usize, a: f64| {
+                if let Some(c) = cov.get_mut(i) {
+                    *c += a;
+                }
+            };
+            match d.to {
+                Some(t) => {
+                    add(d.from, footprint * (1.0 - d.progress));
+                    add(t, footprint * d.progress);
+                }
+                None => add(d.from, footprint),
+            }
+        }
+        for (i, c) in cov.iter_mut().enumerate() {
+            *c = c.min(self.layout.area(i));
+        }
+        cov
+    }
+
+    /// Noise-free capacitance of the electrodes selected by `on`, farads.
+    pub fn ideal_capacitance(&self, on: &[bool]) -> f64 {
+        let cov = self.coverage();
+        on.iter()
+            .zip(&cov)
+            .enumerate()
+            .filter(|(_, (on, _))| **on)
+            .map(|(i, (_, c))| {
+                c * self.params.liquid_f_per_mm2
+                    + (self.layout.area(i) - c) * self.params.filler_f_per_mm2
+            })
+            .sum()
+    }
+
+    /// Noise-free capacitance of the driven electrodes, farads.
+    pub fn load_capacitance(&self) -> f64 {
+        self.ideal_capacitance(&self.applied)
+    }
+
+    /// A reading of the driven electrodes averaged over `n_samples` (0 without HV).
+    pub fn sample_capacitance(&mut self, n_samples: u32) -> f64 {
+        let ideal = self.load_capacitance();
+        self.reading(ideal, n_samples)
+    }
+
+    /// A reading of the electrodes of channel `ch` alone.
+    pub fn sample_channel(&mut self, ch: u16, n_samples: u32) -> f64 {
+        let on = self.layout.actuated_electrodes([ch]);
+        let ideal = self.ideal_capacitance(&on);
+        self.reading(ideal, n_samples)
+    }
+
+    fn reading(&mut self, ideal: f64, n_samples: u32) -> f64 {
+        // Noise is drawn even without HV so that the random stream does not depend on it.
+        let noise = self.gaussian() * self.params.noise_f / f64::from(n_samples.max(1)).sqrt();
+        if self.hv.is_on() && self.hv.measured(self.last) > 1.0 {
+            (ideal + noise).max(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Whether the chip load saturates the front end given `margin` (< 0 disables).
+    pub fn chip_load_saturated(&self, margin: f64) -> bool {
+        margin >= 0.0
+            && self.hv.is_on()
+            && self.load_capacitance() >= self.params.saturation_f * (1.0 - margin)
+    }
+
+    /// RMS output current at `now`, amperes: the chip's load at `frequency` plus shorts.
+    pub fn output_current(&self, now: Duration, frequency: f64) -> f64 {
+        let v = self.hv.measured(now);
+        let load = self.load_capacitance() * std::f64::consts::TAU * frequency.max(0.0) * v;
+        let shorts = self.applied_channels.intersection(&self.shorted).count() as f64;
+        load + shorts * v / self.params.short_resistance_ohm
+    }
+
+    /// A standard normal value from the seeded generator (Box-Muller).
+    pub fn gaussian(&mut self) -> f64 {
+        let u1: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
+        let u2: f64 = self.rng.random();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    fn speed(&self, v: f64) -> f64 {
+        let th = self.params.threshold_v;
+        if v <= th {
+            return 0.0;
+        }
+        self.params.speed_mm_s_at_100v * (v * v - th * th) / (100.0 * 100.0 - th * th)
+    }
+
+    fn applied(&self, i: usize) -> bool {
+        self.applied.get(i).copied().unwrap_or(false)
+    }
+
+    fn step(&mut self, dt: f64, speed: f64) -> bool {
+        if speed <= 0.0 {
+            return false;
+        }
+        let mut changed = false;
+        let mut born = Vec::new();
+        for k in 0..self.droplets.len() {
+            let Some(d) = self.droplets.get(k).cloned() else {
+                continue;
+            };
+            let next = match d.to {
+                None => {
+                    if self.applied(d.from) {
+                        continue;
+                    }
+                    let pulls: Vec<usize> = (self.layout.neighbours(d.from).iter())
+                        .copied()
+                        .filter(|&n| self.applied(n))
+                        .collect();
+                    let Some((&first, rest)) = pulls.split_first() else {
+                        continue;
+                    };
+                    let volume = d.volume_ul / pulls.len() as f64;
+                    for &target in rest {
+                        born.push(Droplet {
+                            id: self.next_id,
+                            from: d.from,
+                            to: Some(target),
+                            progress: 0.0,
+                            volume_ul: volume,
+                        });
+                        self.next_id += 1;
+                    }
+                    Droplet {
+                        to: Some(first),
+                        volume_ul: volume,
+                        ..d
+                    }
+                }
+                Some(t) => self.move_towards(d, t, dt, speed),
+            };
+            if let Some(slot) = self.droplets.get_mut(k) {
+                changed |= slot.from != next.from || slot.to != next.to;
+                *slot = next;
+            }
+        }
+        changed |= !born.is_empty();
+        self.droplets.extend(born);
+        changed | self.merge()
+    }
+
+    fn move_towards(&self, mut d: Droplet, t: usize, dt: f64, speed: f64) -> Droplet {
+        let (a, b) = (self.applied(d.from), self.applied(t));
+        let distance = (self.layout.centroid(t) - self.layout.centroid(d.from))
+            .norm()
+            .max(1e-6);
+        let dp = speed * dt / distance;
+        match (a, b) {
+            (false, true) => d.progress += dp,
+            (true, false) => d.progress -= dp,
+            (true, true) => {}
+            // Nothing holds it: it settles on the nearer electrode.
+            (false, false) => d.progress = if d.progress >= 0.5 { 1.0 } else { 0.0 },
+        }
+        if d.progress >= 1.0 {
+            d.from = t;
+            d.to = None;
+            d.progress = 0.0;
+        } else if d.progress <= 0.0 {
+            d.to = None;
+            d.progress = 0.0;
+        }
+        d
+    }
+
+    /// Merge droplets that touch; true if any did.
+    fn merge(&mut self) -> bool {
+        let mut merged = false;
+        'again: loop {
+            for i in 0..self.droplets.len() {
+                for j in i + 1..self.droplets.len() {
+                    let (Some(a), Some(b)) = (self.droplets.get(i), self.droplets.get(j)) else {
+                        continue;
+                    };
+                    if self.touch(a, b) {
+                        let b = self.droplets.remove(j);
+                        if let Some(a) = self.droplets.get_mut(i) {
+                            if b.volume_ul > a.volume_ul {
+                                a.from = b.from;
+                            }
+                            a.volume_ul += b.volume_ul;
+                        }
+                        merged = true;
+                        continue 'again;
+                    }
+                }
+            }
+            return merged;
+        }
+    }
+
+    fn touch(&self, a: &Droplet, b: &Droplet) -> bool {
+        if a.to.is_some() || b.to.is_some() {
+            return false;
+        }
+        if a.from == b.from {
+            return true;
+        }
+        let overfull = |d: &Droplet| d.volume_ul > self.unit_volume(d.from) * (1.0 + 1e-9);
+        self.layout.neighbours(a.from).contains(&b.from) && (overfull(a) || overfull(b))
+    }
+}

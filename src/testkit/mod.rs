@@ -1,0 +1,31 @@
+//! Fixtures for tests and benches: real parts, no mocks.
+//!
+//! - [`Mosquitto`]: a private mosquitto child process per test (start, kill, stop, restart).
+//! - [`TestClient`]: an MQTT client that talks like MicroDrop 3's UI (puts and triggers with
+//!   `micropede-async-*` names waiting for notify replies, retained-state checks).
+
+mod client;
+mod mosquitto;
+mod session;
+pub mod sim_host;
+
+pub use client::{TestClient, TestMessage};
+pub use mosquitto::Mosquitto;
+pub use session::{async_client_name, Reply};
+
+/// What can go wrong in a test fixture.
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    /// Nothing arrived in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    /// The MQTT client failed.
+    #[error("MQTT: {0}")]
+    Mqtt(String),
+    /// A payload was not JSON.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Starting or stopping a process failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}

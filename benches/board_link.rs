@@ -48,20 +48,12 @@ fn echo_pty() -> Result<SerialStream> {
     Ok(port)
 }
 
-async fn echo_round_trips(n: usize, size: usize) -> Result<Histogram<u64>> {
-    let mut port = echo_pty()?;
-    let msg = vec![0x55u8; size];
-    let mut back = vec![0u8; size];
-    let mut h = histogram()?;
-    for i in 0..WARMUP + n {
-        let t = Instant::now();
-        port.write_all(&msg).await?;
-        port.read_exact(&mut back).await?;
-        if i >= WARMUP {
-            h.record(micros(t.elapsed()))?;
-        }
-    }
-    Ok(h)
+/// One echo of `msg` over the echo pty.
+async fn echo_once(port: &mut SerialStream, msg: &[u8], back: &mut [u8]) -> Result<Duration> {
+    let t = Instant::now();
+    port.write_all(msg).await?;
+    port.read_exact(back).await?;
+    Ok(t.elapsed())
 }
 
 async fn board() -> Result<(sim::SimHandle, DropBot)> {
@@ -75,33 +67,64 @@ async fn board() -> Result<(sim::SimHandle, DropBot)> {
     Ok((sim, bot))
 }
 
-async fn trivial_calls(bot: &DropBot, n: usize) -> Result<Histogram<u64>> {
-    let mut h = histogram()?;
-    for i in 0..WARMUP + n {
-        let t = Instant::now();
-        bot.sync_time().await?; // one `microseconds()` call
-        if i >= WARMUP {
-            h.record(micros(t.elapsed()))?;
-        }
-    }
-    Ok(h)
+/// Histograms of a call and of a bare echo of its request's size, measured alternately so
+/// that both see the same machine conditions.
+struct Pair {
+    echo: Histogram<u64>,
+    call: Histogram<u64>,
 }
 
-async fn channel_updates(bot: &DropBot, n: usize) -> Result<Histogram<u64>> {
+async fn trivial_calls(
+    bot: &DropBot,
+    echo: &mut SerialStream,
+    size: usize,
+    n: usize,
+) -> Result<Pair> {
+    let (msg, mut back) = (vec![0x55u8; size], vec![0u8; size]);
+    let mut pair = Pair {
+        echo: histogram()?,
+        call: histogram()?,
+    };
+    for i in 0..WARMUP + n {
+        let e = echo_once(echo, &msg, &mut back).await?;
+        let t = Instant::now();
+        bot.sync_time().await?; // one `microseconds()` call
+        let c = t.elapsed();
+        if i >= WARMUP {
+            pair.echo.record(micros(e))?;
+            pair.call.record(micros(c))?;
+        }
+    }
+    Ok(pair)
+}
+
+async fn channel_updates(
+    bot: &DropBot,
+    echo: &mut SerialStream,
+    size: usize,
+    n: usize,
+) -> Result<Pair> {
+    let (msg, mut back) = (vec![0x55u8; size], vec![0u8; size]);
     let count = bot.info().channel_count;
     let even: BTreeSet<u16> = (0..count).step_by(2).collect();
     let odd: BTreeSet<u16> = (1..count).step_by(2).collect();
-    let mut h = histogram()?;
+    let mut pair = Pair {
+        echo: histogram()?,
+        call: histogram()?,
+    };
     for i in 0..WARMUP + n {
         let set = if i % 2 == 0 { &even } else { &odd };
+        let e = echo_once(echo, &msg, &mut back).await?;
         let t = Instant::now();
         bot.set_channels(set).await?;
+        let c = t.elapsed();
         if i >= WARMUP {
-            h.record(micros(t.elapsed()))?;
+            pair.echo.record(micros(e))?;
+            pair.call.record(micros(c))?;
         }
     }
     bot.all_off().await?;
-    Ok(h)
+    Ok(pair)
 }
 
 /// From pulling the cable to the link reporting it closed.
@@ -146,11 +169,15 @@ async fn run() -> Result<()> {
     let all: Vec<u8> = vec![0xFF; usize::from(bot.info().channel_count / 8)];
     let update_len = packet_len(SetStateOfChannels { states: all }.encode(&table)?)?;
 
-    // Interleave so that both kinds see the same machine conditions.
-    let echo_small = echo_round_trips(n, trivial_len).await?;
-    let call = trivial_calls(&bot, n).await?;
-    let echo_big = echo_round_trips(n, update_len).await?;
-    let update = channel_updates(&bot, n).await?;
+    let mut echo = echo_pty()?;
+    let Pair {
+        echo: echo_small,
+        call,
+    } = trivial_calls(&bot, &mut echo, trivial_len, n).await?;
+    let Pair {
+        echo: echo_big,
+        call: update,
+    } = channel_updates(&bot, &mut echo, update_len, n).await?;
     let unplug = unplug_detection().await?;
     let stats = bot.stats();
 

@@ -187,8 +187,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
             if let Some(ws) = options.websocket.as_mut() {
                 ws.set_port(args.ws_port);
             }
-            let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(options))
-                .await??;
+            let broker =
+                tokio::task::spawn_blocking(move || EmbeddedBroker::start(options)).await??;
             let addr = broker.tcp_addr();
             (format!("127.0.0.1:{}", addr.port()), Some(broker))
         }
@@ -197,10 +197,17 @@ async fn demo(args: DemoArgs) -> Result<()> {
     println!("dropbot-plugin demo");
     println!("  MQTT broker:     {bus_addr} (TCP)");
     if _broker.is_some() {
-        println!("  MQTT websockets: ws://127.0.0.1:{}  (MicroDrop 3's UI)", args.ws_port);
+        println!(
+            "  MQTT websockets: ws://127.0.0.1:{}  (MicroDrop 3's UI)",
+            args.ws_port
+        );
     }
     println!("  simulated board: {}", sim.path().display());
-    println!("  try: mosquitto_sub -p {} -t 'microdrop/{}/#' -v", port_of(&bus_addr), args.name);
+    println!(
+        "  try: mosquitto_sub -p {} -t 'microdrop/{}/#' -v",
+        port_of(&bus_addr),
+        args.name
+    );
     println!("  Ctrl-C stops: HV off, channels off, status offline");
     let bus_args = BusArgs {
         broker: bus_addr,
@@ -215,8 +222,10 @@ async fn demo(args: DemoArgs) -> Result<()> {
         command_table: Vec::new(),
         no_auto_hv: false,
     };
-    let supervisor =
-        supervisor_options(&board_args, Selector::Path(sim.path().display().to_string()))?;
+    let supervisor = supervisor_options(
+        &board_args,
+        Selector::Path(sim.path().display().to_string()),
+    )?;
     let seconds = args.seconds;
     let stop = async move {
         if seconds == 0 {
@@ -228,7 +237,13 @@ async fn demo(args: DemoArgs) -> Result<()> {
             }
         }
     };
-    plugin::run(bus_options(&bus_args)?, supervisor, Behaviour::default(), stop).await?;
+    plugin::run(
+        bus_options(&bus_args)?,
+        supervisor,
+        Behaviour::default(),
+        stop,
+    )
+    .await?;
     sim.shutdown().await;
     Ok(())
 }
@@ -285,12 +300,16 @@ fn tls_transport(_: &PathBuf) -> Result<dropbot_plugin::bus::BusTransport> {
 fn supervisor_options(args: &BoardArgs, selector: Selector) -> Result<SupervisorOptions> {
     let mut tables = TableSet::builtin();
     for path in &args.command_table {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         tables.add(CommandTable::from_toml(&text).with_context(|| path.display().to_string())?);
     }
     let lister: Arc<dyn PortLister> = Arc::new(SystemPorts);
-    Ok(SupervisorOptions::new(selector, lister, Probe::new(Arc::new(tables))))
+    Ok(SupervisorOptions::new(
+        selector,
+        lister,
+        Probe::new(Arc::new(tables)),
+    ))
 }
 
 fn port_of(addr: &str) -> &str {

@@ -58,7 +58,11 @@ struct Bench {
 async fn bench() -> Bench {
     let a = sim_board(UUID_A, None).await;
     let b = sim_board(UUID_B, None).await;
-    let t = sim_board("cccccccc-0000-0000-0000-000000000003", Some("teensy::blink")).await;
+    let t = sim_board(
+        "cccccccc-0000-0000-0000-000000000003",
+        Some("teensy::blink"),
+    )
+    .await;
     let other = sim_board("dddddddd-0000-0000-0000-000000000004", None).await;
     let ports = FakePorts(vec![
         usb(&t, 0x16c0, "T"),
@@ -93,9 +97,16 @@ async fn several_dropbots_without_a_choice_is_an_error_listing_them() {
     let bench = bench().await;
     match find(&bench, "16c0:0483").await {
         Err(DiscoveryError::Ambiguous { boards, .. }) => {
-            assert_eq!(boards.len(), 2, "the Teensy that is not a DropBot is left out");
+            assert_eq!(
+                boards.len(),
+                2,
+                "the Teensy that is not a DropBot is left out"
+            );
             let text = boards.join("\n");
-            assert!(text.contains("16c0:0483:A") && text.contains("16c0:0483:B"), "{text}");
+            assert!(
+                text.contains("16c0:0483:A") && text.contains("16c0:0483:B"),
+                "{text}"
+            );
             assert!(text.contains(UUID_A) && text.contains(UUID_B), "{text}");
         }
         other => panic!("{other:?}"),
@@ -109,7 +120,12 @@ async fn chooses_by_serial_uuid_or_path() {
     let bench = bench().await;
     assert_eq!(find(&bench, "16c0:0483:A").await.unwrap(), UUID_A);
     assert_eq!(find(&bench, "16C0:0483:B").await.unwrap(), UUID_B);
-    assert_eq!(find(&bench, &format!("uuid:{}", UUID_B.to_uppercase())).await.unwrap(), UUID_B);
+    assert_eq!(
+        find(&bench, &format!("uuid:{}", UUID_B.to_uppercase()))
+            .await
+            .unwrap(),
+        UUID_B
+    );
     let path = bench.ports.0[1].path.clone();
     assert_eq!(find(&bench, &path).await.unwrap(), UUID_A);
 }
@@ -120,7 +136,10 @@ async fn nothing_matching_says_what_was_tried() {
     match find(&bench, "16c0:0483:T").await {
         Err(e @ DiscoveryError::NotFound { .. }) => {
             let text = e.to_string();
-            assert!(text.contains("blink"), "the reason names the identity: {text}");
+            assert!(
+                text.contains("blink"),
+                "the reason names the identity: {text}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -132,7 +151,9 @@ async fn nothing_matching_says_what_was_tried() {
         other => panic!("{other:?}"),
     }
     let empty = FakePorts(Vec::new());
-    let err = discover(&empty, &Selector::default(), &bench.probe).await.unwrap_err();
+    let err = discover(&empty, &Selector::default(), &bench.probe)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("plugged in"), "{err}");
     assert!(describe_ports(&bench.ports.0).contains("FTDI"));
 }

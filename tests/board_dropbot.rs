@@ -52,7 +52,10 @@ async fn handshake_reads_identity_versions_and_limits() {
     assert!(!info.software_version.is_empty() && !info.hardware_version.is_empty());
     assert_eq!(info.config.max_voltage, Some(150.0));
     assert_eq!(info.state_at_connect.hv_output_enabled, Some(false));
-    assert_eq!(info.port.as_deref(), Some(&*sim.path().display().to_string()));
+    assert_eq!(
+        info.port.as_deref(),
+        Some(&*sim.path().display().to_string())
+    );
     // The clock is synchronised: board time now is known and moves forward.
     let t0 = bot.board_time_now().expect("synchronised");
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -84,7 +87,10 @@ async fn a_firmware_without_a_table_is_named_with_the_way_out() {
     let err = open(&sim, link_options()).await.unwrap_err();
     assert!(matches!(err, BoardError::NoTable(_)), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("2.1.0") && text.contains("--command-table"), "{text}");
+    assert!(
+        text.contains("2.1.0") && text.contains("--command-table"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -93,7 +99,10 @@ async fn channels_round_trip_and_reach_the_board() {
     let want = BTreeSet::from([0, 7, 8, 63, 119]);
     bot.set_channels(&want).await.unwrap();
     assert_eq!(bot.channels().await.unwrap(), want);
-    assert_eq!(sim.snapshot().actuated, want.iter().copied().collect::<Vec<_>>());
+    assert_eq!(
+        sim.snapshot().actuated,
+        want.iter().copied().collect::<Vec<_>>()
+    );
     let disabled = BTreeSet::from([3, 4]);
     bot.set_disabled_channels(&disabled).await.unwrap();
     assert_eq!(bot.disabled_channels().await.unwrap(), disabled);
@@ -136,7 +145,10 @@ async fn state_voltage_frequency_and_hv() {
     let sent = bot.stats().requests;
     let err = bot.set_voltage(200.0).await.unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("voltage") && text.contains("200") && text.contains("150"), "{text}");
+    assert!(
+        text.contains("voltage") && text.contains("200") && text.contains("150"),
+        "{text}"
+    );
     assert!(bot.set_frequency(50.0).await.is_err());
     assert_eq!(bot.stats().requests, sent);
     bot.safe_state().await.unwrap();
@@ -152,9 +164,11 @@ async fn the_board_saying_no_is_a_refusal() {
         max_voltage: Some(50.0),
         ..Config::default()
     };
-    let payload = UpdateConfig { config: update.to_bytes() }
-        .encode(bot.table())
-        .unwrap();
+    let payload = UpdateConfig {
+        config: update.to_bytes(),
+    }
+    .encode(bot.table())
+    .unwrap();
     let ok = bot
         .link()
         .request("update_config", &payload, Duration::from_millis(300))
@@ -179,7 +193,11 @@ async fn measurements_shorts_halt_and_watchdogs() {
     let caps = bot.channel_capacitances(&[0, 1, 2]).await.unwrap();
     assert_eq!(caps.len(), 3);
     assert_eq!(bot.detect_shorts(1).await.unwrap(), vec![5, 17]);
-    assert!(bot.disabled_channels().await.unwrap().is_superset(&BTreeSet::from([5, 17])));
+    assert!(bot
+        .disabled_channels()
+        .await
+        .unwrap()
+        .is_superset(&BTreeSet::from([5, 17])));
     assert!(bot.output_current().await.unwrap() >= 0.0);
     assert!(bot.input_current().await.unwrap() > 0.0);
     assert!(bot.temperature().await.unwrap().is_finite());
@@ -193,8 +211,13 @@ async fn measurements_shorts_halt_and_watchdogs() {
     bot.watchdog_enable().await.unwrap();
     bot.watchdog_reset().await.unwrap();
     bot.watchdog_disable().await.unwrap();
-    bot.set_host_watchdog(Duration::from_millis(750)).await.unwrap();
-    assert_eq!(sim.snapshot().host_watchdog, Some(Duration::from_millis(750)));
+    bot.set_host_watchdog(Duration::from_millis(750))
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.snapshot().host_watchdog,
+        Some(Duration::from_millis(750))
+    );
     bot.set_channels(&BTreeSet::from([1, 2])).await.unwrap();
     bot.set_hv_output_enabled(true).await.unwrap();
     bot.halt().await.unwrap();
@@ -227,7 +250,10 @@ async fn events_carry_unwrapped_board_time() {
     }
     let t = e.board_time_us.expect("board time");
     // Stamped by the board before it answered, so before "now" and within a second of it.
-    assert!(t <= now + 1_000 && now - t < 1_000_000, "event {t}, now {now}");
+    assert!(
+        t <= now + 1_000 && now - t < 1_000_000,
+        "event {t}, now {now}"
+    );
     assert!(e.board_time_host.is_some());
 }
 
@@ -241,14 +267,28 @@ async fn a_stalled_board_times_out_reads_retry_once_writes_never() {
     let before = bot.stats();
     let err = bot.temperature().await.unwrap_err();
     assert!(
-        matches!(err, BoardError::Link(LinkError::Timeout { command: "temperature", .. })),
+        matches!(
+            err,
+            BoardError::Link(LinkError::Timeout {
+                command: "temperature",
+                ..
+            })
+        ),
         "{err:?}"
     );
     let after_read = bot.stats();
-    assert_eq!(after_read.requests - before.requests, 2, "a read is retried once");
+    assert_eq!(
+        after_read.requests - before.requests,
+        2,
+        "a read is retried once"
+    );
     let err = bot.set_channels(&BTreeSet::from([1])).await.unwrap_err();
     assert!(err.is_link() && !err.is_gone(), "{err:?}");
-    assert_eq!(bot.stats().requests - after_read.requests, 1, "a write is not");
+    assert_eq!(
+        bot.stats().requests - after_read.requests,
+        1,
+        "a write is not"
+    );
     // The default gives up after 3 timeouts in a row: the link now counts as gone.
     assert!(!bot.is_connected());
     assert!(bot.temperature().await.unwrap_err().is_gone());
@@ -267,7 +307,7 @@ async fn corrupted_bytes_never_become_wrong_answers() {
         open(
             &sim,
             LinkOptions {
-                request_timeout: Duration::from_millis(100),
+                request_timeout: Duration::from_millis(50),
                 dead_after_timeouts: 0,
                 ..link_options()
             },
@@ -282,7 +322,7 @@ async fn corrupted_bytes_never_become_wrong_answers() {
         ..Faults::default()
     });
     let (mut ok, mut failed) = (0, 0);
-    for _ in 0..200 {
+    for _ in 0..150 {
         match bot.channels().await {
             Ok(got) => {
                 assert_eq!(got, want);
@@ -293,7 +333,7 @@ async fn corrupted_bytes_never_become_wrong_answers() {
         }
     }
     let stats = bot.stats();
-    assert!(ok > 100, "ok {ok}, failed {failed}, {stats:?}");
+    assert!(ok > 75, "ok {ok}, failed {failed}, {stats:?}");
     assert!(stats.crc_errors + stats.bad_headers > 0, "{stats:?}");
     sim.set_faults(Faults::default());
     assert_eq!(bot.channels().await.unwrap(), want);

@@ -388,6 +388,9 @@ async fn a_false_start_does_not_swallow_the_reply_behind_it() {
     };
     let _board = fake_board(master, script);
     let link = Link::spawn(port, options(500));
-    assert_eq!(link.request("behind", b"real", T * 5).await.unwrap(), b"real");
+    assert_eq!(
+        link.request("behind", b"real", T * 5).await.unwrap(),
+        b"real"
+    );
     assert_eq!(link.stats().replies, 1);
 }

@@ -111,7 +111,10 @@ async fn the_board_is_made_safe_before_it_is_announced() {
         other => panic!("{other:?}"),
     };
     assert_eq!(info.channel_count, 120);
-    assert!(matches!(*status.borrow_and_update(), BoardStatus::Connected(_)));
+    assert!(matches!(
+        *status.borrow_and_update(),
+        BoardStatus::Connected(_)
+    ));
     let snap = sim.snapshot();
     assert!(!snap.hv_enabled && snap.actuated.is_empty(), "{snap:?}");
     let bot = sup.board().expect("board while connected");
@@ -143,7 +146,11 @@ async fn unplug_and_replug_at_the_same_link_path() {
     assert!(sup.board().is_none());
     assert!(old.channels().await.unwrap_err().is_gone());
     // Searching while the link path is missing.
-    match next(&mut transitions, |s| matches!(s, BoardStatus::Searching { .. })).await {
+    match next(&mut transitions, |s| {
+        matches!(s, BoardStatus::Searching { .. })
+    })
+    .await
+    {
         BoardStatus::Searching { last_error, .. } => assert!(last_error.is_some()),
         other => panic!("{other:?}"),
     }

@@ -196,12 +196,13 @@ async fn many_retained_topics_reach_a_qos0_wildcard_subscriber() {
     assert_eq!(seen.len(), 300);
 }
 
-/// Known rumqttd 0.20 limit (router/iobufs.rs `MAX_INFLIGHT = 100`; routing.rs truncates the
-/// retained messages of a new subscription to the free inflight slots and never sends the rest).
-/// MicroDrop subscribes with QoS 0 (previous test); QoS 1 subscribers lose retained messages
-/// past 100. If this starts failing, rumqttd fixed it: update the broker's module doc.
+/// Fails with rumqttd 0.20 (the latest): a QoS 1 subscription receives only 100 of the 150
+/// retained messages. router/iobufs.rs has `MAX_INFLIGHT = 100`; router/routing.rs truncates
+/// the retained messages of a new subscription to the free inflight slots and never sends the
+/// rest. MicroDrop subscribes with QoS 0 (previous test), which is not affected.
 #[tokio::test]
-async fn qos1_wildcard_subscriber_gets_only_100_retained_messages() {
+#[ignore = "known rumqttd 0.20 defect: QoS 1 subscribers get at most 100 retained messages"]
+async fn qos1_wildcard_subscriber_gets_all_retained_messages() {
     let broker = start_broker(false);
     let publisher = connect(&broker, "many1", None).await;
     for i in 0..150 {
@@ -216,7 +217,7 @@ async fn qos1_wildcard_subscriber_gets_only_100_retained_messages() {
     while sub.maybe_publish().await.is_some() {
         count += 1;
     }
-    assert_eq!(count, 100);
+    assert_eq!(count, 150);
 }
 
 #[tokio::test]

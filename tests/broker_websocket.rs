@@ -2,6 +2,7 @@
 //! independent websocket client (tungstenite) asking for subprotocol `mqtt`, speaking MQTT
 //! 3.1.1 bytes, exchanging messages with a TCP client (rumqttc).
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
@@ -150,6 +151,67 @@ impl WsMqtt {
     }
 }
 
+/// Whether a fresh raw TCP client gets a CONNACK and then a PINGRESP (i.e. is not dropped).
+fn tcp_client_survives(addr: SocketAddr, client_id: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut body = mqtt_str("MQTT");
+    body.extend([0x04, 0x02, 0x00, 0x3C]);
+    body.extend(mqtt_str(client_id));
+    let mut connack = [0u8; 4];
+    let mut pingresp = [0u8; 2];
+    s.write_all(&packet(0x10, body)).is_ok()
+        && s.read_exact(&mut connack).is_ok()
+        && connack == [0x20, 0x02, 0x00, 0x00]
+        && s.write_all(&[0xC0, 0x00]).is_ok()
+        && s.read_exact(&mut pingresp).is_ok()
+        && pingresp == [0xD0, 0x00]
+}
+
+#[test]
+fn first_connection_after_start_is_not_dropped() {
+    // The readiness probes must not leave a stale disconnect behind for the next client.
+    let mut dropped = 0;
+    for i in 0..50 {
+        let broker = start_broker();
+        if !tcp_client_survives(broker.tcp_addr(), &format!("plugin-{i}")) {
+            dropped += 1;
+        }
+    }
+    assert_eq!(dropped, 0, "first clients dropped out of 50");
+}
+
+/// Fails with rumqttd 0.20 (the latest), 10-25% of the time per connection on this machine:
+/// after a websocket client sends DISCONNECT and closes, the router removes its connection id;
+/// the websocket link then reports the closed socket as a second disconnect for that id, which
+/// by then may belong to the next client (the log shows "no-connection id N is already gone"
+/// or the new client's "router-drop"; same symptom as bytebeamio/rumqtt issue 928). Clients
+/// arriving 20 ms later, or after an abrupt close without DISCONNECT, are not affected.
+#[test]
+#[ignore = "known rumqttd 0.20 defect: stale disconnect after a websocket DISCONNECT"]
+fn connection_after_a_websocket_disconnect_is_not_dropped() {
+    let broker = start_broker();
+    let ws_addr = broker
+        .websocket_addr()
+        .unwrap_or_else(|| panic!("no websocket"));
+    let mut dropped = 0;
+    for i in 0..100 {
+        let helper = WsMqtt::connect(ws_addr, &format!("helper-{i}"));
+        let mut helper = helper.unwrap_or_else(|e| panic!("helper: {e}"));
+        let _ = helper.send(vec![0xE0, 0x00]); // DISCONNECT, like mqtt.js `end()`
+        let _ = helper.ws.close(None);
+        let _ = helper.ws.flush();
+        drop(helper);
+        if !tcp_client_survives(broker.tcp_addr(), &format!("next-{i}")) {
+            dropped += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(dropped, 0, "clients dropped out of 100");
+}
+
 /// One complete packet at the start of `buf`: (first byte, body, bytes used).
 fn parse(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     let first = *buf.first()?;
@@ -195,9 +257,16 @@ async fn websocket_client_speaks_mqtt_with_tcp_clients() {
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            if let Event::Incoming(p) = event {
-                let _ = tx.send(p);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(p)) => {
+                    let _ = tx.send(p);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("TCP client stopped: {e}");
+                    break;
+                }
             }
         }
     });

@@ -7,9 +7,7 @@ use std::time::Duration;
 use dropbot_plugin::sim::{SimOptions, Timing, TraceEntry};
 use dropbot_plugin::testkit::sim_host::{connect, SimHostError};
 use firmware_protocol::commands::*;
-use firmware_protocol::{
-    parse_identity, CommandName, Config, Packet, Request, State, TableSet, WireValue,
-};
+use firmware_protocol::{parse_identity, CommandName, Config, Packet, State, TableSet};
 use prost::Message;
 
 type R = Result<(), SimHostError>;
@@ -67,11 +65,28 @@ async fn identity_time_and_raw_bytes_pass_unchanged() -> R {
     payload.extend(0..=255u8);
     assert_eq!(host.call_raw(payload.clone()).await?, Vec::<u8>::new());
     let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
-    let seen = sim.trace().into_iter().any(|r| {
-        matches!(r.entry, TraceEntry::Rx { ref payload, .. } if *payload == hex)
-    });
+    let seen = sim
+        .trace()
+        .into_iter()
+        .any(|r| matches!(r.entry, TraceEntry::Rx { ref payload, .. } if *payload == hex));
     assert!(seen, "all 256 byte values arrived unchanged");
     sim.shutdown().await;
+    Ok(())
+}
+
+/// Every byte value, board to host: sixteen boards whose uuids hold 0..=255 between them.
+#[tokio::test]
+async fn every_byte_value_reaches_the_host_unchanged() -> R {
+    for k in 0..16u8 {
+        let uuid: [u8; 16] = std::array::from_fn(|i| k * 16 + i as u8);
+        let opts = SimOptions {
+            uuid: Some(uuid),
+            ..fast_virtual()
+        };
+        let (sim, mut host) = connect(opts).await?;
+        assert_eq!(host.call(Uuid {}).await?, uuid.to_vec());
+        sim.shutdown().await;
+    }
     Ok(())
 }
 
@@ -82,13 +97,32 @@ async fn channels_round_trip_and_disabled_channels_never_actuate() -> R {
     assert!(host.set_channels(&[0, 7, 8, 119]).await?);
     assert_eq!(host.channels().await?, vec![0, 7, 8, 119]);
     // Wrong byte count: refused, state unchanged.
-    assert!(!host.call(SetStateOfChannels { states: vec![0xFF; 14] }).await?);
-    assert!(!host.call(SetStateOfChannels { states: vec![0xFF; 16] }).await?);
+    assert!(
+        !host
+            .call(SetStateOfChannels {
+                states: vec![0xFF; 14]
+            })
+            .await?
+    );
+    assert!(
+        !host
+            .call(SetStateOfChannels {
+                states: vec![0xFF; 16]
+            })
+            .await?
+    );
     assert_eq!(host.channels().await?, vec![0, 7, 8, 119]);
     // Disabling a channel turns it off and keeps it off.
     let mask = firmware_protocol::channels::pack([7, 9], 120).map_err(SimHostError::Channels)?;
-    assert!(host.call(SetDisabledChannelsMask { mask: mask.clone() }).await?);
-    assert!(!host.call(SetDisabledChannelsMask { mask: vec![0; 3] }).await?);
+    assert!(
+        host.call(SetDisabledChannelsMask { mask: mask.clone() })
+            .await?
+    );
+    assert!(
+        !host
+            .call(SetDisabledChannelsMask { mask: vec![0; 3] })
+            .await?
+    );
     assert_eq!(host.call(DisabledChannelsMask {}).await?, mask);
     assert_eq!(host.channels().await?, vec![0, 8, 119]);
     assert!(host.set_channels(&[7, 9, 10]).await?);
@@ -105,7 +139,10 @@ async fn capacitance_sees_a_droplet_under_actuated_electrodes_only() -> R {
     let (sim, mut host) = connect(fast_virtual()).await?;
     let unit = sim.unit_volume("electrode010")?;
     sim.add_droplet("electrode010", unit)?;
-    let hv_on = State { hv_output_enabled: Some(true), ..State::default() };
+    let hv_on = State {
+        hv_output_enabled: Some(true),
+        ..State::default()
+    };
     assert!(host.update_state(hv_on).await?);
     assert!(host.set_channels(&[10]).await?);
     let covered = host.call(Capacitance { n_samples: 50 }).await?;
@@ -115,13 +152,28 @@ async fn capacitance_sees_a_droplet_under_actuated_electrodes_only() -> R {
     let empty = host.call(Capacitance { n_samples: 0 }).await?;
     assert!(empty < 0.3e-12, "{empty}");
     let per_channel = host
-        .call(ChannelCapacitances { channels: vec![10, 12, 500], n_samples: 50 })
+        .call(ChannelCapacitances {
+            channels: vec![10, 12, 500],
+            n_samples: 50,
+        })
         .await?;
     assert_eq!(per_channel.len(), 3);
-    assert!((per_channel[0] - 5.76e-12).abs() < 0.1e-12, "{per_channel:?}");
-    assert!(per_channel[1] < 0.3e-12 && per_channel[2] == 0.0, "{per_channel:?}");
+    assert!(
+        (per_channel[0] - 5.76e-12).abs() < 0.1e-12,
+        "{per_channel:?}"
+    );
+    assert!(
+        per_channel[1] < 0.3e-12 && per_channel[2] == 0.0,
+        "{per_channel:?}"
+    );
     // Without HV nothing is measured.
-    assert!(host.update_state(State { hv_output_enabled: Some(false), ..State::default() }).await?);
+    assert!(
+        host.update_state(State {
+            hv_output_enabled: Some(false),
+            ..State::default()
+        })
+        .await?
+    );
     assert!(host.set_channels(&[10]).await?);
     assert_eq!(host.call(Capacitance { n_samples: 50 }).await?, 0.0);
     sim.shutdown().await;
@@ -130,11 +182,17 @@ async fn capacitance_sees_a_droplet_under_actuated_electrodes_only() -> R {
 
 #[tokio::test]
 async fn detect_shorts_finds_configured_shorts_and_disables_them() -> R {
-    let opts = SimOptions { shorted: vec![3, 17], ..fast_virtual() };
+    let opts = SimOptions {
+        shorted: vec![3, 17],
+        ..fast_virtual()
+    };
     let (sim, mut host) = connect(opts).await?;
     assert_eq!(host.call(DetectShorts { delay_ms: 5 }).await?, vec![3, 17]);
     let mask = host.call(DisabledChannelsMask {}).await?;
-    assert_eq!(firmware_protocol::channels::unpack(&mask), BTreeSet::from([3, 17]));
+    assert_eq!(
+        firmware_protocol::channels::unpack(&mask),
+        BTreeSet::from([3, 17])
+    );
     assert!(host.set_channels(&[3, 4, 17]).await?);
     assert_eq!(host.channels().await?, vec![4]);
     sim.set_shorted(vec![]);
@@ -149,18 +207,43 @@ async fn update_state_follows_the_firmware_validation_rules() -> R {
     let before = host.state().await?;
     assert_eq!(before, State::with_defaults(120));
     for refused in [
-        State { voltage: Some(200.0), ..State::default() },
-        State { voltage: Some(f32::NAN), ..State::default() },
-        State { frequency: Some(50.0), ..State::default() },
-        State { output_current_limit: Some(0.6), ..State::default() },
-        State { output_current_limit: Some(0.0), ..State::default() },
-        State { target_count: Some(0.0), voltage: Some(90.0), ..State::default() },
+        State {
+            voltage: Some(200.0),
+            ..State::default()
+        },
+        State {
+            voltage: Some(f32::NAN),
+            ..State::default()
+        },
+        State {
+            frequency: Some(50.0),
+            ..State::default()
+        },
+        State {
+            output_current_limit: Some(0.6),
+            ..State::default()
+        },
+        State {
+            output_current_limit: Some(0.0),
+            ..State::default()
+        },
+        State {
+            target_count: Some(0.0),
+            voltage: Some(90.0),
+            ..State::default()
+        },
     ] {
         assert!(!host.update_state(refused.clone()).await?, "{refused:?}");
         assert_eq!(host.state().await?, before, "refused update left a trace");
     }
     // Not a protobuf message at all.
-    assert!(!host.call(UpdateState { state: vec![0xFF, 0xFF, 0xFF] }).await?);
+    assert!(
+        !host
+            .call(UpdateState {
+                state: vec![0xFF, 0xFF, 0xFF]
+            })
+            .await?
+    );
     let update = State {
         voltage: Some(90.0),
         frequency: Some(0.0),
@@ -182,19 +265,50 @@ async fn update_state_follows_the_firmware_validation_rules() -> R {
 #[tokio::test]
 async fn config_round_trips_and_limits_the_state() -> R {
     let (sim, mut host) = connect(fast_virtual()).await?;
-    let config = Config::from_bytes(&host.call(SerializeConfig {}).await?)
-        .map_err(SimHostError::State)?;
+    let config =
+        Config::from_bytes(&host.call(SerializeConfig {}).await?).map_err(SimHostError::State)?;
     assert_eq!(config, Config::with_defaults());
-    let update = Config { max_voltage: Some(120.0), id: Some("bench-3".into()), ..Config::default() };
-    assert!(host.call(UpdateConfig { config: update.encode_to_vec() }).await?);
-    let config = Config::from_bytes(&host.call(SerializeConfig {}).await?)
-        .map_err(SimHostError::State)?;
+    let update = Config {
+        max_voltage: Some(120.0),
+        id: Some("bench-3".into()),
+        ..Config::default()
+    };
+    assert!(
+        host.call(UpdateConfig {
+            config: update.encode_to_vec()
+        })
+        .await?
+    );
+    let config =
+        Config::from_bytes(&host.call(SerializeConfig {}).await?).map_err(SimHostError::State)?;
     assert_eq!(config.max_voltage, Some(120.0));
     assert_eq!(config.id.as_deref(), Some("bench-3"));
-    assert!(!host.update_state(State { voltage: Some(130.0), ..State::default() }).await?);
-    assert!(host.update_state(State { voltage: Some(115.0), ..State::default() }).await?);
-    let crossed = Config { min_frequency: Some(20_000.0), ..Config::default() };
-    assert!(!host.call(UpdateConfig { config: crossed.encode_to_vec() }).await?);
+    assert!(
+        !host
+            .update_state(State {
+                voltage: Some(130.0),
+                ..State::default()
+            })
+            .await?
+    );
+    assert!(
+        host.update_state(State {
+            voltage: Some(115.0),
+            ..State::default()
+        })
+        .await?
+    );
+    let crossed = Config {
+        min_frequency: Some(20_000.0),
+        ..Config::default()
+    };
+    assert!(
+        !host
+            .call(UpdateConfig {
+                config: crossed.encode_to_vec()
+            })
+            .await?
+    );
     assert!(!host.call(UpdateConfig { config: vec![0xFF] }).await?);
     host.call(SaveConfig {}).await?;
     sim.shutdown().await;
@@ -204,7 +318,13 @@ async fn config_round_trips_and_limits_the_state() -> R {
 #[tokio::test]
 async fn halt_turns_hv_and_channels_off() -> R {
     let (sim, mut host) = connect(fast_virtual()).await?;
-    assert!(host.update_state(State { hv_output_enabled: Some(true), ..State::default() }).await?);
+    assert!(
+        host.update_state(State {
+            hv_output_enabled: Some(true),
+            ..State::default()
+        })
+        .await?
+    );
     assert!(host.set_channels(&[1, 2]).await?);
     assert_eq!(host.call(MeasureVoltage {}).await?, 100.0);
     host.call(Halt {}).await?;
@@ -219,12 +339,21 @@ async fn halt_turns_hv_and_channels_off() -> R {
 
 #[tokio::test]
 async fn voltage_ramps_currents_and_temperature_are_plausible() -> R {
-    let opts = SimOptions { virtual_clock: true, ..SimOptions::default() };
+    let opts = SimOptions {
+        virtual_clock: true,
+        ..SimOptions::default()
+    };
     let (sim, mut host) = connect(opts).await?;
     assert_eq!(host.call(MinWaveformVoltage {}).await?, 26.0);
     let idle_input = host.call(InputCurrent {}).await?;
     assert!(idle_input > 0.0 && idle_input < 1.0, "{idle_input}");
-    assert!(host.update_state(State { hv_output_enabled: Some(true), ..State::default() }).await?);
+    assert!(
+        host.update_state(State {
+            hv_output_enabled: Some(true),
+            ..State::default()
+        })
+        .await?
+    );
     assert_eq!(host.call(MeasureVoltage {}).await?, 0.0);
     sim.advance(100 * MS);
     let half = host.call(MeasureVoltage {}).await?;
@@ -245,7 +374,10 @@ async fn unknown_codes_and_bad_arguments_get_an_empty_reply() -> R {
     let (sim, mut host) = connect(fast_virtual()).await?;
     assert!(host.call_raw(vec![0xFF, 0xFF]).await?.is_empty());
     assert!(host.call_raw(vec![0x01]).await?.is_empty());
-    let code = host.table().code(CommandName::Capacitance).map_err(SimHostError::Table)?;
+    let code = host
+        .table()
+        .code(CommandName::Capacitance)
+        .map_err(SimHostError::Table)?;
     let mut truncated = code.to_le_bytes().to_vec();
     truncated.push(1);
     assert!(host.call_raw(truncated).await?.is_empty());
@@ -257,80 +389,6 @@ async fn unknown_codes_and_bad_arguments_get_an_empty_reply() -> R {
     assert_eq!(notes, 3);
     // The board still answers properly afterwards.
     assert_eq!(host.call(NumberOfChannels {}).await?, 120);
-    sim.shutdown().await;
-    Ok(())
-}
-
-/// One request of every command (but `reboot`, which does not reply); each reply must decode
-/// as the command's reply type.
-#[tokio::test]
-async fn every_command_of_the_table_gets_a_well_formed_reply() -> R {
-    let (sim, mut host) = connect(fast_virtual()).await?;
-    let requests: Vec<Request> = vec![
-        SoftwareVersion {}.into(),
-        HardwareVersion {}.into(),
-        Uuid {}.into(),
-        Microseconds {}.into(),
-        NumberOfChannels {}.into(),
-        StateOfChannels {}.into(),
-        SetStateOfChannels { states: vec![0; 15] }.into(),
-        DisabledChannelsMask {}.into(),
-        SetDisabledChannelsMask { mask: vec![0; 15] }.into(),
-        TurnOffAllChannels {}.into(),
-        MeasureVoltage {}.into(),
-        MinWaveformVoltage {}.into(),
-        Capacitance { n_samples: 10 }.into(),
-        ChannelCapacitances { channels: vec![1, 2], n_samples: 10 }.into(),
-        DetectShorts { delay_ms: 1 }.into(),
-        Halt {}.into(),
-        OutputCurrent {}.into(),
-        InputCurrent {}.into(),
-        Temperature {}.into(),
-        WatchdogEnable {}.into(),
-        WatchdogDisable {}.into(),
-        WatchdogReset {}.into(),
-        SetHostWatchdog { timeout_ms: 0 }.into(),
-        SerializeState {}.into(),
-        UpdateState { state: vec![] }.into(),
-        SerializeConfig {}.into(),
-        UpdateConfig { config: vec![] }.into(),
-        SaveConfig {}.into(),
-    ];
-    let mut covered: BTreeSet<CommandName> = requests.iter().map(Request::name).collect();
-    covered.insert(CommandName::Reboot);
-    assert_eq!(covered, CommandName::ALL.iter().copied().collect(), "a command is not tested");
-    for request in requests {
-        let payload = request.encode(host.table()).map_err(SimHostError::Table)?;
-        let reply = host.call_raw(payload).await?;
-        let ok = match &request {
-            Request::SoftwareVersion(_) | Request::HardwareVersion(_) => String::decode_reply(&reply).is_ok(),
-            Request::Uuid(_) => reply.len() == 16,
-            Request::Microseconds(_) => u32::decode_reply(&reply).is_ok(),
-            Request::NumberOfChannels(_) => u16::decode_reply(&reply).is_ok(),
-            Request::StateOfChannels(_) | Request::DisabledChannelsMask(_) => reply.len() == 15,
-            Request::DetectShorts(_) | Request::SerializeState(_) | Request::SerializeConfig(_) => true,
-            Request::SetStateOfChannels(_)
-            | Request::SetDisabledChannelsMask(_)
-            | Request::SetHostWatchdog(_)
-            | Request::UpdateState(_)
-            | Request::UpdateConfig(_) => bool::decode_reply(&reply) == Ok(true),
-            Request::TurnOffAllChannels(_)
-            | Request::Halt(_)
-            | Request::WatchdogEnable(_)
-            | Request::WatchdogDisable(_)
-            | Request::WatchdogReset(_)
-            | Request::SaveConfig(_)
-            | Request::Reboot(_) => reply.is_empty(),
-            Request::ChannelCapacitances(_) => Vec::<f32>::decode_reply(&reply).map(|v| v.len()) == Ok(2),
-            Request::MeasureVoltage(_)
-            | Request::MinWaveformVoltage(_)
-            | Request::Capacitance(_)
-            | Request::OutputCurrent(_)
-            | Request::InputCurrent(_)
-            | Request::Temperature(_) => f32::decode_reply(&reply).is_ok(),
-        };
-        assert!(ok, "{:?}: reply {reply:?}", request.name());
-    }
     sim.shutdown().await;
     Ok(())
 }

@@ -16,11 +16,18 @@ const QUIET: Duration = Duration::from_millis(150);
 const WAIT: Duration = Duration::from_secs(2);
 
 fn virtual_clock(timing: Timing) -> SimOptions {
-    SimOptions { timing, virtual_clock: true, ..SimOptions::default() }
+    SimOptions {
+        timing,
+        virtual_clock: true,
+        ..SimOptions::default()
+    }
 }
 
 fn hv_on() -> State {
-    State { hv_output_enabled: Some(true), ..State::default() }
+    State {
+        hv_output_enabled: Some(true),
+        ..State::default()
+    }
 }
 
 #[tokio::test]
@@ -28,15 +35,38 @@ async fn channels_updated_needs_bits_30_and_0() -> R {
     let (sim, mut host) = connect(virtual_clock(Timing::Realistic)).await?;
     // Default mask 0xFFFFFFFE: bit 0 clear, so the event is gated off.
     assert!(host.set_channels(&[1]).await?);
-    assert!(matches!(host.next_event(QUIET).await, Err(SimHostError::Timeout(..))));
-    assert!(host.update_state(State { event_mask: Some(EVENT_CHANNELS_UPDATED), ..State::default() }).await?);
+    assert!(matches!(
+        host.next_event(QUIET).await,
+        Err(SimHostError::Timeout(..))
+    ));
+    assert!(
+        host.update_state(State {
+            event_mask: Some(EVENT_CHANNELS_UPDATED),
+            ..State::default()
+        })
+        .await?
+    );
     assert!(host.set_channels(&[2]).await?);
-    assert!(matches!(host.next_event(QUIET).await, Err(SimHostError::Timeout(..))));
+    assert!(matches!(
+        host.next_event(QUIET).await,
+        Err(SimHostError::Timeout(..))
+    ));
     let mask = EVENT_CHANNELS_UPDATED | EVENT_ENABLE;
-    assert!(host.update_state(State { event_mask: Some(mask), ..State::default() }).await?);
+    assert!(
+        host.update_state(State {
+            event_mask: Some(mask),
+            ..State::default()
+        })
+        .await?
+    );
     assert!(host.set_channels(&[3, 4]).await?);
     match host.next_event(WAIT).await? {
-        Event::ChannelsUpdated { actuated, start, end, n } => {
+        Event::ChannelsUpdated {
+            actuated,
+            start,
+            end,
+            n,
+        } => {
             assert_eq!(actuated, vec![3, 4]);
             assert_eq!(n, 2);
             assert_eq!(end - start, 5000, "a realistic channel update takes 5 ms");
@@ -59,24 +89,43 @@ async fn channels_updated_needs_bits_30_and_0() -> R {
 
 #[tokio::test]
 async fn chip_removal_and_insertion_send_events_after_the_debounce() -> R {
-    let opts = SimOptions { shorted: vec![9], ..virtual_clock(Timing::Realistic) };
+    let opts = SimOptions {
+        shorted: vec![9],
+        ..virtual_clock(Timing::Realistic)
+    };
     let (sim, mut host) = connect(opts).await?;
-    assert!(host.update_state(State { event_mask: Some(u32::MAX), ..hv_on() }).await?);
+    assert!(
+        host.update_state(State {
+            event_mask: Some(u32::MAX),
+            ..hv_on()
+        })
+        .await?
+    );
     sim.advance(300 * MS);
     assert_eq!(sim.snapshot().voltage_measured, 100.0);
     sim.insert_chip(false);
     // The interlock cuts HV at once; the event waits for the 1 s debounce.
     assert!(!sim.snapshot().hv_on);
     sim.advance(999 * MS);
-    assert!(matches!(host.next_event(QUIET).await, Err(SimHostError::Timeout(..))));
+    assert!(matches!(
+        host.next_event(QUIET).await,
+        Err(SimHostError::Timeout(..))
+    ));
     sim.advance(MS);
     assert_eq!(host.next_event(WAIT).await?, Event::OutputDisabled);
-    assert_eq!(host.state().await?.hv_output_enabled, Some(true), "the setting stays");
+    assert_eq!(
+        host.state().await?.hv_output_enabled,
+        Some(true),
+        "the setting stays"
+    );
     sim.insert_chip(true);
     sim.advance(1000 * MS);
     assert_eq!(host.next_event(WAIT).await?, Event::OutputEnabled);
     // Insertion runs short detection.
-    assert_eq!(host.next_event(WAIT).await?, Event::ShortsDetected { values: vec![9] });
+    assert_eq!(
+        host.next_event(WAIT).await?,
+        Event::ShortsDetected { values: vec![9] }
+    );
     assert_eq!(sim.snapshot().disabled, vec![9]);
     sim.shutdown().await;
     Ok(())
@@ -99,7 +148,12 @@ async fn capacitance_stream_and_target() -> R {
     let mut exceeded = Vec::new();
     while let Ok(e) = host.next_event(QUIET).await {
         match e {
-            Event::CapacitanceUpdated { new_value, time_us, n_samples, v_a } => {
+            Event::CapacitanceUpdated {
+                new_value,
+                time_us,
+                n_samples,
+                v_a,
+            } => {
                 assert_eq!(n_samples, 50);
                 updates.push((time_us, new_value, v_a));
             }
@@ -121,7 +175,10 @@ async fn capacitance_stream_and_target() -> R {
 
 #[tokio::test]
 async fn a_shorted_channel_raises_the_current_until_the_board_halts() -> R {
-    let opts = SimOptions { shorted: vec![7], ..virtual_clock(Timing::Realistic) };
+    let opts = SimOptions {
+        shorted: vec![7],
+        ..virtual_clock(Timing::Realistic)
+    };
     let (sim, mut host) = connect(opts).await?;
     assert!(host.update_state(hv_on()).await?);
     assert!(host.set_channels(&[6, 7]).await?);
@@ -129,9 +186,15 @@ async fn a_shorted_channel_raises_the_current_until_the_board_halts() -> R {
     assert!(sim.snapshot().output_current > 0.025);
     sim.advance(1000 * MS);
     match host.next_event(WAIT).await? {
-        Event::Halted { error: HaltReason::OutputCurrentExceeded { current, limit }, wall_time } => {
+        Event::Halted {
+            error: HaltReason::OutputCurrentExceeded { current, limit },
+            wall_time,
+        } => {
             assert!(current.unwrap_or(0.0) > 0.025 && limit == Some(0.025f32 as f64));
-            assert!((wall_time - 1.0).abs() < 1e-9, "checked every second: {wall_time}");
+            assert!(
+                (wall_time - 1.0).abs() < 1e-9,
+                "checked every second: {wall_time}"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -143,21 +206,43 @@ async fn a_shorted_channel_raises_the_current_until_the_board_halts() -> R {
 
 #[tokio::test]
 async fn chip_load_saturation_halts_when_asked_to() -> R {
-    let physics = PhysicsParams { saturation_f: 5e-12, ..PhysicsParams::default() };
-    let opts = SimOptions { physics, ..virtual_clock(Timing::Fast) };
+    let physics = PhysicsParams {
+        saturation_f: 5e-12,
+        ..PhysicsParams::default()
+    };
+    let opts = SimOptions {
+        physics,
+        ..virtual_clock(Timing::Fast)
+    };
     let (sim, mut host) = connect(opts).await?;
     sim.add_droplet("electrode050", sim.unit_volume("electrode050")?)?;
-    let update = State { capacitance_update_interval_ms: Some(50), halt_on_chip_load_saturated: Some(false), ..hv_on() };
+    let update = State {
+        capacitance_update_interval_ms: Some(50),
+        halt_on_chip_load_saturated: Some(false),
+        ..hv_on()
+    };
     assert!(host.update_state(update).await?);
     assert!(host.set_channels(&[50]).await?);
     sim.advance(200 * MS);
     assert!(sim.snapshot().hv_on, "not halted while halting is off");
-    assert!(host.update_state(State { halt_on_chip_load_saturated: Some(true), ..State::default() }).await?);
+    assert!(
+        host.update_state(State {
+            halt_on_chip_load_saturated: Some(true),
+            ..State::default()
+        })
+        .await?
+    );
     sim.advance(100 * MS);
     let halted = host
         .wait_event(WAIT, |e| matches!(e, Event::Halted { .. }))
         .await?;
-    assert!(matches!(halted, Event::Halted { error: HaltReason::ChipLoadSaturated { .. }, .. }));
+    assert!(matches!(
+        halted,
+        Event::Halted {
+            error: HaltReason::ChipLoadSaturated { .. },
+            ..
+        }
+    ));
     assert!(!sim.snapshot().hv_on);
     sim.shutdown().await;
     Ok(())
@@ -168,7 +253,11 @@ async fn drops_detected_reports_the_droplets_channels() -> R {
     let (sim, mut host) = connect(virtual_clock(Timing::Fast)).await?;
     sim.add_droplet("electrode044", sim.unit_volume("electrode044")?)?;
     let mask = EVENT_ENABLE | firmware_protocol::events::EVENT_DROPS_DETECTED;
-    let update = State { drops_update_interval_ms: Some(200), event_mask: Some(mask), ..hv_on() };
+    let update = State {
+        drops_update_interval_ms: Some(200),
+        event_mask: Some(mask),
+        ..hv_on()
+    };
     assert!(host.update_state(update).await?);
     sim.advance(200 * MS);
     match host.next_event(WAIT).await? {
@@ -207,7 +296,10 @@ async fn host_watchdog_turns_hv_and_channels_off_after_silence() -> R {
 
 #[tokio::test]
 async fn host_watchdog_in_real_time() -> R {
-    let opts = SimOptions { timing: Timing::Fast, ..SimOptions::default() };
+    let opts = SimOptions {
+        timing: Timing::Fast,
+        ..SimOptions::default()
+    };
     let (sim, mut host) = connect(opts).await?;
     assert!(host.call(SetHostWatchdog { timeout_ms: 50 }).await?);
     assert!(host.update_state(hv_on()).await?);
@@ -216,7 +308,9 @@ async fn host_watchdog_in_real_time() -> R {
     let watchdog = async {
         loop {
             match trace.recv().await {
-                Ok(r) if matches!(&r.entry, TraceEntry::Note { message } if message.contains("host watchdog: silent")) => return true,
+                Ok(r) if matches!(&r.entry, TraceEntry::Note { message } if message.contains("host watchdog: silent")) => {
+                    return true
+                }
                 Ok(_) => {}
                 Err(_) => return false,
             }

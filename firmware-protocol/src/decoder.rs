@@ -4,7 +4,8 @@
 //! type, length over the limit, bad CRC) is dropped and the bytes after its first `'|'` are
 //! scanned again, so a real packet hidden behind a false start is still found. A run of more
 //! than three `'|'` aligns on its last three (ids with a `'|'` high byte are reserved). Memory
-//! is bounded by one maximum-size packet.
+//! is bounded by one maximum-size packet. A candidate still open when the line goes idle is
+//! given up with [`Decoder::flush`], which releases a real packet a false start was holding.
 
 use crate::packet::{crc16, Packet, PacketType, HEADER_LEN, MAX_PAYLOAD};
 

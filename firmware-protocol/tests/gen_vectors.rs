@@ -1,7 +1,10 @@
 //! The generator of the shared test vectors in `tests/vectors/`. It was run once; the files
 //! it wrote are committed and are the truth that `tests/vectors.rs` checks the crate against.
-//! Rerun it only to add vectors, and review the diff by hand:
-//! `cargo test -p firmware-protocol --test gen_vectors -- --ignored`
+//!
+//! Run as an ignored test it only compares what it would write with the committed files:
+//! `cargo test -p firmware-protocol --test gen_vectors -- --ignored`. To add vectors, extend
+//! it, set `WRITE_VECTORS=1` to rewrite the files, and review the diff by hand: existing
+//! vectors must not change.
 
 use firmware_protocol::{crc16, Decoder, Event, Packet, PacketType, SIMULATOR_VERSION};
 use serde_json::{json, Value};
@@ -51,10 +54,19 @@ fn data(id: u16, payload: &[u8]) -> Packet {
     }
 }
 
+/// Write a vector file when `WRITE_VECTORS` is set; otherwise check it is unchanged.
 fn write(name: &str, value: &Value) {
     let path = format!("{}/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = serde_json::to_string_pretty(value).expect("vectors serialise") + "\n";
-    std::fs::write(&path, text).expect("vectors written");
+    if std::env::var_os("WRITE_VECTORS").is_some() {
+        std::fs::write(&path, text).expect("vectors written");
+    } else {
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == text,
+            "{name} differs from what the generator writes"
+        );
+    }
 }
 
 fn crc_vectors() -> Value {
@@ -234,7 +246,7 @@ fn stream_vectors() -> Value {
 }
 
 #[test]
-#[ignore = "writes tests/vectors/*.json; run once and review the diff"]
+#[ignore = "generator of tests/vectors/*.json (WRITE_VECTORS=1 rewrites them)"]
 fn generate_vectors() {
     write("crc.json", &crc_vectors());
     write("packets.json", &packet_vectors());

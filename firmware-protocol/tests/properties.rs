@@ -356,7 +356,7 @@ macro_rules! properties {
             #![proptest_config(long())]
             $(
                 #[test]
-                #[ignore = "long run: cargo test -p firmware-protocol --release -- --ignored"]
+                #[ignore = "long run: cargo test -p firmware-protocol --release --test properties -- --ignored"]
                 fn $slow($($arg in $strategy),+) { $check($($arg),+)?; }
             )*
         }

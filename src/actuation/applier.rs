@@ -1,6 +1,8 @@
 //! The applier task: takes the latest merged [`Target`], applies it to whichever board is
 //! connected, and reports what the board confirmed.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -49,6 +51,12 @@ struct Shared {
     picture: Mutex<Confirmed>,
     wake: Notify,
     applied: watch::Sender<Applied>,
+    /// Bumped by [`Actuator::clear`]: an apply that sees it change stops between two board
+    /// requests and reports nothing (its waiters were answered by the clear).
+    epoch: AtomicU64,
+    /// Held while commands are sent to the board: by the applier for one whole apply, and by
+    /// [`Actuator::exclusive`] (halt, shutdown), so nothing of an older apply follows them.
+    stream: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -81,6 +89,8 @@ impl Actuator {
             picture: Mutex::new(Confirmed::default()),
             wake: Notify::new(),
             applied,
+            epoch: AtomicU64::new(0),
+            stream: tokio::sync::Mutex::new(()),
         });
         let task = tokio::spawn(run(shared.clone(), source));
         Actuator { shared, task }
@@ -104,6 +114,7 @@ impl Actuator {
         let generation = {
             let mut pending = self.shared.lock();
             pending.target = Target::default();
+            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
             pending.generation
         };
         *self.shared.picture() = Confirmed::default();
@@ -114,8 +125,33 @@ impl Actuator {
         });
     }
 
+    /// Clear with `reason`, wait for the board request in flight (an older apply stops
+    /// there), then run `commands` (e.g. a halt) while nothing else may talk to the board.
+    pub async fn exclusive<T>(
+        &self,
+        reason: ActuationError,
+        commands: impl Future<Output = T>,
+    ) -> T {
+        self.clear(reason);
+        let _stream = self.shared.stream.lock().await;
+        commands.await
+    }
+
+    /// Stop for good: clear with [`ActuationError::Stopped`], wait for the board request in
+    /// flight, and end the applier task, so that no command of ours follows the caller's
+    /// own (e.g. the safe state on shutdown).
+    pub async fn stop(&self) {
+        self.clear(ActuationError::Stopped);
+        let _stream = self.shared.stream.lock().await;
+        self.task.abort();
+    }
+
     /// Wait until everything up to `generation` has been applied (or failed).
-    pub async fn wait(&self, generation: u64, timeout: Duration) -> Result<Applied, ActuationError> {
+    pub async fn wait(
+        &self,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<Applied, ActuationError> {
         let mut applied = self.shared.applied.subscribe();
         let reached = applied.wait_for(|a| a.generation >= generation);
         let outcome = match tokio::time::timeout(timeout, reached).await {
@@ -141,20 +177,33 @@ impl Drop for Actuator {
 async fn run(shared: Arc<Shared>, source: impl BoardSource) {
     loop {
         shared.wake.notified().await;
-        let (generation, target) = {
+        let stream = shared.stream.lock().await;
+        let (generation, target, epoch) = {
             let mut pending = shared.lock();
-            (pending.generation, std::mem::take(&mut pending.target))
+            let epoch = shared.epoch.load(Ordering::Acquire);
+            (
+                pending.generation,
+                std::mem::take(&mut pending.target),
+                epoch,
+            )
         };
         let mut confirmed = Confirmed::default();
+        let current = || shared.epoch.load(Ordering::Acquire) == epoch;
         let outcome = match source.current() {
             _ if target.is_empty() => Ok(()),
             None => Err(ActuationError::NoBoard),
-            Some(board) => apply(&board, &target, &mut confirmed)
+            Some(board) => apply(&board, &target, &mut confirmed, current)
                 .await
                 .map_err(|e| ActuationError::Board(e.to_string())),
         };
+        drop(stream);
         let picture = {
             let mut picture = shared.picture();
+            if !current() {
+                // Cleared meanwhile: the waiters have their answer, and what this apply did
+                // belongs to a picture that no longer exists.
+                continue;
+            }
             picture.merge(confirmed);
             picture.clone()
         };
@@ -167,13 +216,19 @@ async fn run(shared: Arc<Shared>, source: impl BoardSource) {
 }
 
 /// Apply in a safe order: HV off first, then voltage and frequency, then channels, HV on last.
-/// What succeeded before an error is still recorded in `confirmed`.
-async fn apply(board: &DropBot, target: &Target, confirmed: &mut Confirmed) -> Result<(), BoardError> {
+/// What succeeded before an error is still recorded in `confirmed`. Stops (with `Ok`) before
+/// any step once `current()` turns false (the actuator was cleared, e.g. by a halt).
+async fn apply(
+    board: &DropBot,
+    target: &Target,
+    confirmed: &mut Confirmed,
+    current: impl Fn() -> bool,
+) -> Result<(), BoardError> {
     if target.hv_output_enabled == Some(false) {
         board.set_hv_output_enabled(false).await?;
         confirmed.hv_output_enabled = Some(false);
     }
-    if target.voltage.is_some() || target.frequency.is_some() {
+    if (target.voltage.is_some() || target.frequency.is_some()) && current() {
         board
             .update_state(&State {
                 voltage: target.voltage,
@@ -184,11 +239,11 @@ async fn apply(board: &DropBot, target: &Target, confirmed: &mut Confirmed) -> R
         confirmed.voltage = target.voltage;
         confirmed.frequency = target.frequency;
     }
-    if let Some(channels) = &target.channels {
+    if let (Some(channels), true) = (&target.channels, current()) {
         board.set_channels(channels).await?;
         confirmed.channels = Some(board.channels().await?);
     }
-    if target.hv_output_enabled == Some(true) {
+    if target.hv_output_enabled == Some(true) && current() {
         board.set_hv_output_enabled(true).await?;
         confirmed.hv_output_enabled = Some(true);
     }

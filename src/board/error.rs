@@ -47,7 +47,7 @@ pub enum LinkError {
 }
 
 /// A failed board operation.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, Clone)]
 pub enum BoardError {
     /// The link broke or timed out.
     #[error(transparent)]

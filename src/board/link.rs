@@ -1,4 +1,4 @@
-//! The one owner of the port: a reader task (see [`super::transport`]) and a serialised
+//! The one owner of the port: a reader task (in `transport.rs`) and a serialised
 //! request path, exactly one request in flight (the board does not match replies).
 //!
 //! Requests write straight to the port from the caller's task under an async mutex: no hop
@@ -16,9 +16,10 @@ use tokio::sync::{broadcast, oneshot, watch, Notify};
 use super::clock::BoardClock;
 use super::error::LinkError;
 use super::event::BoardEvent;
+use super::slot::{Arrival, Expect, Pending, Slot};
+pub use super::transport::LinkStats;
 use super::transport::{
-    describe_io, lock, read_loop, Arrival, CloseReason, Core, Counters, Expect, Pending, Slot,
-    Writer,
+    describe_io, lock, read_loop, CloseReason, Core, Counters, InFlight, Writer,
 };
 
 /// How the link behaves.
@@ -47,33 +48,6 @@ impl Default for LinkOptions {
             event_capacity: 256,
         }
     }
-}
-
-/// What the link has seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LinkStats {
-    /// Requests sent.
-    pub requests: u64,
-    /// Replies delivered to their request.
-    pub replies: u64,
-    /// Requests that got no reply in time.
-    pub timeouts: u64,
-    /// Late replies to timed-out requests, discarded.
-    pub stale_replies: u64,
-    /// Packets nobody asked for (replies with no request, ACK, NACK, ...).
-    pub unexpected: u64,
-    /// Events received and parsed.
-    pub events: u64,
-    /// STREAM payloads that are not a known event.
-    pub bad_events: u64,
-    /// Events that arrived while nobody subscribed (dropped).
-    pub unheard_events: u64,
-    /// Packets dropped for a bad CRC.
-    pub crc_errors: u64,
-    /// Bytes skipped while resynchronising.
-    pub discarded_bytes: u64,
-    /// Candidates dropped for an unknown type or an oversized length.
-    pub bad_headers: u64,
 }
 
 /// A reply with the host times of the round trip.
@@ -131,9 +105,6 @@ impl Link {
         });
         let task = tokio::spawn(read_loop(core.clone(), read_half));
         *lock(&core.reader) = Some(task.abort_handle());
-        if core.close_reason().is_some() {
-            task.abort();
-        }
         Link {
             inner: Arc::new(Inner {
                 core,
@@ -191,22 +162,7 @@ impl Link {
 
     /// Counters so far.
     pub fn stats(&self) -> LinkStats {
-        let c = &self.inner.core.counters;
-        let d = *lock(&c.decoder);
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        LinkStats {
-            requests: get(&c.requests),
-            replies: get(&c.replies),
-            timeouts: get(&c.timeouts),
-            stale_replies: get(&c.stale_replies),
-            unexpected: get(&c.unexpected),
-            events: get(&c.events),
-            bad_events: get(&c.bad_events),
-            unheard_events: get(&c.unheard_events),
-            crc_errors: d.crc_errors,
-            discarded_bytes: d.discarded_bytes,
-            bad_headers: d.bad_types + d.oversized,
-        }
+        self.inner.core.counters.snapshot()
     }
 
     /// Why the link closed, if it did.
@@ -426,22 +382,5 @@ impl Link {
             .unwrap_or(LinkError::Gone {
                 reason: "the reader stopped".into(),
             })
-    }
-}
-
-/// Marks a request abandoned if its future is dropped before it completed, so its late reply
-/// is not taken for the next request's.
-struct InFlight<'a> {
-    core: &'a Core,
-    id: u16,
-    grace: Duration,
-    armed: bool,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            lock(&self.core.slot).abandon(self.id, Instant::now() + self.grace);
-        }
     }
 }

@@ -17,6 +17,7 @@ pub mod dropbot;
 pub mod error;
 pub mod event;
 pub mod link;
+mod slot;
 pub mod supervisor;
 mod transport;
 

@@ -155,10 +155,11 @@ struct Supervisor {
 }
 
 impl Supervisor {
+    /// The status watch first: whoever hears of a transition finds the watch already there.
     fn announce(&self, status: BoardStatus) {
         tracing::info!(?status, "board status");
-        let _ = self.transitions.send(status.clone());
-        self.status.send_replace(status);
+        self.status.send_replace(status.clone());
+        let _ = self.transitions.send(status);
     }
 
     async fn run(self) -> Result<(), BoardError> {

@@ -11,9 +11,14 @@
 //! MicroDrop's short-lived helper clients do constantly; hence [`LOG_FILTER_DIRECTIVE`] turns
 //! it off (`RUST_LOG=rumqttd=info` to debug the broker).
 //!
-//! Known rumqttd 0.20 limits: MQTT 3.1.1 only on the websocket listener; keep-alive 0 is
-//! refused; a subscription with QoS 1 or 2 gets at most 100 retained messages (the rest are
-//! dropped), QoS 0 subscriptions get all of them.
+//! Known rumqttd 0.20 defects and limits (0.20.0 is the latest release), each pinned by an
+//! `#[ignore]`d test in `tests/broker_*.rs`:
+//! - a subscription with QoS 1 or 2 gets at most 100 retained messages, the rest are silently
+//!   dropped (QoS 0 subscriptions, which MicroDrop uses, get them all);
+//! - after a websocket client's clean DISCONNECT, a connection arriving within a few
+//!   milliseconds is often dropped right after its CONNACK (a stale disconnect for a reused
+//!   connection id); clients must reconnect;
+//! - keep-alive 0 is refused; the websocket listener speaks MQTT 3.1.1 only.
 
 mod config;
 mod probe;

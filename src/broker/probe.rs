@@ -1,8 +1,10 @@
-//! Readiness probes: a minimal MQTT 3.1.1 CONNECT / CONNACK / DISCONNECT exchange over plain
-//! TCP or over a websocket (subprotocol `mqtt`), with blocking std sockets and timeouts.
+//! Readiness probes: a minimal MQTT 3.1.1 CONNECT / CONNACK exchange over plain TCP or over a
+//! websocket (subprotocol `mqtt`), with blocking std sockets and timeouts.
 //!
-//! A full exchange (rather than a bare TCP connect) proves the router answers, and leaves no
-//! half-open connection for the broker to log as an error.
+//! A CONNACK (rather than a bare TCP connect) proves the router answers. The probe then just
+//! closes its socket, deliberately WITHOUT a DISCONNECT: in rumqttd 0.20 a clean DISCONNECT
+//! (over websockets especially) queues a second, stale disconnect for the same connection id,
+//! which the id's next owner (for example the plugin connecting right after startup) receives.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,8 +13,6 @@ use std::time::Duration;
 
 /// CONNACK with "connection accepted".
 const CONNACK_OK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
-/// DISCONNECT.
-const DISCONNECT: [u8; 2] = [0xE0, 0x00];
 /// Largest HTTP response head we accept from the websocket listener.
 const MAX_HTTP_HEAD: usize = 4096;
 
@@ -41,7 +41,7 @@ fn open(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Connects to an MQTT broker over TCP and disconnects cleanly.
+/// Connects to an MQTT broker over TCP, then closes the socket.
 pub(crate) fn mqtt_over_tcp(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
     let mut stream = open(addr, timeout)?;
     stream.write_all(&connect_packet())?;
@@ -50,7 +50,6 @@ pub(crate) fn mqtt_over_tcp(addr: SocketAddr, timeout: Duration) -> io::Result<(
     if ack != CONNACK_OK {
         return Err(invalid(format!("unexpected CONNACK {ack:02x?}")));
     }
-    stream.write_all(&DISCONNECT)?;
     Ok(())
 }
 
@@ -63,7 +62,7 @@ fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Connects to an MQTT broker over a websocket (subprotocol `mqtt`) and disconnects cleanly.
+/// Connects to an MQTT broker over a websocket (subprotocol `mqtt`), then closes the socket.
 pub(crate) fn mqtt_over_websocket(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
     let mut stream = open(addr, timeout)?;
     let request = format!(
@@ -99,8 +98,6 @@ pub(crate) fn mqtt_over_websocket(addr: SocketAddr, timeout: Duration) -> io::Re
     if ack != CONNACK_OK {
         return Err(invalid(format!("unexpected CONNACK {ack:02x?}")));
     }
-    stream.write_all(&ws_frame(0x2, &DISCONNECT))?;
-    stream.write_all(&ws_frame(0x8, &[0x03, 0xE8]))?; // close, 1000 "normal"
     Ok(())
 }
 
@@ -135,7 +132,7 @@ mod tests {
     #[test]
     fn ws_frames_are_masked_with_a_zero_key() {
         assert_eq!(
-            ws_frame(0x2, &DISCONNECT),
+            ws_frame(0x2, &[0xE0, 0x00]),
             vec![0x82, 0x82, 0, 0, 0, 0, 0xE0, 0x00]
         );
     }

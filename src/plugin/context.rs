@@ -119,7 +119,10 @@ impl Ctx {
             let out = change(&mut model);
             (out, model.states())
         };
-        let mut published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for (property, value) in states {
             if published.get(property) != Some(&value) {
                 if let Err(e) = self.bus.publish_state(property, &value) {
@@ -145,25 +148,36 @@ impl Ctx {
         })
     }
 
-    /// Refuse while halted.
-    pub fn check_not_halted(&self) -> Result<(), RequestError> {
-        match &self.model().halted {
-            Some(h) => Err(RequestError::Halted(h.reason.clone())),
-            None => Ok(()),
-        }
+    /// Submit a target, adding HV when auto-HV applies, and wait for the board.
+    pub async fn actuate(&self, target: Target) -> Result<Confirmed, RequestError> {
+        let generation = self.submit(target)?;
+        self.confirm(generation).await
     }
 
-    /// Submit a target, adding HV when auto-HV applies, and wait for the board.
-    pub async fn actuate(&self, mut target: Target) -> Result<Confirmed, RequestError> {
+    /// Submit a target now (adding HV when auto-HV applies); its generation for
+    /// [`Ctx::confirm`]. Synchronous, so that targets are submitted in the order their
+    /// messages arrived: newest wins only if "newest" means the last one received.
+    pub fn submit(&self, mut target: Target) -> Result<u64, RequestError> {
         self.board()?;
         let wants_channels = target.channels.as_ref().is_some_and(|c| !c.is_empty());
         if wants_channels {
-            self.check_not_halted()?;
-            if self.behaviour.auto_hv && target.hv_output_enabled.is_none() && !self.model().hv_output_enabled {
+            // Checked under the model's lock, so a halt marked before this cannot be missed.
+            let model = self.model();
+            if let Some(h) = &model.halted {
+                return Err(RequestError::Halted(h.reason.clone()));
+            }
+            if self.behaviour.auto_hv
+                && target.hv_output_enabled.is_none()
+                && !model.hv_output_enabled
+            {
                 target.hv_output_enabled = Some(true);
             }
         }
-        let generation = self.actuator.submit(target);
+        Ok(self.actuator.submit(target))
+    }
+
+    /// Wait until the board has applied generation `generation`; what it confirmed.
+    pub async fn confirm(&self, generation: u64) -> Result<Confirmed, RequestError> {
         let applied = self
             .actuator
             .wait(generation, self.behaviour.apply_timeout)

@@ -30,23 +30,39 @@ pub fn on_device(ctx: &Arc<Ctx>, msg: &BusMessage) {
         Ok(device) => Arc::new(device),
         Err(e) => return ctx.report_error("three-object", &e),
     };
-    tracing::info!(electrodes = device.len(), channels = device.channels().len(), "device loaded");
-    let active = ctx.update(|m| {
+    tracing::info!(
+        electrodes = device.len(),
+        channels = device.channels().len(),
+        "device loaded"
+    );
+    let remap = ctx.update(|m| {
         m.device = Some(device);
-        m.active_electrodes.clone()
+        // A new device may map the active electrodes to other channels: follow it, but only
+        // while they are actuated (a device load never switches anything on), only for a
+        // live message, and with HV as it is.
+        let follow = !msg.retain && !m.actuated.is_empty();
+        let ids = m.active_electrodes.clone().filter(|_| follow);
+        ids.map(|ids| (ids, m.hv_output_enabled))
     });
-    // A new device may map the same electrodes to other channels: follow it.
-    if let Some(ids) = active {
-        spawn_apply(ctx.clone(), ids);
+    if let Some((ids, hv)) = remap {
+        apply(ctx, &ids, Some(hv));
     }
 }
 
 /// `microdrop/electrodes-model/state/active-electrodes`: a bare array of electrode ids.
 pub fn on_active_electrodes(ctx: &Arc<Ctx>, msg: &BusMessage) {
-    let ids = match msg.envelope().map_err(|e| e.to_string()).and_then(|e| ids(&e.value)) {
+    let ids = match msg
+        .envelope()
+        .map_err(|e| e.to_string())
+        .and_then(|e| ids(&e.value))
+    {
         Ok(ids) => ids,
         Err(problem) => {
-            let error = InputError::new("active-electrodes", problem, "an array of electrode id strings");
+            let error = InputError::new(
+                "active-electrodes",
+                problem,
+                "an array of electrode id strings",
+            );
             return ctx.report_error("active-electrodes", &error);
         }
     };
@@ -55,7 +71,7 @@ pub fn on_active_electrodes(ctx: &Arc<Ctx>, msg: &BusMessage) {
         return;
     }
     ctx.update(|m| m.active_electrodes = Some(ids.clone()));
-    spawn_apply(ctx.clone(), ids);
+    apply(ctx, &ids, None);
 }
 
 /// `microdrop/electrodes-model/state/voltage` or `.../frequency` (`"100 V"`, `"1000 Hz"`):
@@ -78,19 +94,24 @@ pub fn on_step_setting(ctx: &Arc<Ctx>, msg: &BusMessage, is_voltage: bool) {
     let target = ctx.update(|m| {
         if is_voltage {
             m.voltage_setting = Some(value);
-            Target { voltage: Some(value), ..Target::default() }
+            Target {
+                voltage: Some(value),
+                ..Target::default()
+            }
         } else {
             m.frequency_setting = Some(value);
-            Target { frequency: Some(value), ..Target::default() }
+            Target {
+                frequency: Some(value),
+                ..Target::default()
+            }
         }
     });
     if ctx.current_board().is_some() {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = ctx.actuate(target).await {
-                ctx.report_error(property, &e);
-            }
-        });
+        // Submitted here, in message order; only the wait is spawned.
+        match ctx.submit(target) {
+            Ok(generation) => confirm_later(ctx.clone(), property, generation),
+            Err(e) => ctx.report_error(property, &e),
+        }
     }
 }
 
@@ -103,11 +124,23 @@ pub async fn execute(ctx: &Ctx) -> Result<Value, RequestError> {
     }
     let (ids, voltage, frequency) = {
         let m = ctx.model();
-        (m.active_electrodes.clone(), m.voltage_setting, m.frequency_setting)
+        (
+            m.active_electrodes.clone(),
+            m.voltage_setting,
+            m.frequency_setting,
+        )
     };
-    let channels = ids.as_deref().map(|ids| channels_for(ctx, ids)).transpose()?;
+    let channels = ids
+        .as_deref()
+        .map(|ids| channels_for(ctx, ids))
+        .transpose()?;
     let confirmed = ctx
-        .actuate(Target { channels, voltage, frequency, ..Target::default() })
+        .actuate(Target {
+            channels,
+            voltage,
+            frequency,
+            ..Target::default()
+        })
         .await?;
     let capacitance = match ctx.board() {
         Ok(board) => board.capacitance(0).await.ok().map(f64::from),
@@ -127,17 +160,27 @@ pub async fn execute(ctx: &Ctx) -> Result<Value, RequestError> {
     }))
 }
 
-fn spawn_apply(ctx: Arc<Ctx>, ids: Vec<String>) {
+/// Submit the channels of `ids` now, in message order, with HV as given or by the auto-HV
+/// rule; errors go to the `active-electrodes` error topic.
+fn apply(ctx: &Arc<Ctx>, ids: &[String], hv_output_enabled: Option<bool>) {
+    let submitted = channels_for(ctx, ids).and_then(|channels| {
+        ctx.submit(Target {
+            channels: Some(channels),
+            hv_output_enabled,
+            ..Target::default()
+        })
+    });
+    match submitted {
+        Ok(generation) => confirm_later(ctx.clone(), "active-electrodes", generation),
+        Err(e) => ctx.report_error("active-electrodes", &e),
+    }
+}
+
+/// Wait for the board in the background; a failure goes to `error/<property>`.
+fn confirm_later(ctx: Arc<Ctx>, property: &'static str, generation: u64) {
     tokio::spawn(async move {
-        let result = match channels_for(&ctx, &ids) {
-            Ok(channels) => ctx
-                .actuate(Target { channels: Some(channels), ..Target::default() })
-                .await
-                .map(drop),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            ctx.report_error("active-electrodes", &e);
+        if let Err(e) = ctx.confirm(generation).await {
+            ctx.report_error(property, &e);
         }
     });
 }
@@ -155,12 +198,17 @@ pub fn channels_for(ctx: &Ctx, ids: &[String]) -> Result<BTreeSet<u16>, RequestE
             "electrode ids after microdrop/device-model/state/three-object was published",
         )
     })?;
-    let channels = device.channels_for(ids).map_err(crate::device::DeviceError::from)?;
+    let channels = device
+        .channels_for(ids)
+        .map_err(crate::device::DeviceError::from)?;
     if let Some(&too_high) = channels.iter().find(|c| **c >= limits.channel_count) {
         return Err(InputError::new(
             "active-electrodes",
             format!("the device maps an electrode to channel {too_high}"),
-            format!("channels 0 to {} on this board", limits.channel_count.saturating_sub(1)),
+            format!(
+                "channels 0 to {} on this board",
+                limits.channel_count.saturating_sub(1)
+            ),
         )
         .into());
     }
@@ -173,6 +221,10 @@ fn ids(value: &Value) -> Result<Vec<String>, String> {
     };
     items
         .iter()
-        .map(|item| item.as_str().map(str::to_owned).ok_or_else(|| format!("item {item} is not a string")))
+        .map(|item| {
+            item.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("item {item} is not a string"))
+        })
         .collect()
 }

@@ -102,6 +102,7 @@ impl Model {
 
     /// Follow a supervisor transition. A new connection starts from the safe state the
     /// supervisor put the board in; a lost one forgets everything the board had confirmed.
+    /// A halt is kept either way.
     pub fn on_status(&mut self, status: &BoardStatus) {
         self.link = match status {
             BoardStatus::Connected(info) => Link::Connected(info.clone()),
@@ -117,7 +118,7 @@ impl Model {
         };
         self.actuated.clear();
         self.hv_output_enabled = false;
-        self.halted = None;
+        // A halt outlives the link: only the user's `hv-output-enabled: true` clears it.
         self.chip_inserted = None;
         match self.board().cloned() {
             Some(info) => {
@@ -173,8 +174,10 @@ impl Model {
     /// The `status` value.
     pub fn status(&self) -> Value {
         let (board, detail) = match &self.link {
-            _ if self.halted.is_some() => ("halted", self.halted.as_ref().map(|h| h.reason.clone())),
-            Link::Connected(_) => ("connected", None),
+            Link::Connected(_) => match &self.halted {
+                Some(h) => ("halted", Some(h.reason.clone())),
+                None => ("connected", None),
+            },
             Link::Searching { detail } => ("searching", detail.clone()),
             Link::Disconnected { reason } => ("disconnected", Some(reason.clone())),
         };
@@ -241,14 +244,18 @@ impl Model {
             ("hv-output-enabled", when(json!(self.hv_output_enabled))),
             ("voltage", when(json!(self.voltage))),
             ("frequency", when(json!(self.frequency))),
-            ("capacitance-update-interval-ms", when(json!(self.capacitance_update_interval_ms))),
+            (
+                "capacitance-update-interval-ms",
+                when(json!(self.capacitance_update_interval_ms)),
+            ),
             ("disabled-channels", when(json!(self.disabled))),
             ("chip-inserted", when(json!(self.chip_inserted))),
             (
                 "halted",
-                self.halted
-                    .as_ref()
-                    .map_or(Value::Null, |h| json!({"reason": h.reason, "detail": h.detail})),
+                self.halted.as_ref().map_or(
+                    Value::Null,
+                    |h| json!({"reason": h.reason, "detail": h.detail}),
+                ),
             ),
         ])
     }

@@ -168,14 +168,29 @@ impl Property {
             Property::Frequency => PropertyValue::Frequency(frequency(value, limits)?),
             Property::HvOutputEnabled => match value {
                 Value::Bool(b) => PropertyValue::HvOutputEnabled(*b),
-                other => return Err(InputError::new(name, format!("got {}", describe(other)), "true or false")),
+                other => {
+                    return Err(InputError::new(
+                        name,
+                        format!("got {}", describe(other)),
+                        "true or false",
+                    ))
+                }
             },
-            Property::Channels => PropertyValue::Channels(channel_set(name, value, limits.channel_count)?),
+            Property::Channels => {
+                PropertyValue::Channels(channel_set(name, value, limits.channel_count)?)
+            }
             Property::CapacitanceUpdateIntervalMs => {
-                let allowed = format!("a whole number of milliseconds from 0 (off) to {MAX_INTERVAL_MS}");
+                let allowed =
+                    format!("a whole number of milliseconds from 0 (off) to {MAX_INTERVAL_MS}");
                 match value.as_u64().filter(|ms| *ms <= MAX_INTERVAL_MS) {
                     Some(ms) => PropertyValue::CapacitanceUpdateIntervalMs(ms as u32),
-                    None => return Err(InputError::new(name, format!("got {}", describe(value)), allowed)),
+                    None => {
+                        return Err(InputError::new(
+                            name,
+                            format!("got {}", describe(value)),
+                            allowed,
+                        ))
+                    }
                 }
             }
             Property::DisabledChannels => {
@@ -187,9 +202,18 @@ impl Property {
 
 /// A voltage (number or `"100 V"`) within the board's limits.
 pub fn voltage(value: &Value, limits: &Limits) -> Result<f32, InputError> {
-    let allowed = format!("a number from {} to {} (V)", limits.min_voltage, limits.max_voltage);
+    let allowed = format!(
+        "a number from {} to {} (V)",
+        limits.min_voltage, limits.max_voltage
+    );
     let v = number("voltage", value, &allowed)?;
-    in_range("voltage", v, limits.min_voltage, limits.max_voltage, &allowed)?;
+    in_range(
+        "voltage",
+        v,
+        limits.min_voltage,
+        limits.max_voltage,
+        &allowed,
+    )?;
     Ok(v as f32)
 }
 
@@ -201,13 +225,23 @@ pub fn frequency(value: &Value, limits: &Limits) -> Result<f32, InputError> {
     );
     let f = number("frequency", value, &allowed)?;
     if f != 0.0 {
-        in_range("frequency", f, limits.min_frequency, limits.max_frequency, &allowed)?;
+        in_range(
+            "frequency",
+            f,
+            limits.min_frequency,
+            limits.max_frequency,
+            &allowed,
+        )?;
     }
     Ok(f as f32)
 }
 
 /// A set of channel numbers that exist on the board.
-pub fn channels(property: &str, value: &Value, limits: &Limits) -> Result<BTreeSet<u16>, InputError> {
+pub fn channels(
+    property: &str,
+    value: &Value,
+    limits: &Limits,
+) -> Result<BTreeSet<u16>, InputError> {
     channel_set(property, value, limits.channel_count)
 }
 
@@ -259,17 +293,29 @@ fn in_range(property: &str, v: f64, min: f64, max: f64, allowed: &str) -> Result
     if v >= min && v <= max {
         Ok(())
     } else {
-        Err(InputError::new(property, format!("{v} is out of range"), allowed))
+        Err(InputError::new(
+            property,
+            format!("{v} is out of range"),
+            allowed,
+        ))
     }
 }
 
-fn channel_set(property: &str, value: &Value, channel_count: u16) -> Result<BTreeSet<u16>, InputError> {
+fn channel_set(
+    property: &str,
+    value: &Value,
+    channel_count: u16,
+) -> Result<BTreeSet<u16>, InputError> {
     let allowed = format!(
         "an array of channel numbers from 0 to {}",
         channel_count.saturating_sub(1)
     );
     let Value::Array(items) = value else {
-        return Err(InputError::new(property, format!("got {}", describe(value)), allowed));
+        return Err(InputError::new(
+            property,
+            format!("got {}", describe(value)),
+            allowed,
+        ));
     };
     items
         .iter()
@@ -277,7 +323,9 @@ fn channel_set(property: &str, value: &Value, channel_count: u16) -> Result<BTre
             item.as_u64()
                 .filter(|c| *c < u64::from(channel_count))
                 .map(|c| c as u16)
-                .ok_or_else(|| InputError::new(property, format!("channel {item} does not exist"), &allowed))
+                .ok_or_else(|| {
+                    InputError::new(property, format!("channel {item} does not exist"), &allowed)
+                })
         })
         .collect()
 }
@@ -323,10 +371,16 @@ mod tests {
         assert!(Property::Frequency.parse(&json!(0), &limits).is_ok());
         assert!(Property::Frequency.parse(&json!(50), &limits).is_err());
         assert!(Property::Channels.parse(&json!([0, 119]), &limits).is_ok());
-        let err = Property::Channels.parse(&json!([120]), &limits).unwrap_err();
+        let err = Property::Channels
+            .parse(&json!([120]), &limits)
+            .unwrap_err();
         assert!(err.to_string().contains("0 to 119"), "{err}");
-        assert!(Property::HvOutputEnabled.parse(&json!("yes"), &limits).is_err());
-        assert!(Property::CapacitanceUpdateIntervalMs.parse(&json!(-1), &limits).is_err());
+        assert!(Property::HvOutputEnabled
+            .parse(&json!("yes"), &limits)
+            .is_err());
+        assert!(Property::CapacitanceUpdateIntervalMs
+            .parse(&json!(-1), &limits)
+            .is_err());
     }
 
     #[test]

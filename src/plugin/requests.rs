@@ -9,7 +9,7 @@ use super::context::{Ctx, RequestError};
 use super::model::Halt;
 use super::properties::{self, schema, InputError, Property, PropertyValue};
 use super::routes::{Action, Route};
-use crate::actuation::Target;
+use crate::actuation::{ActuationError, Target};
 use crate::bus::{BusMessage, ReplyStatus};
 
 /// Longest settle time per channel accepted by `detect-shorts`, ms (the firmware takes a u8).
@@ -18,24 +18,34 @@ const MAX_SHORTS_DELAY_MS: u64 = 255;
 /// Handle one put or trigger and answer it.
 pub async fn handle(ctx: Arc<Ctx>, route: Route, msg: BusMessage) {
     let name = route.name();
-    let envelope = match msg.envelope() {
+    let limit = ctx.behaviour.max_request_payload;
+    let envelope = if msg.payload.len() > limit {
+        let size = msg.payload.len();
+        Err(InputError::new(
+            name,
+            format!("payload of {size} bytes is too large"),
+            format!("at most {limit} bytes"),
+        ))
+    } else {
+        msg.envelope().map_err(|e| {
+            let allowed = "a JSON object with __head__.plugin_name, as MicroDrop's clients send";
+            InputError::new(name, format!("unreadable request: {e}"), allowed)
+        })
+    };
+    let envelope = match envelope {
         Ok(envelope) => envelope,
-        Err(e) => {
-            // Without a readable payload there is no reply address: the error topic tells.
-            ctx.report_error(name, &format!("unreadable request: {e}"));
+        Err(error) => {
+            ctx.report_error(name, &error);
+            // The payload could not be read, but its sender may still be named in it.
+            if let Some(receiver) = reply_address(&msg.payload) {
+                let response = json!(error.to_string());
+                let _ = ctx
+                    .bus
+                    .notify(&receiver, name, ReplyStatus::Failed, response);
+            }
             return;
         }
     };
-    if msg.payload.len() > ctx.behaviour.max_request_payload {
-        let error = InputError::new(
-            name,
-            format!("payload of {} bytes is too large", msg.payload.len()),
-            format!("at most {} bytes", ctx.behaviour.max_request_payload),
-        );
-        ctx.report_error(name, &error);
-        let _ = ctx.bus.reply(&envelope, name, ReplyStatus::Failed, json!(error.to_string()));
-        return;
-    }
     let result = match route {
         Route::Put(property) => put(&ctx, property, envelope.put_value(property.name())).await,
         Route::Trigger(action) => trigger(&ctx, action, envelope.trigger_value()).await,
@@ -59,12 +69,22 @@ async fn put(ctx: &Ctx, property: Property, value: &Value) -> Result<Value, Requ
     match parsed {
         PropertyValue::Voltage(v) => {
             ctx.update(|m| m.voltage_setting = Some(v));
-            let c = ctx.actuate(Target { voltage: Some(v), ..Target::default() }).await?;
+            let c = ctx
+                .actuate(Target {
+                    voltage: Some(v),
+                    ..Target::default()
+                })
+                .await?;
             Ok(json!(c.voltage))
         }
         PropertyValue::Frequency(f) => {
             ctx.update(|m| m.frequency_setting = Some(f));
-            let c = ctx.actuate(Target { frequency: Some(f), ..Target::default() }).await?;
+            let c = ctx
+                .actuate(Target {
+                    frequency: Some(f),
+                    ..Target::default()
+                })
+                .await?;
             Ok(json!(c.frequency))
         }
         PropertyValue::HvOutputEnabled(on) => {
@@ -73,12 +93,20 @@ async fn put(ctx: &Ctx, property: Property, value: &Value) -> Result<Value, Requ
                 ctx.update(|m| m.halted = None);
             }
             let c = ctx
-                .actuate(Target { hv_output_enabled: Some(on), ..Target::default() })
+                .actuate(Target {
+                    hv_output_enabled: Some(on),
+                    ..Target::default()
+                })
                 .await?;
             Ok(json!(c.hv_output_enabled))
         }
         PropertyValue::Channels(channels) => {
-            let c = ctx.actuate(Target { channels: Some(channels), ..Target::default() }).await?;
+            let c = ctx
+                .actuate(Target {
+                    channels: Some(channels),
+                    ..Target::default()
+                })
+                .await?;
             Ok(json!(c.channels))
         }
         PropertyValue::CapacitanceUpdateIntervalMs(ms) => {
@@ -119,13 +147,22 @@ async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, Requ
         }
         Action::MeasureVoltage => {
             let volts = ctx.board()?.measured_voltage().await?;
-            Ok(super::telemetry::publish_measured_voltage(ctx, f64::from(volts)))
+            Ok(super::telemetry::publish_measured_voltage(
+                ctx,
+                f64::from(volts),
+            ))
         }
         Action::PutVoltageFrequency => {
             let limits = ctx.model().limits;
-            let field = |key: &str| value.get(key).ok_or_else(|| {
-                InputError::new("put-voltage-frequency", format!("missing `{key}`"), "{\"voltage\": V, \"frequency\": Hz}")
-            });
+            let field = |key: &str| {
+                value.get(key).ok_or_else(|| {
+                    InputError::new(
+                        "put-voltage-frequency",
+                        format!("missing `{key}`"),
+                        "{\"voltage\": V, \"frequency\": Hz}",
+                    )
+                })
+            };
             let v = properties::voltage(field("voltage")?, &limits)?;
             let f = properties::frequency(field("frequency")?, &limits)?;
             ctx.update(|m| {
@@ -133,7 +170,11 @@ async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, Requ
                 m.frequency_setting = Some(f);
             });
             let c = ctx
-                .actuate(Target { voltage: Some(v), frequency: Some(f), ..Target::default() })
+                .actuate(Target {
+                    voltage: Some(v),
+                    frequency: Some(f),
+                    ..Target::default()
+                })
                 .await?;
             Ok(json!({"voltage": c.voltage, "frequency": c.frequency}))
         }
@@ -144,20 +185,34 @@ async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, Requ
                 Some(d) => d
                     .as_u64()
                     .filter(|d| *d <= MAX_SHORTS_DELAY_MS)
-                    .ok_or_else(|| InputError::new("detect-shorts", format!("delay_ms {d} is not usable"), &allowed))?,
+                    .ok_or_else(|| {
+                        InputError::new(
+                            "detect-shorts",
+                            format!("delay_ms {d} is not usable"),
+                            &allowed,
+                        )
+                    })?,
             } as u8;
             let board = ctx.board()?;
             let shorts = board.detect_shorts(delay).await?;
             let disabled = board.disabled_channels().await?;
             ctx.update(|m| m.disabled = disabled);
-            let _ = ctx.bus.signal("shorts-detected", &json!({"channels": shorts}));
+            let _ = ctx
+                .bus
+                .signal("shorts-detected", &json!({"channels": shorts}));
             Ok(json!(shorts))
         }
         Action::Halt => {
             let board = ctx.board()?;
-            ctx.actuator.clear(crate::actuation::ActuationError::Superseded);
-            board.halt().await?;
-            ctx.update(|m| m.on_halt(Halt { reason: "requested".into(), detail: json!("halt trigger") }));
+            let halt = Halt {
+                reason: "requested".into(),
+                detail: json!("halt trigger"),
+            };
+            // Marked before anything else: from here on no target with channels is taken.
+            ctx.update(|m| m.halted = Some(halt.clone()));
+            let reason = ActuationError::Board("board halted: requested".into());
+            ctx.actuator.exclusive(reason, board.halt()).await?;
+            ctx.update(|m| m.on_halt(halt));
             let _ = ctx.bus.signal("halted", &json!({"reason": "requested"}));
             Ok(json!("halted: HV off, all channels off"))
         }
@@ -189,5 +244,39 @@ async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, Requ
             Ok(Value::Object(map))
         }
         Action::Execute => super::electrodes::execute(ctx).await,
+    }
+}
+
+/// The `"plugin_name": "<name>"` of a payload that is not readable JSON (broken, or too large
+/// to parse), found by a plain scan; `None` if there is no such simple string.
+fn reply_address(payload: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"\"plugin_name\"";
+    let at = payload.windows(KEY.len()).position(|w| w == KEY)?;
+    let rest = payload.get(at + KEY.len()..)?;
+    let chunk = rest.get(..rest.len().min(512))?;
+    let text = match std::str::from_utf8(chunk) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(chunk.get(..e.valid_up_to())?).ok()?,
+    };
+    let rest = text
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let name = rest.get(..rest.find('"')?)?;
+    (!name.is_empty() && !name.contains('\\')).then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reply_address;
+
+    #[test]
+    fn finds_the_sender_of_an_unreadable_request() {
+        let broken = br#"{"voltage": 1,, "__head__": {"plugin_name" : "micropede-async-x"}}"#;
+        assert_eq!(reply_address(broken).as_deref(), Some("micropede-async-x"));
+        assert_eq!(reply_address(b"{\"plugin_name\": 5}"), None);
+        assert_eq!(reply_address(b"not json"), None);
+        assert_eq!(reply_address(b"\"plugin_name\": \"open"), None);
     }
 }

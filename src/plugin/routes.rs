@@ -116,15 +116,30 @@ impl Route {
 pub fn router(name: &str) -> Result<Router<Route>, BusError> {
     let mut router = Router::for_plugin(name)?;
     for p in Property::ALL {
-        router.add(&format!("microdrop/put/{{self}}/{}", p.name()), Route::Put(p))?;
+        router.add(
+            &format!("microdrop/put/{{self}}/{}", p.name()),
+            Route::Put(p),
+        )?;
     }
     for a in Action::ALL {
-        router.add(&format!("microdrop/trigger/{{self}}/{}", a.name()), Route::Trigger(a))?;
+        router.add(
+            &format!("microdrop/trigger/{{self}}/{}", a.name()),
+            Route::Trigger(a),
+        )?;
     }
     router.add("microdrop/device-model/state/three-object", Route::Device)?;
-    router.add("microdrop/electrodes-model/state/active-electrodes", Route::ActiveElectrodes)?;
-    router.add("microdrop/electrodes-model/state/voltage", Route::StepVoltage)?;
-    router.add("microdrop/electrodes-model/state/frequency", Route::StepFrequency)?;
+    router.add(
+        "microdrop/electrodes-model/state/active-electrodes",
+        Route::ActiveElectrodes,
+    )?;
+    router.add(
+        "microdrop/electrodes-model/state/voltage",
+        Route::StepVoltage,
+    )?;
+    router.add(
+        "microdrop/electrodes-model/state/frequency",
+        Route::StepFrequency,
+    )?;
     Ok(router)
 }
 

@@ -18,7 +18,7 @@ use crate::board::{BoardStatus, BoardSupervisor, SupervisorOptions};
 use crate::bus::{BusClient, BusMessage, BusOptions, Farewell, Topic, Will};
 
 /// Gated events the plugin wants: shorts and drops (channel updates are read back instead).
-const EVENT_MASK: u32 = u32::MAX & !EVENT_CHANNELS_UPDATED | EVENT_ENABLE;
+const EVENT_MASK: u32 = !EVENT_CHANNELS_UPDATED | EVENT_ENABLE;
 
 /// Run the plugin until `shutdown` resolves, the `exit` trigger, or the bus client ends.
 /// On the way out: all channels off, HV off, retained status offline.
@@ -41,7 +41,14 @@ pub async fn run(
     let actuator = Actuator::spawn(move || board.borrow().clone());
     let router = routes::router(&name)?;
     let (exit_tx, mut exit_rx) = mpsc::channel(1);
-    let ctx = Ctx::new(bus.clone(), supervisor.watch_board(), actuator, router, behaviour, exit_tx);
+    let ctx = Ctx::new(
+        bus.clone(),
+        supervisor.watch_board(),
+        actuator,
+        router,
+        behaviour,
+        exit_tx,
+    );
     bus.subscribe_router(&ctx.router)?;
     ctx.update(|_| ());
     tracing::info!(%name, "plugin running");
@@ -72,7 +79,8 @@ pub async fn run(
     if let Some(task) = events.take() {
         task.abort();
     }
-    ctx.actuator.clear(ActuationError::Stopped);
+    // Nothing of ours may follow the safe state: the applier stops first.
+    ctx.actuator.stop().await;
     let safe = supervisor.shutdown().await;
     if let Err(e) = &safe {
         tracing::error!(error = %e, "could not confirm the safe state");
@@ -121,7 +129,10 @@ fn on_status(ctx: &Arc<Ctx>, status: BoardStatus, events: &mut Option<JoinHandle
         }
         _ if was_connected => {
             tracing::warn!(?status, "board lost");
-            let _ = ctx.bus.signal("board-disconnected", &json!({"reason": ctx.model().status()["detail"]}));
+            let _ = ctx.bus.signal(
+                "board-disconnected",
+                &json!({"reason": ctx.model().status()["detail"]}),
+            );
         }
         _ => {}
     }
@@ -142,7 +153,14 @@ async fn prepare(ctx: Arc<Ctx>, board: crate::board::DropBot) {
         (m.voltage_setting, m.frequency_setting)
     };
     if voltage.is_some() || frequency.is_some() {
-        if let Err(e) = ctx.actuate(Target { voltage, frequency, ..Target::default() }).await {
+        if let Err(e) = ctx
+            .actuate(Target {
+                voltage,
+                frequency,
+                ..Target::default()
+            })
+            .await
+        {
             ctx.report_error("voltage", &e);
         }
     }

@@ -29,7 +29,7 @@ pub fn spawn_board_events(ctx: Arc<Ctx>, board: &DropBot) -> JoinHandle<()> {
     })
 }
 
-fn on_event(ctx: &Ctx, e: BoardEvent) {
+fn on_event(ctx: &Arc<Ctx>, e: BoardEvent) {
     let signal = |topic: &str, value: Value| {
         if let Err(err) = ctx.bus.signal(topic, &value) {
             tracing::warn!(topic, error = %err, "could not signal");
@@ -44,10 +44,20 @@ fn on_event(ctx: &Ctx, e: BoardEvent) {
             ctx.update(|m| m.chip_inserted = Some(false));
             signal("chip-removed", json!({}));
         }
-        Event::CapacitanceUpdated { new_value, n_samples, v_a, .. } => {
+        Event::CapacitanceUpdated {
+            new_value,
+            n_samples,
+            v_a,
+            ..
+        } => {
             publish_capacitance(ctx, new_value, Some((&e, n_samples, v_a)));
         }
-        Event::CapacitanceExceeded { new_value, target, count, .. } => signal(
+        Event::CapacitanceExceeded {
+            new_value,
+            target,
+            count,
+            ..
+        } => signal(
             "capacitance-exceeded",
             json!({"value": new_value, "target": target, "count": count, "board_time_us": e.board_time_us}),
         ),
@@ -58,8 +68,25 @@ fn on_event(ctx: &Ctx, e: BoardEvent) {
             }
             .to_owned();
             let detail = json!({"error": error, "wall_time": wall_time});
-            ctx.actuator.clear(ActuationError::Board(format!("board halted: {reason}")));
-            ctx.update(|m| m.on_halt(Halt { reason: reason.clone(), detail: detail.clone() }));
+            ctx.update(|m| {
+                m.on_halt(Halt {
+                    reason: reason.clone(),
+                    detail: detail.clone(),
+                })
+            });
+            // An apply in flight may have sent more after the board halted: stop it, and
+            // make "everything off" the last word on the board.
+            let why = ActuationError::Board(format!("board halted: {reason}"));
+            if let Some(board) = ctx.current_board() {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = ctx.actuator.exclusive(why, board.safe_state()).await {
+                        tracing::warn!(error = %e, "could not confirm the safe state after a halt");
+                    }
+                });
+            } else {
+                ctx.actuator.clear(why);
+            }
             signal("halted", json!({"reason": reason, "detail": detail}));
         }
         Event::ShortsDetected { values } => {
@@ -74,7 +101,11 @@ fn on_event(ctx: &Ctx, e: BoardEvent) {
 }
 
 /// Publish a capacitance reading (retained `capacitance`) and return it.
-pub fn publish_capacitance(ctx: &Ctx, farads: f64, stream: Option<(&BoardEvent, u32, f64)>) -> Value {
+pub fn publish_capacitance(
+    ctx: &Ctx,
+    farads: f64,
+    stream: Option<(&BoardEvent, u32, f64)>,
+) -> Value {
     let reading = json!({
         "value": farads,
         "unit": "F",
@@ -104,5 +135,6 @@ pub fn publish_measured_voltage(ctx: &Ctx, volts: f64) -> Value {
 }
 
 fn unix_ms(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }

@@ -85,7 +85,10 @@ impl SimulateArgs {
             timing: self.timing,
             seed: self.seed,
             device,
-            firmware_id: self.firmware_id.clone().unwrap_or(defaults.firmware_id.clone()),
+            firmware_id: self
+                .firmware_id
+                .clone()
+                .unwrap_or(defaults.firmware_id.clone()),
             trace: self.trace.clone(),
             chip_inserted: !self.no_chip,
             shorted: self.shorted.clone(),
@@ -136,4 +139,52 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
     }
     sim.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    #[test]
+    fn parses_the_documented_flags() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--link",
+            "board",
+            "--timing",
+            "fast",
+            "--seed",
+            "9",
+            "--shorted",
+            "3,17",
+            "--corrupt-fraction",
+            "0.1",
+            "--reply-delay-ms",
+            "20",
+            "--firmware-id",
+            "dropbot::2.0",
+        ])
+        .unwrap();
+        let opts = cli.args.options().unwrap();
+        assert_eq!(opts.timing, Timing::Fast);
+        assert_eq!(opts.seed, 9);
+        assert_eq!(opts.shorted, vec![3, 17]);
+        assert_eq!(opts.faults.reply_delay, Duration::from_millis(20));
+        assert_eq!(opts.firmware_id, "dropbot::2.0");
+        assert_eq!(cli.args.link_path(), PathBuf::from("board"));
+        let defaults = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(defaults.args.options().unwrap().channels, 120);
+        assert!(defaults.args.link_path().ends_with("dropbot-sim"));
+        let bad = Cli::try_parse_from(["x", "--drop-fraction", "2"]).unwrap();
+        assert!(bad.args.options().is_err());
+        assert!(Cli::try_parse_from(["x", "--timing", "slow"]).is_err());
+    }
 }

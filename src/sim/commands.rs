@@ -15,7 +15,12 @@ const SAMPLES_PER_READING: u32 = 50;
 
 impl Firmware {
     /// Execute a decoded request; returns the reply payload and queues events.
-    pub(super) fn execute(&mut self, request: Request, now: Duration, events: &mut Vec<Event>) -> Vec<u8> {
+    pub(super) fn execute(
+        &mut self,
+        request: Request,
+        now: Duration,
+        events: &mut Vec<Event>,
+    ) -> Vec<u8> {
         let count = self.opts.channels;
         match request {
             Request::SoftwareVersion(_) => self.version().encode_reply(),
@@ -83,7 +88,10 @@ impl Firmware {
                 let shorted = self.physics.shorted(count);
                 self.busy += self.opts.timing.per_channel_short_test * u32::from(count);
                 self.disable_shorted(now, &shorted, events);
-                let values: Vec<u8> = shorted.iter().filter_map(|&ch| u8::try_from(ch).ok()).collect();
+                let values: Vec<u8> = shorted
+                    .iter()
+                    .filter_map(|&ch| u8::try_from(ch).ok())
+                    .collect();
                 values.encode_reply()
             }
             Request::Halt(_) => {
@@ -114,7 +122,10 @@ impl Firmware {
             Request::SetHostWatchdog(c) => {
                 self.host_watchdog =
                     (c.timeout_ms > 0).then(|| Duration::from_millis(u64::from(c.timeout_ms)));
-                self.note(now, format!("host watchdog set to {} ms (0 = off)", c.timeout_ms));
+                self.note(
+                    now,
+                    format!("host watchdog set to {} ms (0 = off)", c.timeout_ms),
+                );
                 true.encode_reply()
             }
             // Handled before execution: the firmware restarts without replying.

@@ -8,8 +8,9 @@ use firmware_protocol::{Decoder, Packet};
 
 use super::clock::SimClock;
 use super::faults::FaultInjector;
-use super::firmware::{Firmware, SimSnapshot};
+use super::firmware::Firmware;
 use super::options::{Faults, Timing};
+use super::snapshot::SimSnapshot;
 use super::trace::TraceEntry;
 
 /// Bytes to write, not before an instant.
@@ -49,10 +50,13 @@ impl SimCore {
     pub fn receive(&mut self, bytes: &[u8]) {
         let now = self.clock.now();
         if self.faults.faults().stall {
-            self.fw.record(now, TraceEntry::Fault {
-                fault: "stall".into(),
-                detail: format!("{} bytes ignored", bytes.len()),
-            });
+            self.fw.record(
+                now,
+                TraceEntry::Fault {
+                    fault: "stall".into(),
+                    detail: format!("{} bytes ignored", bytes.len()),
+                },
+            );
             return;
         }
         let mut packets = Vec::new();
@@ -106,10 +110,13 @@ impl SimCore {
     /// Replace the active faults.
     pub fn set_faults(&mut self, faults: Faults) {
         let now = self.clock.now();
-        self.fw.record(now, TraceEntry::Fault {
-            fault: "set".into(),
-            detail: format!("{faults:?}"),
-        });
+        self.fw.record(
+            now,
+            TraceEntry::Fault {
+                fault: "set".into(),
+                detail: format!("{faults:?}"),
+            },
+        );
         self.fw.set_id_override(faults.firmware_id.clone());
         self.faults.set(faults);
     }
@@ -147,29 +154,46 @@ impl SimCore {
         }
         let now = self.clock.now();
         if self.faults.faults().stall {
-            self.fw.record(now, TraceEntry::Fault {
-                fault: "stall".into(),
-                detail: format!("{} packets not sent", packets.len()),
-            });
+            self.fw.record(
+                now,
+                TraceEntry::Fault {
+                    fault: "stall".into(),
+                    detail: format!("{} packets not sent", packets.len()),
+                },
+            );
             return;
         }
         let mut bytes = Vec::new();
         for packet in packets {
             if let Err(e) = packet.encode_into(&mut bytes) {
                 // A reply too large for a packet: the host gets an empty reply instead.
-                self.fw.record(now, TraceEntry::Note { message: format!("reply not sent: {e}") });
+                self.fw.record(
+                    now,
+                    TraceEntry::Note {
+                        message: format!("reply not sent: {e}"),
+                    },
+                );
                 if let Packet::Data { id, .. } = packet {
-                    let empty = Packet::Data { id, payload: Vec::new() };
+                    let empty = Packet::Data {
+                        id,
+                        payload: Vec::new(),
+                    };
                     let _ = empty.encode_into(&mut bytes);
                 }
             }
         }
         let mangled = self.faults.mangle(&mut bytes);
         if mangled.corrupted + mangled.dropped > 0 {
-            self.fw.record(now, TraceEntry::Fault {
-                fault: "bytes".into(),
-                detail: format!("{} corrupted, {} dropped", mangled.corrupted, mangled.dropped),
-            });
+            self.fw.record(
+                now,
+                TraceEntry::Fault {
+                    fault: "bytes".into(),
+                    detail: format!(
+                        "{} corrupted, {} dropped",
+                        mangled.corrupted, mangled.dropped
+                    ),
+                },
+            );
         }
         // Realistic hardware costs delay replies in real time only: a virtual clock stands still.
         let busy = if self.timing == Timing::Realistic && !self.clock.is_virtual() {

@@ -13,11 +13,10 @@ use firmware_protocol::events::HaltReason;
 use firmware_protocol::{
     parse_identity, CommandTable, Config, Event, Packet, Request, State, SIMULATOR_VERSION,
 };
-use serde::Serialize;
 
 use super::options::TimingParams;
-use super::physics::{DropletView, Physics};
-use super::trace::{hex, TraceEntry, Tracer};
+use super::physics::Physics;
+use super::trace::{packet_kind, TraceEntry, Tracer};
 
 /// Period of the output-current check.
 const CURRENT_CHECK: Duration = Duration::from_secs(1);
@@ -35,37 +34,6 @@ pub struct FirmwareOptions {
     pub channels: u16,
     /// Hardware time costs.
     pub timing: TimingParams,
-}
-
-/// What the board looks like at one moment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SimSnapshot {
-    /// Simulation time.
-    pub time: Duration,
-    /// Channels actuated.
-    pub actuated: Vec<u16>,
-    /// Channels disabled.
-    pub disabled: Vec<u16>,
-    /// `hv_output_enabled` of the state.
-    pub hv_enabled: bool,
-    /// HV output live (enabled and chip inserted).
-    pub hv_on: bool,
-    /// Target RMS volts.
-    pub voltage_target: f64,
-    /// Measured RMS volts.
-    pub voltage_measured: f64,
-    /// Waveform frequency, Hz.
-    pub frequency: f64,
-    /// Chip inserted (the interlock).
-    pub chip_inserted: bool,
-    /// The host watchdog's timeout, if armed.
-    pub host_watchdog: Option<Duration>,
-    /// Noise-free capacitance of the actuated electrodes, farads.
-    pub capacitance: f64,
-    /// Output current, amperes.
-    pub output_current: f64,
-    /// Droplets.
-    pub droplets: Vec<DropletView>,
 }
 
 /// The simulated firmware; see the module docs.
@@ -127,10 +95,13 @@ impl Firmware {
     /// Restart the firmware at `now`: RAM state back to defaults, config from EEPROM, HV and
     /// channels off. The chip and its droplets are untouched.
     pub fn reboot(&mut self, now: Duration) {
-        self.record(now, TraceEntry::Fault {
-            fault: "reboot".into(),
-            detail: "firmware restarted".into(),
-        });
+        self.record(
+            now,
+            TraceEntry::Fault {
+                fault: "reboot".into(),
+                detail: "firmware restarted".into(),
+            },
+        );
         self.boot(now);
     }
 
@@ -169,7 +140,14 @@ impl Firmware {
                     .id_override
                     .clone()
                     .unwrap_or_else(|| self.opts.firmware_id.clone());
-                self.emit(now, Packet::IdResponse { id, payload: text.into_bytes() }, &mut out);
+                self.emit(
+                    now,
+                    Packet::IdResponse {
+                        id,
+                        payload: text.into_bytes(),
+                    },
+                    &mut out,
+                );
             }
             Packet::Data { id, payload } => {
                 let decoded = Request::decode(&payload, &self.table);
@@ -187,13 +165,20 @@ impl Firmware {
                     }
                     Err(e) => {
                         self.note(now, format!("request not executed: {e}"));
-                        self.emit(now, Packet::Data { id, payload: Vec::new() }, &mut out);
+                        self.emit(
+                            now,
+                            Packet::Data {
+                                id,
+                                payload: Vec::new(),
+                            },
+                            &mut out,
+                        );
                     }
                 }
             }
             other => {
-                let kind = format!("{:?}", other.packet_type()).to_lowercase();
-                self.record_rx(now, &kind, other.id(), None, other.payload());
+                let kind = packet_kind(other.packet_type());
+                self.record_rx(now, kind, other.id(), None, other.payload());
             }
         }
         out
@@ -212,7 +197,10 @@ impl Firmware {
         if let Some(timeout) = self.host_watchdog {
             if !self.watchdog_tripped && now >= self.last_rx + timeout {
                 self.watchdog_tripped = true;
-                self.note(now, format!("host watchdog: silent for {timeout:?}, HV and channels off"));
+                self.note(
+                    now,
+                    format!("host watchdog: silent for {timeout:?}, HV and channels off"),
+                );
                 self.all_off(now);
             }
         }
@@ -224,7 +212,8 @@ impl Firmware {
         }
         if let Some(at) = self.next_drops {
             if now >= at {
-                let period = Duration::from_millis(u64::from(self.state.drops_update_interval_ms()));
+                let period =
+                    Duration::from_millis(u64::from(self.state.drops_update_interval_ms()));
                 self.next_drops = Some(next_after(at, period, now));
                 self.detect_drops(now, &mut out);
             }
@@ -251,7 +240,7 @@ impl Firmware {
         if !self.watchdog_tripped {
             consider(self.host_watchdog.map(|t| self.last_rx + t));
         }
-        if self.physics.is_moving() || self.physics.hv().ramp_end(now).is_some() {
+        if self.physics.may_move() || self.physics.hv().ramp_end(now).is_some() {
             consider(Some(now + PHYSICS_TICK));
         }
         next.max(now)
@@ -296,35 +285,6 @@ impl Firmware {
         self.chip_pending = Some((inserted, now + self.opts.timing.chip_debounce));
     }
 
-    /// Trace the droplets as they are now.
-    pub fn record_droplets(&mut self, now: Duration) {
-        let droplets = self.physics.droplets();
-        self.record(now, TraceEntry::Droplets { droplets });
-    }
-
-    /// The board at `now`.
-    pub fn snapshot(&mut self, now: Duration) -> SimSnapshot {
-        self.advance_physics(now);
-        let hv = self.physics.hv();
-        SimSnapshot {
-            time: now,
-            actuated: self.actuated.iter().copied().collect(),
-            disabled: self.disabled.iter().copied().collect(),
-            hv_enabled: self.state.hv_output_enabled(),
-            hv_on: hv.is_on(),
-            voltage_target: f64::from(self.state.voltage()),
-            voltage_measured: hv.measured(now),
-            frequency: f64::from(self.state.frequency()),
-            chip_inserted: hv.chip(),
-            host_watchdog: self.host_watchdog,
-            capacitance: self.physics.load_capacitance(),
-            output_current: self
-                .physics
-                .output_current(now, f64::from(self.state.frequency())),
-            droplets: self.physics.droplets(),
-        }
-    }
-
     /// Board microseconds (a 32-bit counter from boot).
     pub(super) fn board_us(&self, now: Duration) -> u32 {
         // Truncation is the point: the counter wraps like the firmware's.
@@ -338,9 +298,12 @@ impl Firmware {
             .unwrap_or_else(|_| SIMULATOR_VERSION.to_owned())
     }
 
+    /// Step the physics to `now`, tracing droplets at the moment they change.
     pub(super) fn advance_physics(&mut self, now: Duration) {
-        if self.physics.advance_to(now) {
-            self.record_droplets(now);
+        while let Some(t) = self.physics.next_step(now) {
+            if self.physics.advance_to(t) {
+                self.record_droplets(t);
+            }
         }
     }
 
@@ -353,16 +316,6 @@ impl Firmware {
         let voltage = f64::from(self.state.voltage());
         self.physics.set_hv(enabled, selected, voltage, now);
         self.record_hv(now);
-    }
-
-    fn record_hv(&mut self, now: Duration) {
-        let entry = TraceEntry::Hv {
-            enabled: self.state.hv_output_enabled(),
-            on: self.physics.hv().is_on(),
-            voltage: f64::from(self.state.voltage()),
-            frequency: f64::from(self.state.frequency()),
-        };
-        self.record(now, entry);
     }
 
     /// Drive the actuated channels (never the disabled ones) and trace them.
@@ -390,43 +343,6 @@ impl Firmware {
         self.all_off(now);
         let wall_time = now.saturating_sub(self.boot_at).as_secs_f64();
         self.event(now, Event::Halted { wall_time, error }, out);
-    }
-
-    /// Send `event` if the event mask lets it out; trace it either way.
-    pub(super) fn event(&mut self, now: Duration, event: Event, out: &mut Vec<Packet>) {
-        let sent = event.is_enabled(self.state.event_mask());
-        let payload = event.to_payload();
-        let json = serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null);
-        let name = event.name().to_owned();
-        self.record(now, TraceEntry::Event { name, sent, payload: json });
-        if sent {
-            self.emit(now, Packet::Stream { id: 0, payload }, out);
-        }
-    }
-
-    pub(super) fn note(&mut self, now: Duration, message: String) {
-        self.record(now, TraceEntry::Note { message });
-    }
-
-    fn emit(&mut self, now: Duration, packet: Packet, out: &mut Vec<Packet>) {
-        let kind = format!("{:?}", packet.packet_type()).to_lowercase();
-        let entry = TraceEntry::Tx {
-            packet: kind,
-            id: packet.id(),
-            payload: hex(packet.payload()),
-        };
-        self.record(now, entry);
-        out.push(packet);
-    }
-
-    fn record_rx(&mut self, now: Duration, kind: &str, id: u16, command: Option<String>, payload: &[u8]) {
-        let entry = TraceEntry::Rx {
-            packet: kind.to_owned(),
-            id,
-            command,
-            payload: hex(payload),
-        };
-        self.record(now, entry);
     }
 }
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::firmware::SimSnapshot;
 use super::options::Faults;
 use super::pty;
 use super::server::{Control, Shared};
+use super::snapshot::SimSnapshot;
 use super::trace::{TraceEntry, TraceRecord};
 use super::SimError;
 
@@ -50,7 +50,9 @@ pub struct SimHandle {
 
 impl std::fmt::Debug for SimHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHandle").field("path", &self.path()).finish()
+        f.debug_struct("SimHandle")
+            .field("path", &self.path())
+            .finish()
     }
 }
 
@@ -61,7 +63,11 @@ impl SimHandle {
 
     /// The pty slave the host opens (`/dev/pts/N`; a new one after each replug).
     pub fn path(&self) -> PathBuf {
-        self.shared.path.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The symlink that follows replugs, if the board was spawned at one.
@@ -98,7 +104,13 @@ impl SimHandle {
             let now = core.clock.now();
             core.fw.all_off(now);
             let path = self.path().display().to_string();
-            core.fw.record(now, TraceEntry::Fault { fault: "unplug".into(), detail: path });
+            core.fw.record(
+                now,
+                TraceEntry::Fault {
+                    fault: "unplug".into(),
+                    detail: path,
+                },
+            );
         }
         if let Some(link) = &self.shared.link {
             pty::unlink(link);
@@ -120,7 +132,13 @@ impl SimHandle {
             core.reboot();
             let now = core.clock.now();
             let detail = path.display().to_string();
-            core.fw.record(now, TraceEntry::Fault { fault: "replug".into(), detail });
+            core.fw.record(
+                now,
+                TraceEntry::Fault {
+                    fault: "replug".into(),
+                    detail,
+                },
+            );
         }
         *self.shared.path.lock().unwrap_or_else(|p| p.into_inner()) = path.clone();
         let (ack, done) = oneshot::channel();
@@ -152,11 +170,21 @@ impl SimHandle {
         let now = core.clock.now();
         let detail = format!("{channels:?}");
         core.fw.physics_mut().set_shorted(channels);
-        core.fw.record(now, TraceEntry::Fault { fault: "shorted".into(), detail });
+        core.fw.record(
+            now,
+            TraceEntry::Fault {
+                fault: "shorted".into(),
+                detail,
+            },
+        );
     }
 
     /// Put a droplet of `volume_ul` µL at rest on an electrode; its id.
-    pub fn add_droplet(&self, electrode: impl Into<ElectrodeRef>, volume_ul: f64) -> Result<u32, SimError> {
+    pub fn add_droplet(
+        &self,
+        electrode: impl Into<ElectrodeRef>,
+        volume_ul: f64,
+    ) -> Result<u32, SimError> {
         let mut core = self.shared.core();
         let index = resolve(&core.fw, electrode.into())?;
         let now = core.clock.now();
@@ -164,7 +192,9 @@ impl SimHandle {
             .fw
             .physics_mut()
             .add_droplet(index, volume_ul)
-            .ok_or_else(|| SimError::Options(format!("droplet volume {volume_ul} µL must be positive")))?;
+            .ok_or_else(|| {
+                SimError::Options(format!("droplet volume {volume_ul} µL must be positive"))
+            })?;
         core.fw.record_droplets(now);
         drop(core);
         self.shared.wake.notify_one();
@@ -198,7 +228,12 @@ impl SimHandle {
     /// Stop the board: HV and channels off, the pty closed, the link removed, the trace flushed.
     pub async fn shutdown(self) {
         let _ = self.ctl.send(Control::Shutdown);
-        let task = self.shared.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self
+            .shared
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(task) = task {
             let _ = task.await;
         }

@@ -25,10 +25,13 @@ pub mod firmware;
 pub mod handle;
 pub mod hv;
 pub mod layout;
+mod motion;
 pub mod options;
+mod output;
 pub mod physics;
 pub mod pty;
 mod server;
+pub mod snapshot;
 mod ticks;
 pub mod trace;
 
@@ -39,12 +42,13 @@ use std::path::PathBuf;
 
 pub use cli::{run_simulate, SimulateArgs};
 pub use clock::SimClock;
-pub use firmware::{Firmware, FirmwareOptions, SimSnapshot};
+pub use firmware::{Firmware, FirmwareOptions};
 pub use handle::{ElectrodeRef, SimHandle};
 pub use layout::Layout;
 pub use options::{Faults, PhysicsParams, SimOptions, Timing, TimingParams};
 pub use physics::DropletView;
 pub use server::{spawn_at_link, spawn_pty};
+pub use snapshot::SimSnapshot;
 pub use trace::{TraceEntry, TraceRecord};
 
 /// Errors of the simulator.

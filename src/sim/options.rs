@@ -25,7 +25,9 @@ impl FromStr for Timing {
         match s.trim().to_ascii_lowercase().as_str() {
             "realistic" => Ok(Timing::Realistic),
             "fast" => Ok(Timing::Fast),
-            other => Err(format!("unknown timing `{other}`: expected realistic or fast")),
+            other => Err(format!(
+                "unknown timing `{other}`: expected realistic or fast"
+            )),
         }
     }
 }

@@ -1,15 +1,6 @@
-//! The chip and the board's analogue side: droplets moved by actuated electrodes, capacitance,
-//! output current, shorts, the HV supply. Deterministic: time comes from the caller and noise
-//! only from a seeded ChaCha8 generator.
-//!
-//! Droplet model: a droplet rests on one electrode or moves from one to a neighbour
-//! (`progress` 0..1 along the centroid-to-centroid line). At rest on an unactuated electrode it
-//! is pulled by its actuated neighbours: one pulls it over, several split it equally. A moving
-//! droplet advances while only its target is actuated, goes back while only its origin is, and
-//! settles on the nearer electrode when neither is. Speed grows with V² above a threshold;
-//! nothing moves without HV or with the chip out. Droplets at rest on the same electrode, or
-//! on neighbours when one of them overfills its electrode, merge. A droplet of V µL covers
-//! V / gap mm².
+//! The chip and the board's analogue side: droplets moved by actuated electrodes (see
+//! `motion` for the model), capacitance, output current, shorts, the HV supply.
+//! Deterministic: time comes from the caller and noise only from a seeded ChaCha8 generator.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -44,25 +35,26 @@ pub struct DropletView {
     pub volume_ul: f64,
 }
 
+/// A droplet: at rest on `from`, or moving from it to `to`.
 #[derive(Debug, Clone)]
-struct Droplet {
-    id: u32,
-    from: usize,
-    to: Option<usize>,
-    progress: f64,
-    volume_ul: f64,
+pub(super) struct Droplet {
+    pub id: u32,
+    pub from: usize,
+    pub to: Option<usize>,
+    pub progress: f64,
+    pub volume_ul: f64,
 }
 
 /// The chip, the HV supply and the analogue measurements.
 #[derive(Debug, Clone)]
 pub struct Physics {
-    layout: Layout,
-    params: PhysicsParams,
-    droplets: Vec<Droplet>,
-    next_id: u32,
+    pub(super) layout: Layout,
+    pub(super) params: PhysicsParams,
+    pub(super) droplets: Vec<Droplet>,
+    pub(super) next_id: u32,
     shorted: BTreeSet<u16>,
     applied_channels: BTreeSet<u16>,
-    applied: Vec<bool>,
+    pub(super) applied: Vec<bool>,
     hv: HvSupply,
     rng: ChaCha8Rng,
     last: Duration,
@@ -107,6 +99,18 @@ impl Physics {
         &self.hv
     }
 
+    /// The end of the next physics step towards `now` (`None` once there): steps are at
+    /// most 1 ms while droplets may move, one jump otherwise.
+    pub fn next_step(&self, now: Duration) -> Option<Duration> {
+        if self.last >= now {
+            None
+        } else if self.may_move() {
+            Some(now.min(self.last + STEP))
+        } else {
+            Some(now)
+        }
+    }
+
     /// Move droplets up to `now`; true if any droplet started, stopped, split or merged.
     pub fn advance_to(&mut self, now: Duration) -> bool {
         let mut changed = false;
@@ -123,9 +127,14 @@ impl Physics {
         changed
     }
 
-    /// Whether droplets could move now (for how often to step in real time).
+    /// Whether droplets could move now (HV live and droplets on the chip).
+    pub fn may_move(&self) -> bool {
+        self.hv.is_on() && !self.droplets.is_empty()
+    }
+
+    /// Whether some droplet is between two electrodes.
     pub fn is_moving(&self) -> bool {
-        self.hv.is_on() && self.droplets.iter().any(|d| d.to.is_some())
+        self.droplets.iter().any(|d| d.to.is_some())
     }
 
     /// Drive these channels (already masked by the disabled set) from `now`.
@@ -289,129 +298,5 @@ impl Physics {
         let u1: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
         let u2: f64 = self.rng.random();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-
-    fn speed(&self, v: f64) -> f64 {
-        let th = self.params.threshold_v;
-        if v <= th {
-            return 0.0;
-        }
-        self.params.speed_mm_s_at_100v * (v * v - th * th) / (100.0 * 100.0 - th * th)
-    }
-
-    fn applied(&self, i: usize) -> bool {
-        self.applied.get(i).copied().unwrap_or(false)
-    }
-
-    fn step(&mut self, dt: f64, speed: f64) -> bool {
-        if speed <= 0.0 {
-            return false;
-        }
-        let mut changed = false;
-        let mut born = Vec::new();
-        for k in 0..self.droplets.len() {
-            let Some(d) = self.droplets.get(k).cloned() else {
-                continue;
-            };
-            let next = match d.to {
-                None => {
-                    if self.applied(d.from) {
-                        continue;
-                    }
-                    let pulls: Vec<usize> = (self.layout.neighbours(d.from).iter())
-                        .copied()
-                        .filter(|&n| self.applied(n))
-                        .collect();
-                    let Some((&first, rest)) = pulls.split_first() else {
-                        continue;
-                    };
-                    let volume = d.volume_ul / pulls.len() as f64;
-                    for &target in rest {
-                        born.push(Droplet {
-                            id: self.next_id,
-                            from: d.from,
-                            to: Some(target),
-                            progress: 0.0,
-                            volume_ul: volume,
-                        });
-                        self.next_id += 1;
-                    }
-                    Droplet {
-                        to: Some(first),
-                        volume_ul: volume,
-                        ..d
-                    }
-                }
-                Some(t) => self.move_towards(d, t, dt, speed),
-            };
-            if let Some(slot) = self.droplets.get_mut(k) {
-                changed |= slot.from != next.from || slot.to != next.to;
-                *slot = next;
-            }
-        }
-        changed |= !born.is_empty();
-        self.droplets.extend(born);
-        changed | self.merge()
-    }
-
-    fn move_towards(&self, mut d: Droplet, t: usize, dt: f64, speed: f64) -> Droplet {
-        let (a, b) = (self.applied(d.from), self.applied(t));
-        let distance = (self.layout.centroid(t) - self.layout.centroid(d.from))
-            .norm()
-            .max(1e-6);
-        let dp = speed * dt / distance;
-        match (a, b) {
-            (false, true) => d.progress += dp,
-            (true, false) => d.progress -= dp,
-            (true, true) => {}
-            // Nothing holds it: it settles on the nearer electrode.
-            (false, false) => d.progress = if d.progress >= 0.5 { 1.0 } else { 0.0 },
-        }
-        if d.progress >= 1.0 {
-            d.from = t;
-            d.to = None;
-            d.progress = 0.0;
-        } else if d.progress <= 0.0 {
-            d.to = None;
-            d.progress = 0.0;
-        }
-        d
-    }
-
-    /// Merge droplets that touch; true if any did.
-    fn merge(&mut self) -> bool {
-        let mut merged = false;
-        'again: loop {
-            for i in 0..self.droplets.len() {
-                for j in i + 1..self.droplets.len() {
-                    let (Some(a), Some(b)) = (self.droplets.get(i), self.droplets.get(j)) else {
-                        continue;
-                    };
-                    if self.touch(a, b) {
-                        let b = self.droplets.remove(j);
-                        if let Some(a) = self.droplets.get_mut(i) {
-                            if b.volume_ul > a.volume_ul {
-                                a.from = b.from;
-                            }
-                            a.volume_ul += b.volume_ul;
-                        }
-                        merged = true;
-                        continue 'again;
-                    }
-                }
-            }
-            return merged;
-        }
-    }
-
-    fn touch(&self, a: &Droplet, b: &Droplet) -> bool {
-        if a.to.is_some() || b.to.is_some() {
-            return false;
-        }
-        if a.from == b.from {
-            return true;
-        }
-        let overfull = |d: &Droplet| d.volume_ul > self.unit_volume(d.from) * (1.0 + 1e-9);
-        self.layout.neighbours(a.from).contains(&b.from) && (overfull(a) || overfull(b))
     }
 }

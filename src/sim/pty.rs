@@ -64,7 +64,10 @@ pub fn relink(link: &Path, target: &Path) -> io::Result<()> {
 
 /// Remove the symlink `link` if it is one (never a regular file).
 pub fn unlink(link: &Path) {
-    if link.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+    if link
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
         if let Err(e) = std::fs::remove_file(link) {
             tracing::warn!("could not remove simulator link {}: {e}", link.display());
         }

@@ -111,12 +111,11 @@ pub(super) fn build_core(opts: SimOptions) -> Result<SimCore, SimError> {
     );
     physics.set_shorted(opts.shorted.iter().copied());
     let faults = FaultInjector::new(opts.faults, seeds.next_u64());
-    let tracer = Tracer::new(opts.trace.as_deref(), opts.trace_capacity).map_err(|e| {
-        SimError::File {
+    let tracer =
+        Tracer::new(opts.trace.as_deref(), opts.trace_capacity).map_err(|e| SimError::File {
             path: opts.trace.clone().unwrap_or_default(),
             source: e,
-        }
-    })?;
+        })?;
     let clock = if opts.virtual_clock {
         SimClock::virtual_clock()
     } else {
@@ -133,7 +132,11 @@ pub(super) fn build_core(opts: SimOptions) -> Result<SimCore, SimError> {
 }
 
 /// The I/O task.
-async fn serve(shared: Arc<Shared>, master: SerialStream, mut ctl: mpsc::UnboundedReceiver<Control>) {
+async fn serve(
+    shared: Arc<Shared>,
+    master: SerialStream,
+    mut ctl: mpsc::UnboundedReceiver<Control>,
+) {
     let mut master = Some(master);
     let mut connected = false;
     let mut buf = vec![0u8; 4096];
@@ -197,7 +200,12 @@ async fn serve(shared: Arc<Shared>, master: SerialStream, mut ctl: mpsc::Unbound
     let mut core = shared.core();
     let now = core.clock.now();
     core.fw.all_off(now);
-    core.fw.record(now, TraceEntry::Note { message: "simulator shut down".into() });
+    core.fw.record(
+        now,
+        TraceEntry::Note {
+            message: "simulator shut down".into(),
+        },
+    );
     drop(core);
     if let Some(link) = &shared.link {
         pty::unlink(link);
@@ -213,7 +221,11 @@ async fn read_some(master: &mut Option<SerialStream>, buf: &mut [u8]) -> std::io
 }
 
 /// Write every queued packet whose time has come; when the next one is due.
-async fn flush(shared: &Shared, master: &mut Option<SerialStream>, connected: bool) -> Option<Instant> {
+async fn flush(
+    shared: &Shared,
+    master: &mut Option<SerialStream>,
+    connected: bool,
+) -> Option<Instant> {
     loop {
         let next = shared.core().pop_outgoing(Instant::now());
         let bytes = match next {
@@ -231,7 +243,13 @@ async fn flush(shared: &Shared, master: &mut Option<SerialStream>, connected: bo
             let mut core = shared.core();
             let now = core.clock.now();
             let detail = format!("{} bytes not written (host not reading)", bytes.len());
-            core.fw.record(now, TraceEntry::Fault { fault: "tx_overflow".into(), detail });
+            core.fw.record(
+                now,
+                TraceEntry::Fault {
+                    fault: "tx_overflow".into(),
+                    detail,
+                },
+            );
         }
     }
 }

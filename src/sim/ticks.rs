@@ -15,7 +15,8 @@ const DROP_THRESHOLD_F: f64 = 3e-12;
 impl Firmware {
     /// Period of the capacitance stream: the state's interval, never below the sampling tick.
     pub(super) fn capacitance_period(&self) -> Duration {
-        let interval = Duration::from_millis(u64::from(self.state.capacitance_update_interval_ms()));
+        let interval =
+            Duration::from_millis(u64::from(self.state.capacitance_update_interval_ms()));
         interval.max(self.opts.timing.capacitance_tick)
     }
 
@@ -24,7 +25,14 @@ impl Firmware {
     pub(super) fn read_capacitance(&mut self, now: Duration, n_samples: u32) -> f64 {
         let value = self.physics.sample_capacitance(n_samples);
         let actuated = self.actuated.iter().copied().collect();
-        self.record(now, TraceEntry::Capacitance { value, n_samples, actuated });
+        self.record(
+            now,
+            TraceEntry::Capacitance {
+                value,
+                n_samples,
+                actuated,
+            },
+        );
         value
     }
 
@@ -36,7 +44,16 @@ impl Firmware {
         let new_value = self.read_capacitance(now, n_samples);
         let time_us = u64::from(self.board_us(now));
         let v_a = self.physics.hv().measured(now);
-        self.event(now, Event::CapacitanceUpdated { new_value, time_us, n_samples, v_a }, out);
+        self.event(
+            now,
+            Event::CapacitanceUpdated {
+                new_value,
+                time_us,
+                n_samples,
+                v_a,
+            },
+            out,
+        );
         let target = f64::from(self.state.target_capacitance());
         if target > 0.0 && new_value >= target {
             self.exceeded_count += 1;
@@ -46,7 +63,14 @@ impl Firmware {
                 let count = self.exceeded_count;
                 self.exceeded_count = 0;
                 self.state.target_capacitance = Some(0.0);
-                let event = Event::CapacitanceExceeded { new_value, target, time_us, n_samples, count, v_a };
+                let event = Event::CapacitanceExceeded {
+                    new_value,
+                    target,
+                    time_us,
+                    n_samples,
+                    count,
+                    v_a,
+                };
                 self.event(now, event, out);
             }
         } else {
@@ -70,7 +94,10 @@ impl Firmware {
         let current = self.output_current(now);
         let limit = f64::from(self.state.output_current_limit());
         if current > limit {
-            let error = HaltReason::OutputCurrentExceeded { current: Some(current), limit: Some(limit) };
+            let error = HaltReason::OutputCurrentExceeded {
+                current: Some(current),
+                limit: Some(limit),
+            };
             self.halt(now, error, out);
             return;
         }
@@ -85,13 +112,20 @@ impl Firmware {
         let start = u64::from(self.board_us(now));
         let coverage = self.physics.coverage();
         let liquid = self.physics.params().liquid_f_per_mm2;
-        let mut drops = Drops { channels: Vec::new(), capacitances: Vec::new() };
+        let mut drops = Drops {
+            channels: Vec::new(),
+            capacitances: Vec::new(),
+        };
         let layout = self.physics.layout();
         for d in self.physics.droplets() {
             let pads = [Some(d.electrode.as_str()), d.to.as_deref()];
             let mut channels = Vec::new();
             let mut capacitance = 0.0;
-            for index in pads.into_iter().flatten().filter_map(|id| layout.index_of(id)) {
+            for index in pads
+                .into_iter()
+                .flatten()
+                .filter_map(|id| layout.index_of(id))
+            {
                 let c = coverage.get(index).copied().unwrap_or(0.0) * liquid;
                 if c >= DROP_THRESHOLD_F {
                     capacitance += c;
@@ -108,10 +142,17 @@ impl Firmware {
     }
 
     /// Short detection (also run on chip insertion): shorted channels join the disabled mask.
-    pub(super) fn disable_shorted(&mut self, now: Duration, shorted: &[u16], events: &mut Vec<Event>) {
+    pub(super) fn disable_shorted(
+        &mut self,
+        now: Duration,
+        shorted: &[u16],
+        events: &mut Vec<Event>,
+    ) {
         self.disabled.extend(shorted.iter().copied());
         self.apply_channels(now);
-        events.push(Event::ShortsDetected { values: shorted.to_vec() });
+        events.push(Event::ShortsDetected {
+            values: shorted.to_vec(),
+        });
     }
 
     /// The interlock has been stable for the debounce time.

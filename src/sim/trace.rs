@@ -180,13 +180,29 @@ impl Drop for Tracer {
     }
 }
 
+/// The trace's name of a packet type: `data`, `stream`, `id_request`, `id_response`, `ack`,
+/// `nack`.
+pub fn packet_kind(packet_type: firmware_protocol::PacketType) -> &'static str {
+    use firmware_protocol::PacketType as T;
+    match packet_type {
+        T::Data => "data",
+        T::Stream => "stream",
+        T::IdRequest => "id_request",
+        T::IdResponse => "id_response",
+        T::Ack => "ack",
+        T::Nack => "nack",
+    }
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]

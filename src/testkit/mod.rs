@@ -3,14 +3,17 @@
 //! - [`Mosquitto`]: a private mosquitto child process per test (start, kill, stop, restart).
 //! - [`TestClient`]: an MQTT client that talks like MicroDrop 3's UI (puts and triggers with
 //!   `micropede-async-*` names waiting for notify replies, retained-state checks).
+//! - [`PluginHarness`]: broker + simulated board + the plugin, for end-to-end tests.
 
 mod client;
 mod mosquitto;
+mod plugin;
 mod session;
 pub mod sim_host;
 
 pub use client::{TestClient, TestMessage};
 pub use mosquitto::Mosquitto;
+pub use plugin::{PluginHarness, PluginOptions, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
 pub use session::{async_client_name, Reply};
 
 /// What can go wrong in a test fixture.

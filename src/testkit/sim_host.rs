@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use firmware_protocol::channels::{pack, unpack};
-use firmware_protocol::commands::{SerializeState, SetStateOfChannels, StateOfChannels, UpdateState};
+use firmware_protocol::commands::{
+    SerializeState, SetStateOfChannels, StateOfChannels, UpdateState,
+};
 use firmware_protocol::{
     ChannelError, Command, CommandTable, Decoder, DecoderStats, EncodeError, Event, Packet,
     RpcError, State, StateError, TableError,
@@ -138,7 +140,8 @@ impl SimHost {
                 return Err(SimHostError::Eof);
             }
             let packets = &mut self.packets;
-            self.decoder.feed(buf.get(..n).unwrap_or_default(), |p| packets.push_back(p));
+            self.decoder
+                .feed(buf.get(..n).unwrap_or_default(), |p| packets.push_back(p));
         }
     }
 
@@ -153,7 +156,10 @@ impl SimHost {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let packet = match self.next_packet(left).await {
                 Err(SimHostError::Timeout(..)) => {
-                    return Err(SimHostError::Timeout(self.timeout, what))
+                    // A corrupted length can hold the decoder in a false packet for up to
+                    // 1 KiB of later bytes: after a timeout, start afresh.
+                    self.decoder.reset();
+                    return Err(SimHostError::Timeout(self.timeout, what));
                 }
                 other => other?,
             };
@@ -183,7 +189,10 @@ impl SimHost {
         let id = self.fresh_id();
         self.send(&Packet::Data { id, payload }).await?;
         let reply = self
-            .wait_for("a reply", |p| matches!(p, Packet::Data { id: got, .. } if *got == id))
+            .wait_for(
+                "a reply",
+                |p| matches!(p, Packet::Data { id: got, .. } if *got == id),
+            )
             .await?;
         Ok(reply.payload().to_vec())
     }
@@ -202,9 +211,10 @@ impl SimHost {
         }
         let saved = std::mem::replace(&mut self.timeout, timeout);
         let got = self
-            .wait_for("an event", |p| {
-                matches!(p, Packet::Stream { payload, .. } if Event::parse(payload).is_ok())
-            })
+            .wait_for(
+                "an event",
+                |p| matches!(p, Packet::Stream { payload, .. } if Event::parse(payload).is_ok()),
+            )
             .await;
         self.timeout = saved;
         match got? {

@@ -1,0 +1,327 @@
+//! State-driven actuation end to end, with MicroDrop 3's real default device (92 electrodes,
+//! 93 KB in one retained message): live `active-electrodes` states move a droplet on the
+//! simulated board; retained ones never actuate; the channel map follows the device; HV
+//! follows the auto-HV rule.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
+use dropbot_plugin::plugin::Behaviour;
+use dropbot_plugin::sim::{TraceEntry, TraceRecord};
+use dropbot_plugin::testkit::{
+    PluginHarness, PluginOptions, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC,
+};
+use serde_json::{json, Value};
+
+fn device() -> Device {
+    Device::microdrop3_default().expect("the default device parses")
+}
+
+fn channels_of(ids: &[&str]) -> Vec<u16> {
+    device()
+        .channels_for(ids)
+        .expect("known ids")
+        .into_iter()
+        .collect()
+}
+
+/// A walk of `steps` neighbouring electrodes whose channels are their own (no sharing).
+fn path(steps: usize) -> Vec<String> {
+    let d = device();
+    let own_channel = |i: usize| {
+        d.electrode(i).is_some_and(|e| {
+            e.channels.len() == 1
+                && e.channels
+                    .iter()
+                    .all(|&c| d.electrodes_on_channel(c).len() == 1)
+        })
+    };
+    for start in 0..d.len() {
+        let mut walk = vec![start];
+        while walk.len() <= steps {
+            let here = walk.last().copied().unwrap_or(start);
+            let next = d
+                .neighbours(here)
+                .iter()
+                .copied()
+                .find(|n| own_channel(*n) && !walk.contains(n));
+            match next {
+                Some(n) => walk.push(n),
+                None => break,
+            }
+        }
+        if walk.len() > steps && own_channel(start) {
+            return walk
+                .iter()
+                .filter_map(|&i| d.electrode(i).map(|e| e.id.clone()))
+                .collect();
+        }
+    }
+    panic!("no walk of {steps} steps on the default device");
+}
+
+/// Waits until the snapshot satisfies `done` (10 s at most).
+async fn until(
+    h: &PluginHarness,
+    what: &str,
+    done: impl Fn(&dropbot_plugin::sim::SimSnapshot) -> bool,
+) {
+    for _ in 0..1000 {
+        if done(&h.sim.snapshot()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not reached; board: {:?}", h.sim.snapshot());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_moves_a_droplet_along_a_path_of_active_electrodes() {
+    let mut h = PluginHarness::start(PluginOptions::default())
+        .await
+        .unwrap();
+    let walk = path(4);
+    let start = walk[0].as_str();
+    h.sim
+        .add_droplet(start, h.sim.unit_volume(start).unwrap())
+        .unwrap();
+    for next in &walk[1..] {
+        h.set_active_electrodes(&[next]).await.unwrap();
+        until(&h, &format!("droplet on {next}"), |s| {
+            s.droplets.len() == 1 && s.droplets[0].electrode == *next && s.droplets[0].to.is_none()
+        })
+        .await;
+        assert_eq!(h.sim.snapshot().actuated, channels_of(&[next]));
+    }
+    let expected: Vec<u64> = channels_of(&[walk.last().unwrap()])
+        .into_iter()
+        .map(u64::from)
+        .collect();
+    h.state_where("actuated-channels", |v| *v == json!(expected))
+        .await
+        .unwrap();
+    h.state_where("hv-output-enabled", |v| *v == json!(true))
+        .await
+        .unwrap();
+
+    // The trace tells the same story: channels driven in order, the droplet on each electrode.
+    let trace = h.sim.trace();
+    let driven: Vec<Vec<u16>> = trace
+        .iter()
+        .filter_map(|r| match &r.entry {
+            TraceEntry::Channels { actuated, .. } if !actuated.is_empty() => Some(actuated.clone()),
+            _ => None,
+        })
+        .collect();
+    let wanted: Vec<Vec<u16>> = walk[1..].iter().map(|id| channels_of(&[id])).collect();
+    let mut dedup = driven.clone();
+    dedup.dedup();
+    assert_eq!(dedup, wanted, "channels in the trace");
+    let visited = rested_on(&trace);
+    assert_eq!(visited, walk, "electrodes the droplet rested on");
+    assert!(h.trace_path().exists());
+}
+
+/// Electrodes a droplet came to rest on, in order, from the trace.
+fn rested_on(trace: &[TraceRecord]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in trace {
+        if let TraceEntry::Droplets { droplets } = &r.entry {
+            for d in droplets.iter().filter(|d| d.to.is_none()) {
+                if out.last() != Some(&d.electrode) {
+                    out.push(d.electrode.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_never_actuates_retained_active_electrodes() {
+    let mut options = PluginOptions::default();
+    options.retained.push((
+        ACTIVE_ELECTRODES_TOPIC.to_owned(),
+        br#"["electrode030","electrode031"]"#.to_vec(),
+    ));
+    let mut h = PluginHarness::start(options).await.unwrap();
+    // The retained message reached the plugin before the status did; give it time to act.
+    assert!(h.trigger("ping", json!({})).await.unwrap().is_success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let snap = h.sim.snapshot();
+    assert!(
+        snap.actuated.is_empty() && !snap.hv_enabled,
+        "yesterday's request was applied: {snap:?}"
+    );
+    assert_eq!(
+        h.state_where("actuated-channels", Value::is_array)
+            .await
+            .unwrap(),
+        json!([])
+    );
+
+    h.set_active_electrodes(&["electrode030"]).await.unwrap();
+    until(&h, "a live update actuates", |s| {
+        s.actuated == channels_of(&["electrode030"]) && s.hv_enabled
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_follows_the_device_model_and_takes_it_live() {
+    let mut h = PluginHarness::start(PluginOptions {
+        retained: Vec::new(),
+        ..PluginOptions::default()
+    })
+    .await
+    .unwrap();
+    let errors = h.topic("error", "active-electrodes");
+    h.client.subscribe(&errors).await.unwrap();
+    h.set_active_electrodes(&["electrode030"]).await.unwrap();
+    let e = h
+        .client
+        .next_message(&errors)
+        .await
+        .unwrap()
+        .value()
+        .unwrap();
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no device"),
+        "{e}"
+    );
+    assert!(h.sim.snapshot().actuated.is_empty());
+
+    // MicroDrop publishes its 93 KB device live; the next click uses it.
+    assert!(MICRODROP3_DEFAULT_THREE_OBJECT.len() > 90_000);
+    h.publish_seen(
+        DEVICE_TOPIC,
+        MICRODROP3_DEFAULT_THREE_OBJECT.as_bytes().to_vec(),
+        true,
+    )
+    .await
+    .unwrap();
+    h.set_active_electrodes(&["electrode030"]).await.unwrap();
+    until(&h, "actuated through the device", |s| {
+        s.actuated == channels_of(&["electrode030"])
+    })
+    .await;
+
+    // A new device maps electrode030 to channel 5 (and 6): the active electrodes follow it.
+    let mut three: Value = serde_json::from_str(MICRODROP3_DEFAULT_THREE_OBJECT).unwrap();
+    for e in three.as_array_mut().unwrap() {
+        if e["id"] == "electrode030" {
+            e["channel"] = json!("5, 6");
+        }
+    }
+    h.publish_seen(DEVICE_TOPIC, serde_json::to_vec(&three).unwrap(), true)
+        .await
+        .unwrap();
+    until(&h, "remapped to channels 5 and 6", |s| {
+        s.actuated == vec![5, 6]
+    })
+    .await;
+    h.state_where("actuated-channels", |v| *v == json!([5, 6]))
+        .await
+        .unwrap();
+
+    // With everything off, loading a device again must not switch anything on.
+    assert!(h.trigger("all-off", json!({})).await.unwrap().is_success());
+    h.publish_seen(
+        DEVICE_TOPIC,
+        MICRODROP3_DEFAULT_THREE_OBJECT.as_bytes().to_vec(),
+        true,
+    )
+    .await
+    .unwrap();
+    assert!(h.trigger("ping", json!({})).await.unwrap().is_success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let snap = h.sim.snapshot();
+    assert!(
+        snap.actuated.is_empty() && !snap.hv_enabled,
+        "a device load actuated: {snap:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_applies_the_newest_of_many_quick_updates() {
+    let mut h = PluginHarness::start(PluginOptions::default())
+        .await
+        .unwrap();
+    let walk = path(30);
+    for id in &walk[..walk.len() - 1] {
+        let payload = serde_json::to_vec(&[id]).unwrap();
+        h.client
+            .publish_raw(ACTIVE_ELECTRODES_TOPIC, payload, false)
+            .await
+            .unwrap();
+    }
+    let last = walk.last().unwrap();
+    h.set_active_electrodes(&[last]).await.unwrap();
+    let want = channels_of(&[last]);
+    until(&h, "the newest update applied", |s| s.actuated == want).await;
+    let expected: Vec<u64> = want.iter().map(|&c| u64::from(c)).collect();
+    h.state_where("actuated-channels", |v| *v == json!(expected))
+        .await
+        .unwrap();
+    let sets = h
+        .sim
+        .trace()
+        .iter()
+        .filter(|r| matches!(&r.entry, TraceEntry::Rx { command: Some(c), .. } if c == "set_state_of_channels"))
+        .count();
+    assert!(
+        (1..=walk.len()).contains(&sets),
+        "{sets} channel updates for {} requests",
+        walk.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_step_settings_apply_without_turning_hv_on() {
+    let mut h = PluginHarness::start(PluginOptions::default())
+        .await
+        .unwrap();
+    let topic = "microdrop/electrodes-model/state/voltage";
+    h.publish_seen(topic, br#""85 V""#.to_vec(), true)
+        .await
+        .unwrap();
+    until(&h, "voltage from the step", |s| s.voltage_target == 85.0).await;
+    let topic = "microdrop/electrodes-model/state/frequency";
+    h.publish_seen(topic, br#""1 kHz""#.to_vec(), true)
+        .await
+        .unwrap();
+    until(&h, "frequency from the step", |s| s.frequency == 1000.0).await;
+    assert!(!h.sim.snapshot().hv_enabled);
+    h.state_where("voltage", |v| v.as_f64() == Some(85.0))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_without_auto_hv_leaves_hv_to_the_user() {
+    let behaviour = Behaviour {
+        auto_hv: false,
+        ..Behaviour::default()
+    };
+    let mut h = PluginHarness::start(PluginOptions {
+        behaviour,
+        ..PluginOptions::default()
+    })
+    .await
+    .unwrap();
+    h.set_active_electrodes(&["electrode030"]).await.unwrap();
+    until(&h, "channels on", |s| !s.actuated.is_empty()).await;
+    assert!(!h.sim.snapshot().hv_enabled);
+    assert!(h
+        .put("hv-output-enabled", json!(true))
+        .await
+        .unwrap()
+        .is_success());
+    assert!(h.sim.snapshot().hv_enabled);
+    let on: BTreeSet<u16> = h.sim.snapshot().actuated.into_iter().collect();
+    assert_eq!(on, channels_of(&["electrode030"]).into_iter().collect());
+}

@@ -158,6 +158,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn run_plugin(args: RunArgs) -> Result<()> {
+    let stop = shutdown_signal()?;
     let bus = bus_options(&args.bus)?;
     let (selector, _sim) = if args.simulate {
         let sim = start_simulator(args.sim_device.as_ref(), args.sim_timing).await?;
@@ -174,11 +175,12 @@ async fn run_plugin(args: RunArgs) -> Result<()> {
         auto_hv: !args.board.no_auto_hv,
         ..Behaviour::default()
     };
-    plugin::run(bus, supervisor, behaviour, shutdown_signal()).await?;
+    plugin::run(bus, supervisor, behaviour, stop).await?;
     Ok(())
 }
 
 async fn demo(args: DemoArgs) -> Result<()> {
+    let signal = shutdown_signal()?;
     let (bus_addr, _broker) = match &args.broker {
         Some(addr) => (addr.clone(), None),
         None => {
@@ -229,10 +231,10 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let seconds = args.seconds;
     let stop = async move {
         if seconds == 0 {
-            shutdown_signal().await;
+            signal.await;
         } else {
             tokio::select! {
-                () = shutdown_signal() => {}
+                () = signal => {}
                 () = tokio::time::sleep(std::time::Duration::from_secs(seconds)) => {}
             }
         }
@@ -316,20 +318,16 @@ fn port_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or("1884", |(_, p)| p)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-fn shutdown_signal() -> impl Future<Output = ()> {
-    async {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed now, not at the first poll, so
+/// a signal during start-up also ends in the safe shutdown instead of the default action.
+fn shutdown_signal() -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
+    })
 }

@@ -240,8 +240,10 @@ async fn apply(
         confirmed.frequency = target.frequency;
     }
     if let (Some(channels), true) = (&target.channels, current()) {
+        // `set_state_of_channels` answers true only when it took exactly these bits: that
+        // answer is the confirmation (reading them back would cost a second round trip).
         board.set_channels(channels).await?;
-        confirmed.channels = Some(board.channels().await?);
+        confirmed.channels = Some(channels.clone());
     }
     if target.hv_output_enabled == Some(true) && current() {
         board.set_hv_output_enabled(true).await?;

@@ -1,6 +1,8 @@
 //! Actuation: the one owner of the board's command stream for electrodes, voltage, frequency
 //! and HV. Requests are coalesced, newest wins: when targets arrive faster than the board
 //! applies them, only the latest value of each field is applied, never a queue of stale ones.
+//! Halt and shutdown go through it as well ([`Actuator::exclusive`], [`Actuator::stop`]), so no
+//! command of an older apply reaches the board after them.
 //!
 //! Today the applier is a tokio task driven by requests; timed sequences and routes (a
 //! dedicated thread with absolute deadlines, talking to tokio through channels) will plug in

@@ -95,7 +95,12 @@ impl BusClient {
     /// Starts connecting in the background (returns at once; call inside a tokio runtime).
     pub fn start(options: BusOptions) -> Result<BusClient, BusError> {
         let mqtt = options.to_mqtt()?;
-        let (client, eventloop) = AsyncClient::new(mqtt, options.request_capacity);
+        let (client, mut eventloop) = AsyncClient::new(mqtt, options.request_capacity);
+        // rumqttc writes each request on its own: with Nagle on, a reply queued right after a
+        // state publish waits for the broker's delayed ACK (~40 ms on loopback).
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
         let (msg_tx, messages) = mpsc::channel(options.incoming_capacity);
         let header = Header::new(options.name, options.version);

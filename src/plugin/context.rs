@@ -114,15 +114,16 @@ impl Ctx {
 
     /// Change the model, then publish every retained state that changed.
     pub fn update<T>(&self, change: impl FnOnce(&mut Model) -> T) -> T {
-        let (out, states) = {
-            let mut model = self.model();
-            let out = change(&mut model);
-            (out, model.states())
-        };
+        let mut model = self.model();
+        let out = change(&mut model);
+        let states = model.states();
+        // Taken before the model is let go: updates publish in the order they computed, so
+        // an older picture can never be published after a newer one.
         let mut published = self
             .published
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        drop(model);
         for (property, value) in states {
             if published.get(property) != Some(&value) {
                 if let Err(e) = self.bus.publish_state(property, &value) {

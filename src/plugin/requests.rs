@@ -61,6 +61,10 @@ pub async fn handle(ctx: Arc<Ctx>, route: Route, msg: BusMessage) {
     if let Err(e) = ctx.bus.reply(&envelope, name, status, response) {
         tracing::warn!(name, error = %e, "could not send the reply");
     }
+    if route == Route::Trigger(Action::Exit) {
+        // Queued after the reply, so the reply leaves before our goodbye and DISCONNECT.
+        let _ = ctx.exit.try_send(());
+    }
 }
 
 async fn put(ctx: &Ctx, property: Property, value: &Value) -> Result<Value, RequestError> {
@@ -131,11 +135,8 @@ async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, Requ
         Action::GetSchema => Ok(schema(&ctx.name, &ctx.model().limits)),
         Action::GetSubscriptions => Ok(json!(ctx.bus.subscriptions())),
         Action::UpdateVersion => Ok(value.get("state").cloned().unwrap_or_else(|| json!({}))),
-        Action::Exit => {
-            // The reply goes out before the main loop starts shutting down.
-            let _ = ctx.exit.try_send(());
-            Ok(json!("exiting: HV and channels off"))
-        }
+        // The main loop is told after the reply is queued (see `handle`).
+        Action::Exit => Ok(json!("exiting: HV and channels off")),
         Action::ConnectDropbot => match ctx.board() {
             Ok(_) => Ok(ctx.model().status()),
             Err(e) => Err(e),

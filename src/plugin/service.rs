@@ -71,7 +71,10 @@ pub async fn run(
             }
             Ok(()) = applied.changed() => {
                 let a = applied.borrow_and_update().clone();
-                ctx.update(|m| m.on_applied(a.generation, &a.picture));
+                // Usually the waiter took it already; this catches outcomes nobody waited for.
+                if ctx.model().applied_generation < a.generation {
+                    ctx.update(|m| m.on_applied(a.generation, &a.picture));
+                }
             }
         }
     }

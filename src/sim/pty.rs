@@ -8,7 +8,7 @@
 //! `SerialStream::pair`, so every byte value passes unchanged.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,6 +25,21 @@ pub fn open_pair() -> Result<(SerialStream, PathBuf), SimError> {
         .ok_or_else(|| SimError::Pty("the new pty has no slave name".into()))?;
     drop(slave);
     Ok((master, path))
+}
+
+/// A new handle on the same pty master with a fresh reactor registration. tokio keeps the
+/// hang-up seen while no host held the slave as a final state, after which every read of the
+/// old handle spins on EAGAIN inside one poll (a whole worker thread busy): serve each new
+/// host through a fresh handle.
+pub fn fresh_handle(master: &SerialStream) -> Result<SerialStream, SimError> {
+    // SAFETY: dup(2) of an open descriptor `master` owns; the copy is handed to `TTYPort`.
+    let fd = unsafe { libc::dup(master.as_raw_fd()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    // SAFETY: `fd` is open and owned by nothing else; the port closes it on drop.
+    let port = unsafe { serialport::TTYPort::from_raw_fd(fd) };
+    Ok(SerialStream::try_from(port)?)
 }
 
 /// Whether some process holds the slave end open.

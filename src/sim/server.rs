@@ -193,7 +193,13 @@ async fn serve(
         }
         if let Some(m) = master.as_ref() {
             if !connected && pty::peer_connected(m) {
-                connected = true;
+                match pty::fresh_handle(m) {
+                    Ok(fresh) => {
+                        master = Some(fresh);
+                        connected = true;
+                    }
+                    Err(e) => tracing::warn!("simulator pty: {e}"),
+                }
             }
         }
     }

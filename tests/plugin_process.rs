@@ -1,0 +1,179 @@
+//! The real binary: `run` against a simulator in this process (SIGTERM leaves HV off and the
+//! status offline, exit code 0), and `demo` answering a MicroDrop client on TCP 1884.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
+use dropbot_plugin::sim::{spawn_pty, SimOptions, Timing};
+use dropbot_plugin::testkit::{Mosquitto, TestClient, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
+use serde_json::json;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_dropbot-plugin");
+
+/// The binary with `args`, its stderr in `log` (read it when a test fails).
+fn spawn(args: &[&str], log: &Path) -> Child {
+    Command::new(BINARY)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(log).expect("log file"))
+        .spawn()
+        .expect("the binary starts")
+}
+
+fn sigterm(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+}
+
+async fn wait_exit(child: &mut Child, log: &Path) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    panic!(
+        "the plugin did not exit; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_binary_leaves_hv_off_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("plugin.log");
+    let mosquitto = Mosquitto::start().unwrap();
+    let mut client = TestClient::connect(mosquitto.host(), mosquitto.port())
+        .await
+        .unwrap();
+    client.set_timeout(Duration::from_secs(10));
+    client
+        .publish_raw(
+            DEVICE_TOPIC,
+            MICRODROP3_DEFAULT_THREE_OBJECT.as_bytes().to_vec(),
+            true,
+        )
+        .await
+        .unwrap();
+    let sim = spawn_pty(SimOptions {
+        timing: Timing::Fast,
+        device: Some(Device::microdrop3_default().unwrap()),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let broker = format!("127.0.0.1:{}", mosquitto.port());
+    let port = sim.path().display().to_string();
+    let mut child = spawn(&["run", "--broker", &broker, "--port", &port], &log);
+
+    let status = client
+        .wait_retained_where("microdrop/dropbot/state/status", |s| {
+            s["board"] == "connected"
+        })
+        .await;
+    assert!(
+        status.is_ok(),
+        "{status:?}; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    client.subscribe(ACTIVE_ELECTRODES_TOPIC).await.unwrap();
+    client
+        .publish_raw(
+            ACTIVE_ELECTRODES_TOPIC,
+            br#"["electrode030","electrode031"]"#.to_vec(),
+            false,
+        )
+        .await
+        .unwrap();
+    client.next_message(ACTIVE_ELECTRODES_TOPIC).await.unwrap();
+    client
+        .wait_retained_where("microdrop/dropbot/state/hv-output-enabled", |v| {
+            *v == json!(true)
+        })
+        .await
+        .unwrap();
+    let snap = sim.snapshot();
+    assert!(snap.hv_enabled && snap.actuated.len() == 2, "{snap:?}");
+
+    sigterm(&child);
+    let exit = wait_exit(&mut child, &log).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(exit.code(), Some(0), "log:\n{text}");
+    let snap = sim.snapshot();
+    assert!(
+        !snap.hv_enabled && !snap.hv_on && snap.actuated.is_empty(),
+        "{snap:?}"
+    );
+    let status = client
+        .wait_retained_where("microdrop/dropbot/state/status", |s| s["bus"] == "offline")
+        .await;
+    assert!(status.is_ok(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_demo_answers_a_ping_on_microdrops_port() {
+    // The demo listens where MicroDrop 3's broker does; a busy port is a failure, not a skip.
+    if let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, 1884)) {
+        panic!("TCP port 1884 is busy on this machine ({e}): `demo` needs MicroDrop 3's broker port; stop whatever listens there and run again");
+    }
+    let ws_port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.log");
+    let mut child = spawn(&["demo", "--seconds", "30", "--ws-port", &ws_port], &log);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        match TestClient::connect("127.0.0.1", 1884).await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "demo exited: {e}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!(
+                "no broker on 1884: {e}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
+        }
+    };
+    let mut pong = None;
+    for _ in 0..20 {
+        if let Ok(r) = client.trigger("dropbot", "ping", &json!({})).await {
+            pong = Some(r);
+            break;
+        }
+    }
+    let pong = pong.unwrap_or_else(|| {
+        panic!(
+            "no pong; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert!(pong.is_success(), "{pong:?}");
+    assert_eq!(pong.response, json!("pong"));
+    sigterm(&child);
+    let exit = wait_exit(&mut child, &log).await;
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

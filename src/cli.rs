@@ -4,7 +4,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dropbot_plugin::board::{
     describe_ports, PortLister, Probe, Selector, SupervisorOptions, SystemPorts,
@@ -296,7 +296,7 @@ fn tls_transport(ca: &PathBuf) -> Result<dropbot_plugin::bus::BusTransport> {
 
 #[cfg(not(feature = "tls"))]
 fn tls_transport(_: &PathBuf) -> Result<dropbot_plugin::bus::BusTransport> {
-    bail!("this build has no TLS: rebuild with `cargo build --release --features tls`")
+    anyhow::bail!("this build has no TLS: rebuild with `cargo build --release --features tls`")
 }
 
 fn supervisor_options(args: &BoardArgs, selector: Selector) -> Result<SupervisorOptions> {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 /// A partial request: `None` fields are left as they are.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Target {
     /// Channels to actuate (all others off).
     pub channels: Option<BTreeSet<u16>>,
@@ -18,7 +18,7 @@ pub struct Target {
 }
 
 impl Target {
-    /// Fold a newer request into this pending one: newest wins, field by field.
+    /// Fold a newer request (or confirmation) into this one: newest wins, field by field.
     pub fn merge(&mut self, newer: Target) {
         if newer.channels.is_some() {
             self.channels = newer.channels;
@@ -40,36 +40,9 @@ impl Target {
     }
 }
 
-/// What the board confirmed after applying a target (`None`: not touched by it).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Confirmed {
-    /// Channels the board reports actuated (read back after setting them).
-    pub channels: Option<BTreeSet<u16>>,
-    /// Target RMS voltage the board took, V.
-    pub voltage: Option<f32>,
-    /// Frequency the board took, Hz.
-    pub frequency: Option<f32>,
-    /// HV output state the board took.
-    pub hv_output_enabled: Option<bool>,
-}
-
-impl Confirmed {
-    /// Take the fields `newer` confirmed.
-    pub fn merge(&mut self, newer: Confirmed) {
-        if newer.channels.is_some() {
-            self.channels = newer.channels;
-        }
-        if newer.voltage.is_some() {
-            self.voltage = newer.voltage;
-        }
-        if newer.frequency.is_some() {
-            self.frequency = newer.frequency;
-        }
-        if newer.hv_output_enabled.is_some() {
-            self.hv_output_enabled = newer.hv_output_enabled;
-        }
-    }
-}
+/// What the board confirmed: the same fields as a [`Target`], `None` where the board was not
+/// told. Merging confirmations is the same newest-wins fold as merging requests.
+pub type Confirmed = Target;
 
 #[cfg(test)]
 mod tests {

@@ -47,8 +47,18 @@ async fn wait_exit(child: &mut Child, log: &Path) -> ExitStatus {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugin_binary_leaves_hv_off_on_sigterm() {
+/// The plugin binary running against a simulator in this process, with two electrodes
+/// actuated and HV on.
+struct Running {
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+    _mosquitto: Mosquitto,
+    client: TestClient,
+    sim: dropbot_plugin::sim::SimHandle,
+    child: Child,
+}
+
+async fn running_with_hv_on() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("plugin.log");
     let mosquitto = Mosquitto::start().unwrap();
@@ -104,6 +114,26 @@ async fn plugin_binary_leaves_hv_off_on_sigterm() {
     let snap = sim.snapshot();
     assert!(snap.hv_enabled && snap.actuated.len() == 2, "{snap:?}");
 
+    Running {
+        _dir: dir,
+        log,
+        _mosquitto: mosquitto,
+        client,
+        sim,
+        child,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_binary_leaves_hv_off_on_sigterm() {
+    let Running {
+        _dir,
+        log,
+        _mosquitto,
+        client,
+        sim,
+        mut child,
+    } = running_with_hv_on().await;
     sigterm(&child);
     let exit = wait_exit(&mut child, &log).await;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -175,5 +205,38 @@ async fn plugin_demo_answers_a_ping_on_microdrops_port() {
         Some(0),
         "log:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_plugin_leaves_hv_to_the_boards_watchdog_and_its_will() {
+    let Running {
+        _dir,
+        log,
+        _mosquitto,
+        client,
+        sim,
+        mut child,
+    } = running_with_hv_on().await;
+    // The host watchdog was armed at connection (default 5 s).
+    assert_eq!(sim.snapshot().host_watchdog, Some(Duration::from_secs(5)));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sim.snapshot().hv_enabled && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snap = sim.snapshot();
+    assert!(
+        !snap.hv_enabled && snap.actuated.is_empty(),
+        "the board kept HV on after the host died: {snap:?}; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let status = client
+        .wait_retained_where("microdrop/dropbot/state/status", |s| s["bus"] == "offline")
+        .await;
+    assert!(
+        status.is_ok(),
+        "the last will did not mark us offline: {status:?}"
     );
 }

@@ -51,6 +51,10 @@ pub struct Behaviour {
     pub apply_timeout: Duration,
     /// Largest put or trigger payload taken, bytes (the device file has its own bus limit).
     pub max_request_payload: usize,
+    /// Arm the board's host-liveness watchdog with this timeout, where the firmware has one:
+    /// if this process dies or hangs, the board turns HV and channels off by itself. Must be
+    /// longer than the supervisor's heartbeat (2 s); `None` leaves it off.
+    pub host_watchdog: Option<Duration>,
 }
 
 impl Default for Behaviour {
@@ -59,6 +63,7 @@ impl Default for Behaviour {
             auto_hv: true,
             apply_timeout: Duration::from_secs(10),
             max_request_payload: 1024 * 1024,
+            host_watchdog: Some(Duration::from_secs(5)),
         }
     }
 }

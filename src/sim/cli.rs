@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::control::{self, Scheduled};
 use super::options::{Faults, SimOptions, Timing};
 use super::{spawn_at_link, SimError};
 use crate::device::Device;
@@ -54,6 +55,10 @@ pub struct SimulateArgs {
     /// Put a droplet on an electrode at start: `ID` (one electrode's worth) or `ID:MICROLITRES`.
     #[arg(long, value_name = "ID[:UL]")]
     pub droplet: Vec<String>,
+    /// Run a control command at a time after start, e.g. `2000:unplug`, `4000:replug`,
+    /// `1000:stall`, `3000:reboot` (repeatable; the same commands are read from stdin).
+    #[arg(long, value_name = "MS:COMMAND")]
+    pub at: Vec<Scheduled>,
 }
 
 impl SimulateArgs {
@@ -132,6 +137,9 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
         link.display(),
         sim.path().display()
     );
+    println!("{}", control::HELP);
+    tokio::spawn(control::run_schedule(sim.clone(), args.at.clone()));
+    tokio::spawn(control::serve_stdin(sim.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,

@@ -11,7 +11,7 @@
 //!   of what the board did;
 //! - [`pty`] + `server` + [`handle`]: the I/O task serving a pty master, and [`SimHandle`] to
 //!   control it (unplug, replug, reboot, chip, droplets, virtual time);
-//! - [`cli`]: the `simulate` subcommand.
+//! - [`cli`]: the `simulate` subcommand; [`control`]: its live fault commands (stdin, `--at`).
 //!
 //! Beyond the real board it has an optional host-liveness watchdog (`set_host_watchdog`):
 //! HV and all channels go off when the host is silent for the configured time.
@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod clock;
 mod commands;
+pub mod control;
 mod core;
 pub mod faults;
 pub mod firmware;
@@ -74,6 +75,9 @@ pub enum SimError {
     /// An option is out of range.
     #[error("invalid simulator option: {0}")]
     Options(String),
+    /// A control command (stdin or `--at`) that cannot be carried out.
+    #[error("control: {0}")]
+    Control(String),
     /// No electrode with this id or index.
     #[error("unknown electrode `{0}`")]
     UnknownElectrode(String),

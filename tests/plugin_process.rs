@@ -83,7 +83,7 @@ async fn running_with_hv_on() -> Running {
     .unwrap();
     let broker = format!("127.0.0.1:{}", mosquitto.port());
     let port = sim.path().display().to_string();
-    let mut child = spawn(&["run", "--broker", &broker, "--port", &port], &log);
+    let child = spawn(&["run", "--broker", &broker, "--port", &port], &log);
 
     let status = client
         .wait_retained_where("microdrop/dropbot/state/status", |s| {

@@ -6,55 +6,20 @@
 
 use std::collections::BTreeSet;
 use std::error::Error;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use dropbot_plugin::board::dropbot::open_port;
 use dropbot_plugin::board::{DropBot, LinkOptions};
 use dropbot_plugin::sim::{self, SimOptions, Timing};
+use dropbot_plugin::testkit::bench::{echo_once, echo_pty, histogram, micros, row};
 use firmware_protocol::commands::{Microseconds, SetStateOfChannels};
 use firmware_protocol::{Command, Packet, TableSet};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_serial::{SerialPort, SerialStream};
+use tokio_serial::SerialStream;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 const WARMUP: usize = 200;
 const UNPLUGS: usize = 30;
-
-fn histogram() -> Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 10_000_000, 3)?)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-/// A pty whose master echoes every byte back; the port end opened by path like a board's.
-fn echo_pty() -> Result<SerialStream> {
-    let (master, slave) = SerialStream::pair()?;
-    let path = slave.name().ok_or("pty has no name")?;
-    let port = open_port(&path)?;
-    drop(slave);
-    tokio::spawn(async move {
-        let (mut rd, mut wr) = tokio::io::split(master);
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = rd.read(&mut buf).await {
-            if n == 0 || wr.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(port)
-}
-
-/// One echo of `msg` over the echo pty.
-async fn echo_once(port: &mut SerialStream, msg: &[u8], back: &mut [u8]) -> Result<Duration> {
-    let t = Instant::now();
-    port.write_all(msg).await?;
-    port.read_exact(back).await?;
-    Ok(t.elapsed())
-}
 
 async fn board() -> Result<(sim::SimHandle, DropBot)> {
     let sim = sim::spawn_pty(SimOptions {
@@ -146,16 +111,6 @@ async fn unplug_detection() -> Result<Histogram<u64>> {
 
 fn packet_len(payload: Vec<u8>) -> Result<usize> {
     Ok(Packet::Data { id: 1, payload }.to_bytes()?.len())
-}
-
-fn row(name: &str, h: &Histogram<u64>) -> String {
-    format!(
-        "| {name} | {} | {} | {} | {} |",
-        h.len(),
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.99),
-        h.max()
-    )
 }
 
 async fn run() -> Result<()> {

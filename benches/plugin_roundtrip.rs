@@ -15,47 +15,19 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use dropbot_plugin::board::dropbot::open_port;
+use dropbot_plugin::testkit::bench::{echo_pty, micros, row};
 use dropbot_plugin::testkit::{
     async_client_name, PluginHarness, PluginOptions, TestClient, ACTIVE_ELECTRODES_TOPIC,
 };
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_serial::{SerialPort, SerialStream};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 const WARMUP: usize = 200;
 /// A DATA packet of `set_state_of_channels` for 120 channels is 35 bytes on the wire.
 const PTY_PACKET: usize = 35;
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-/// A pty whose master echoes every byte back; the port end opened by path like a board's.
-fn echo_pty() -> Result<SerialStream> {
-    let (master, slave) = SerialStream::pair()?;
-    let path = slave.name().ok_or("pty has no name")?;
-    let port = open_port(&path)?;
-    drop(slave);
-    tokio::spawn(async move {
-        let (mut rd, mut wr) = tokio::io::split(master);
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = rd.read(&mut buf).await {
-            if n == 0
-                || wr
-                    .write_all(buf.get(..n).unwrap_or_default())
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-        }
-    });
-    Ok(port)
-}
 
 /// A client that answers every message on `bench/echo/request` on `bench/echo/reply`.
 async fn mqtt_echo(port: u16) -> Result<()> {
@@ -190,16 +162,6 @@ async fn measure(n: usize) -> Result<Rows> {
     }
     h.stop().await??;
     Ok(rows)
-}
-
-fn row(name: &str, h: &Histogram<u64>) -> String {
-    format!(
-        "| {name} | {} | {} | {} | {} |",
-        h.len(),
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.99),
-        h.max()
-    )
 }
 
 fn main() -> Result<()> {

@@ -158,6 +158,12 @@ async fn micropede_client_library_drives_the_plugin_unchanged() {
     assert_eq!(seen.last(), Some(&json!(90)), "{seen:?}");
     assert_eq!(summary["watched"]["status"][0]["board"], json!("connected"));
 
+    // A step load overwrote our retained voltage; the next successful put restores it.
+    assert_eq!(
+        resolved(&summary, "get_state_voltage_after_reput"),
+        &json!(90)
+    );
+
     // And the board itself.
     assert_eq!(h.sim.snapshot().voltage_target, 90.0);
 }

@@ -325,3 +325,46 @@ async fn plugin_without_auto_hv_leaves_hv_to_the_user() {
     let on: BTreeSet<u16> = h.sim.snapshot().actuated.into_iter().collect();
     assert_eq!(on, channels_of(&["electrode030"]).into_iter().collect());
 }
+
+/// MicroDrop's step loader writes a step's per-step properties straight to our state topics;
+/// the plugin applies them, and its own publications echoing back never undo a newer value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_loads_on_our_state_topics_are_applied_and_echoes_ignored() {
+    let h = PluginHarness::start(PluginOptions::default())
+        .await
+        .expect("harness starts");
+    let topic = h.state_topic("voltage");
+    h.client
+        .publish_raw(&topic, b"120".to_vec(), true)
+        .await
+        .unwrap();
+    let mut applied = false;
+    for _ in 0..100 {
+        if (h.sim.snapshot().voltage_target - 120.0).abs() < 1e-6 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(applied, "step voltage not applied: {:?}", h.sim.snapshot());
+
+    // Quick puts: the echo of the first must not swing the board back after the second.
+    for v in [90, 95, 100] {
+        assert!(h.put("voltage", json!(v)).await.unwrap().is_success());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!((h.sim.snapshot().voltage_target - 100.0).abs() < 1e-6);
+    h.state_where("voltage", |v| *v == json!(100.0))
+        .await
+        .unwrap();
+
+    // An impossible value written there is refused, reported, and the truth put back.
+    h.client
+        .publish_raw(&topic, b"900".to_vec(), true)
+        .await
+        .unwrap();
+    h.state_where("voltage", |v| *v == json!(100.0))
+        .await
+        .unwrap();
+    assert!((h.sim.snapshot().voltage_target - 100.0).abs() < 1e-6);
+}

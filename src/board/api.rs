@@ -352,25 +352,7 @@ fn len_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// The fields an update sets, e.g. `voltage = 90, hv_output_enabled = true`.
+/// The fields an update sets, e.g. `state update {voltage = 90, hv_output_enabled = true}`.
 fn describe_update(s: &State) -> String {
-    let mut parts = Vec::new();
-    macro_rules! field {
-        ($($f:ident),*) => {$(if let Some(v) = &s.$f { parts.push(format!("{} = {v}", stringify!($f))); })*};
-    }
-    field!(
-        voltage,
-        frequency,
-        hv_output_enabled,
-        hv_output_selected,
-        capacitance_update_interval_ms,
-        target_capacitance,
-        target_count,
-        event_mask,
-        drops_update_interval_ms,
-        output_current_limit,
-        chip_load_range_margin,
-        halt_on_chip_load_saturated
-    );
-    format!("state update {{{}}}", parts.join(", "))
+    format!("state update {{{}}}", s.describe())
 }

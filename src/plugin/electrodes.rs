@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::context::{Ctx, RequestError};
-use super::properties::{self, describe, InputError};
+use super::properties::{self, describe, InputError, Property};
 use crate::actuation::Target;
 use crate::bus::{BusError, BusMessage};
 use crate::device::Device;
@@ -76,23 +76,50 @@ pub fn on_active_electrodes(ctx: &Arc<Ctx>, msg: &BusMessage) {
 
 /// `microdrop/electrodes-model/state/voltage` or `.../frequency` (`"100 V"`, `"1000 Hz"`):
 /// remembered, and applied when a board is connected (this never turns HV on).
-pub fn on_step_setting(ctx: &Arc<Ctx>, msg: &BusMessage, is_voltage: bool) {
-    let property = if is_voltage { "voltage" } else { "frequency" };
+pub fn on_step_setting(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
+    let value = match msg.envelope() {
+        Ok(envelope) => envelope.value,
+        Err(e) => return ctx.report_error(property.name(), &e),
+    };
+    apply_setting(ctx, property, &value);
+}
+
+/// `microdrop/<self>/state/voltage` or `.../frequency` written by someone else: MicroDrop's step
+/// loader sets a step's per-step properties this way. Our own publications come back on the same
+/// topics and are recognised (in order) and ignored; retained deliveries are old news.
+pub fn on_own_state(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
+    if msg.retain {
+        return;
+    }
+    let Ok(envelope) = msg.envelope() else {
+        // Not ours to judge: put the truth back.
+        return ctx.republish(property.name());
+    };
+    if ctx.is_own_echo(property.name(), &envelope.value) || envelope.value.is_null() {
+        return;
+    }
+    if !apply_setting(ctx, property, &envelope.value) {
+        ctx.republish(property.name());
+    }
+}
+
+/// Remember a voltage or frequency setting and apply it when a board is connected (this never
+/// turns HV on). Returns whether the value was acceptable.
+fn apply_setting(ctx: &Arc<Ctx>, property: Property, value: &Value) -> bool {
     let limits = ctx.model().limits;
-    let parsed = msg.envelope().map_err(|e| e.to_string()).and_then(|e| {
-        let value = e.value;
-        if is_voltage {
-            properties::voltage(&value, &limits).map_err(|e| e.to_string())
-        } else {
-            properties::frequency(&value, &limits).map_err(|e| e.to_string())
-        }
-    });
+    let parsed = match property {
+        Property::Voltage => properties::voltage(value, &limits),
+        _ => properties::frequency(value, &limits),
+    };
     let value = match parsed {
         Ok(v) => v,
-        Err(problem) => return ctx.report_error(property, &problem),
+        Err(e) => {
+            ctx.report_error(property.name(), &e);
+            return false;
+        }
     };
     let target = ctx.update(|m| {
-        if is_voltage {
+        if property == Property::Voltage {
             m.voltage_setting = Some(value);
             Target {
                 voltage: Some(value),
@@ -109,10 +136,11 @@ pub fn on_step_setting(ctx: &Arc<Ctx>, msg: &BusMessage, is_voltage: bool) {
     if ctx.current_board().is_some() {
         // Submitted here, in message order; only the wait is spawned.
         match ctx.submit(target) {
-            Ok(generation) => confirm_later(ctx.clone(), property, generation),
-            Err(e) => ctx.report_error(property, &e),
+            Ok(generation) => confirm_later(ctx.clone(), property.name(), generation),
+            Err(e) => ctx.report_error(property.name(), &e),
         }
     }
+    true
 }
 
 /// The step runner's `execute`: apply the step's electrodes, voltage and frequency (already

@@ -92,10 +92,11 @@ pub enum Route {
     Device,
     /// `microdrop/electrodes-model/state/active-electrodes`.
     ActiveElectrodes,
-    /// `microdrop/electrodes-model/state/voltage` (`"100 V"`).
-    StepVoltage,
-    /// `microdrop/electrodes-model/state/frequency` (`"1000 Hz"`).
-    StepFrequency,
+    /// `microdrop/electrodes-model/state/voltage` (`"100 V"`) or `.../frequency` (`"1000 Hz"`).
+    StepSetting(Property),
+    /// `microdrop/<self>/state/voltage` or `.../frequency`: our own per-step properties, which
+    /// MicroDrop's step loader writes directly when a protocol step is loaded.
+    OwnState(Property),
 }
 
 impl Route {
@@ -106,8 +107,7 @@ impl Route {
             Route::Trigger(a) => a.name(),
             Route::Device => "three-object",
             Route::ActiveElectrodes => "active-electrodes",
-            Route::StepVoltage => "voltage",
-            Route::StepFrequency => "frequency",
+            Route::StepSetting(p) | Route::OwnState(p) => p.name(),
         }
     }
 }
@@ -132,14 +132,16 @@ pub fn router(name: &str) -> Result<Router<Route>, BusError> {
         "microdrop/electrodes-model/state/active-electrodes",
         Route::ActiveElectrodes,
     )?;
-    router.add(
-        "microdrop/electrodes-model/state/voltage",
-        Route::StepVoltage,
-    )?;
-    router.add(
-        "microdrop/electrodes-model/state/frequency",
-        Route::StepFrequency,
-    )?;
+    for p in Property::ALL.into_iter().filter(|p| p.per_step()) {
+        router.add(
+            &format!("microdrop/electrodes-model/state/{}", p.name()),
+            Route::StepSetting(p),
+        )?;
+        router.add(
+            &format!("microdrop/{{self}}/state/{}", p.name()),
+            Route::OwnState(p),
+        )?;
+    }
     Ok(router)
 }
 

@@ -107,8 +107,8 @@ fn dispatch(ctx: &Arc<Ctx>, msg: BusMessage) {
     match route {
         Route::Device => electrodes::on_device(ctx, &msg),
         Route::ActiveElectrodes => electrodes::on_active_electrodes(ctx, &msg),
-        Route::StepVoltage => electrodes::on_step_setting(ctx, &msg, true),
-        Route::StepFrequency => electrodes::on_step_setting(ctx, &msg, false),
+        Route::StepSetting(p) => electrodes::on_step_setting(ctx, &msg, p),
+        Route::OwnState(p) => electrodes::on_own_state(ctx, &msg, p),
         Route::Put(_) | Route::Trigger(_) => {
             tokio::spawn(requests::handle(ctx.clone(), route, msg));
         }

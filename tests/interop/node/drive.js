@@ -167,7 +167,15 @@ async function main() {
     return { execute_voltage: reply.response && reply.response.voltage, retained_after: await microdrop.getState(name, 'voltage') };
   });
   summary.observations = { step_load: loaded };
+  check('a loaded step voltage (120) is applied by execute and stays the retained state',
+    loaded.outcome === 'resolved' && loaded.value.execute_voltage === 120 && loaded.value.retained_after === 120,
+    JSON.stringify(loaded));
   await stepClient.disconnectClient();
+  // Whatever a step load wrote, a successful put must leave the broker holding the truth.
+  const reput = await step('put_voltage_after_step_load', () => microdrop.putPlugin(name, 'voltage', 90));
+  resolved('put voltage 90 after the step load', reput);
+  const restored = await step('get_state_voltage_after_reput', () => microdrop.getState(name, 'voltage'));
+  check('a successful put republishes voltage 90', restored.outcome === 'resolved' && restored.value === 90, JSON.stringify(restored));
 
   summary.watched = watcher.seen;
   await watcher.disconnectClient();

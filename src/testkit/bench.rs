@@ -1,0 +1,69 @@
+//! Shared pieces of the benchmarks: latency histograms in microseconds, their table rows, and
+//! the bare pty echo every round trip is compared with.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_serial::{SerialPort, SerialStream};
+
+use crate::board::dropbot::open_port;
+
+/// A histogram of 1 µs to 10 s with 3 significant digits.
+pub fn histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {
+    Histogram::new_with_bounds(1, 10_000_000, 3)
+}
+
+/// A duration in whole microseconds, at least 1 (the histogram's lowest value).
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A Markdown table row: `| name | n | p50 | p99 | max |`.
+pub fn row(name: &str, h: &Histogram<u64>) -> String {
+    format!(
+        "| {name} | {} | {} | {} | {} |",
+        h.len(),
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.max()
+    )
+}
+
+/// A pty whose master echoes every byte back; the returned port end is opened by path, like a
+/// board's, so the echo costs what the board link's own I/O costs.
+pub fn echo_pty() -> io::Result<SerialStream> {
+    let (master, slave) = SerialStream::pair()?;
+    let path = slave
+        .name()
+        .ok_or_else(|| io::Error::other("the pty has no name"))?;
+    let port = open_port(&path).map_err(|e| io::Error::other(e.to_string()))?;
+    drop(slave);
+    tokio::spawn(async move {
+        let (mut rd, mut wr) = tokio::io::split(master);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = rd.read(&mut buf).await {
+            let echoed = match buf.get(..n) {
+                Some(bytes) if n > 0 => wr.write_all(bytes).await.is_ok(),
+                _ => false,
+            };
+            if !echoed {
+                return;
+            }
+        }
+    });
+    Ok(port)
+}
+
+/// One echo of `msg` over an [`echo_pty`] port; `back` must be as long as `msg`.
+pub async fn echo_once(
+    port: &mut SerialStream,
+    msg: &[u8],
+    back: &mut [u8],
+) -> io::Result<Duration> {
+    let t = Instant::now();
+    port.write_all(msg).await?;
+    port.read_exact(back).await?;
+    Ok(t.elapsed())
+}

@@ -51,9 +51,6 @@ pub async fn handle(ctx: Arc<Ctx>, route: Route, msg: BusMessage) {
         Route::Trigger(action) => trigger(&ctx, action, envelope.trigger_value()).await,
         _ => return,
     };
-    if let (Route::Put(property), Ok(_)) = (route, &result) {
-        ctx.republish(property.name());
-    }
     let (status, response) = match result {
         Ok(response) => (ReplyStatus::Success, response),
         Err(e) => {

@@ -206,9 +206,11 @@ fn read_log(dir: &Path) -> String {
 fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
     let sock = socket_path(dir);
     let config_path = dir.join("mosquitto.conf");
+    // `set_tcp_nodelay`: without it the broker's Nagle waits for our delayed ACKs (~40 ms) when
+    // two messages for a client follow each other (see docs/benchmarks.md).
     let mut config = format!(
         "per_listener_settings false\nallow_anonymous true\npersistence false\n\
-         log_dest stderr\nlistener {port} 127.0.0.1\nlistener 0 {sock}\n",
+         set_tcp_nodelay true\nlog_dest stderr\nlistener {port} 127.0.0.1\nlistener 0 {sock}\n",
         sock = sock.display(),
     );
     if let Some(tls_port) = tls_port {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use dropbot_plugin::board::discovery::{DROPBOT_PID, DROPBOT_VID};
 use dropbot_plugin::board::{
     describe_ports, PortLister, Probe, Selector, SupervisorOptions, SystemPorts,
 };
@@ -45,7 +46,18 @@ enum Command {
     /// A simulated DropBot on a pseudo-terminal, linked at a fixed path.
     Simulate(SimulateArgs),
     /// List USB serial ports (DropBots show as 16c0:0483).
-    Ports,
+    Ports(PortsArgs),
+}
+
+#[derive(Debug, Args)]
+struct PortsArgs {
+    /// Also ask every Teensy port (16c0:0483) who it is, with the ID handshake (the USB id is
+    /// shared by every Teensy, so only the handshake tells a DropBot), and print its uuid.
+    #[arg(long)]
+    probe: bool,
+    /// Extra probe targets, e.g. a simulator's link path (with --probe).
+    #[arg(long, value_name = "PATH", requires = "probe")]
+    path: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -150,11 +162,31 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_plugin(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Simulate(args) => Ok(sim::run_simulate(args).await?),
-        Command::Ports => {
-            print!("{}", describe_ports(&SystemPorts.list()?));
-            Ok(())
+        Command::Ports(args) => ports(args).await,
+    }
+}
+
+async fn ports(args: PortsArgs) -> Result<()> {
+    let ports = SystemPorts.list()?;
+    print!("{}", describe_ports(&ports));
+    if !args.probe {
+        return Ok(());
+    }
+    let probe = Probe::new(Arc::new(TableSet::builtin()));
+    let teensies = ports
+        .iter()
+        .filter(|p| (p.vid, p.pid) == (DROPBOT_VID, DROPBOT_PID))
+        .map(|p| p.path.clone());
+    for path in teensies.chain(args.path) {
+        match probe.identify(&path).await {
+            Ok(info) => println!(
+                "{path}: {} ({} channels, uuid {}; select with `--port {path}` or, over USB, `--port uuid:{}`)",
+                info.identity, info.channel_count, info.uuid, info.uuid
+            ),
+            Err(why) => println!("{path}: not a DropBot we can use: {why}"),
         }
     }
+    Ok(())
 }
 
 async fn run_plugin(args: RunArgs) -> Result<()> {

@@ -132,3 +132,25 @@ async fn hosts_can_open_and_close_the_link_again_and_again() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_probe_names_the_board_behind_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = link_in(&dir);
+    let _child = simulate(&link, &[]);
+    wait_link(&link, true).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dropbot-plugin"))
+        .args(["ports", "--probe", "--path"])
+        .arg(&link)
+        .args(["--path", "/dev/null"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("dropbot::1.0.0-sim (120 channels, uuid "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("/dev/null: not a DropBot"), "{stdout}");
+}

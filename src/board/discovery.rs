@@ -11,7 +11,7 @@ use std::time::Duration;
 use firmware_protocol::TableSet;
 use thiserror::Error;
 
-use super::dropbot::DropBot;
+use super::dropbot::{BoardInfo, DropBot};
 use super::link::LinkOptions;
 
 /// The DropBot's USB vendor id (PJRC, shared by every Teensy).
@@ -213,6 +213,14 @@ impl Probe {
             link: LinkOptions::default(),
             handshake_timeout: Duration::from_millis(250),
         }
+    }
+
+    /// Who answers on `path`: the handshake and identity reads, then the port is released.
+    pub async fn identify(&self, path: &str) -> Result<Arc<BoardInfo>, String> {
+        let bot = self.open(path).await?;
+        let info = bot.info_arc();
+        bot.disconnect().await;
+        Ok(info)
     }
 
     async fn open(&self, path: &str) -> Result<DropBot, String> {

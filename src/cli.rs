@@ -111,6 +111,12 @@ struct RunArgs {
     /// The simulated board's timing.
     #[arg(long, default_value = "realistic", requires = "simulate")]
     sim_timing: Timing,
+    /// Put a droplet on this electrode of the simulated chip (repeatable).
+    #[arg(long, value_name = "ID", requires = "simulate")]
+    sim_droplet: Vec<String>,
+    /// Write the simulated board's trace (JSON lines: packets, channels, HV, droplets) to FILE.
+    #[arg(long, value_name = "FILE", requires = "simulate")]
+    sim_trace: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +142,13 @@ struct DemoArgs {
     /// Run for this many seconds, then shut down (0: until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     seconds: u64,
+    /// The electrode the droplet starts on [default: electrode030 on the default chip; none
+    /// on a chip given with --device].
+    #[arg(long, value_name = "ID")]
+    droplet: Option<String>,
+    /// Write the simulated board's trace (JSON lines: packets, channels, HV, droplets) to FILE.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 /// Set up `tracing` on stderr.
@@ -193,7 +206,13 @@ async fn run_plugin(args: RunArgs) -> Result<()> {
     let stop = shutdown_signal()?;
     let bus = bus_options(&args.bus)?;
     let (selector, _sim) = if args.simulate {
-        let sim = start_simulator(args.sim_device.as_ref(), args.sim_timing).await?;
+        let sim = start_simulator(
+            args.sim_device.as_ref(),
+            args.sim_timing,
+            &args.sim_droplet,
+            args.sim_trace.as_ref(),
+        )
+        .await?;
         (Selector::Path(sim.path().display().to_string()), Some(sim))
     } else {
         let selector = match &args.board.port {
@@ -227,7 +246,18 @@ async fn demo(args: DemoArgs) -> Result<()> {
             (format!("127.0.0.1:{}", addr.port()), Some(broker))
         }
     };
-    let sim = start_simulator(args.device.as_ref(), Timing::Realistic).await?;
+    let droplets = match (&args.droplet, &args.device) {
+        (Some(id), _) => vec![id.clone()],
+        (None, None) => vec![DEMO_DROPLET.to_owned()],
+        (None, Some(_)) => Vec::new(),
+    };
+    let sim = start_simulator(
+        args.device.as_ref(),
+        Timing::Realistic,
+        &droplets,
+        args.trace.as_ref(),
+    )
+    .await?;
     println!("dropbot-plugin demo");
     println!("  MQTT broker:     {bus_addr} (TCP)");
     if _broker.is_some() {
@@ -237,6 +267,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
         );
     }
     println!("  simulated board: {}", sim.path().display());
+    for d in &droplets {
+        println!("  a droplet sits on {d}: actuate its neighbours to move it");
+    }
     println!(
         "  try: mosquitto_sub -p {} -t 'microdrop/{}/#' -v",
         port_of(&bus_addr),
@@ -282,7 +315,15 @@ async fn demo(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-async fn start_simulator(device: Option<&PathBuf>, timing: Timing) -> Result<sim::SimHandle> {
+/// Where the demo's droplet starts on MicroDrop 3's default chip (a route's usual start).
+const DEMO_DROPLET: &str = "electrode030";
+
+async fn start_simulator(
+    device: Option<&PathBuf>,
+    timing: Timing,
+    droplets: &[String],
+    trace: Option<&PathBuf>,
+) -> Result<sim::SimHandle> {
     let device = match device {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -294,9 +335,15 @@ async fn start_simulator(device: Option<&PathBuf>, timing: Timing) -> Result<sim
     let options = SimOptions {
         device: Some(device),
         timing,
+        trace: trace.cloned(),
         ..SimOptions::default()
     };
-    Ok(sim::spawn_pty(options).await?)
+    let sim = sim::spawn_pty(options).await?;
+    for id in droplets {
+        let volume = sim.unit_volume(id.as_str())?;
+        sim.add_droplet(id.as_str(), volume)?;
+    }
+    Ok(sim)
 }
 
 fn bus_options(args: &BusArgs) -> Result<BusOptions> {

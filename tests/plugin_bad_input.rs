@@ -24,12 +24,8 @@ async fn assert_refused(h: &mut PluginHarness, reply: &Reply, topic: &str, says:
     for s in says {
         assert!(text.contains(s), "{topic}: `{s}` not in {text}");
     }
-    let error = h
-        .client
-        .next_message(&h.topic("error", topic))
-        .await
-        .unwrap();
-    assert_eq!(error.value().unwrap()["error"], json!(text), "{topic}");
+    let error = h.next_error(topic).await.unwrap();
+    assert_eq!(error, text, "{topic}");
 }
 
 /// The plugin is alive and well: it answers, and its task has not ended.
@@ -132,12 +128,8 @@ async fn plugin_answers_malformed_and_oversized_requests() {
         text.contains("unreadable request") && text.contains("allowed"),
         "{text}"
     );
-    let error = h
-        .client
-        .next_message(&h.topic("error", "voltage"))
-        .await
-        .unwrap();
-    assert_eq!(error.value().unwrap()["error"], json!(text));
+    let error = h.next_error("voltage").await.unwrap();
+    assert_eq!(error, text);
     // Not even JSON, no sender: the error topic alone tells.
     h.client
         .publish_raw(
@@ -147,15 +139,8 @@ async fn plugin_answers_malformed_and_oversized_requests() {
         )
         .await
         .unwrap();
-    let error = h
-        .client
-        .next_message(&h.topic("error", "halt"))
-        .await
-        .unwrap();
-    assert!(error.value().unwrap()["error"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("unreadable"));
+    let error = h.next_error("halt").await.unwrap();
+    assert!(error.contains("unreadable"));
 
     // 2 MiB is over the 1 MiB request limit.
     let reply = h.put("voltage", json!("1".repeat(2 << 20))).await.unwrap();
@@ -179,15 +164,8 @@ async fn plugin_reports_bad_electrodes_and_devices_without_actuating() {
     h.set_active_electrodes(&["electrode030", "electrode999", "nope"])
         .await
         .unwrap();
-    let e = h
-        .client
-        .next_message(&h.topic("error", "active-electrodes"))
-        .await
-        .unwrap();
-    let text = e.value().unwrap()["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let e = h.next_error("active-electrodes").await.unwrap();
+    let text = e.clone();
     assert!(
         text.contains("electrode999") && text.contains("nope"),
         "{text}"
@@ -206,15 +184,8 @@ async fn plugin_reports_bad_electrodes_and_devices_without_actuating() {
             .publish_raw(ACTIVE_ELECTRODES_TOPIC, payload.to_vec(), false)
             .await
             .unwrap();
-        let e = h
-            .client
-            .next_message(&h.topic("error", "active-electrodes"))
-            .await
-            .unwrap();
-        let text = e.value().unwrap()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let e = h.next_error("active-electrodes").await.unwrap();
+        let text = e.clone();
         assert!(text.contains("array of electrode id strings"), "{text}");
     }
     let device = "microdrop/device-model/state/three-object";
@@ -227,27 +198,16 @@ async fn plugin_reports_bad_electrodes_and_devices_without_actuating() {
             .publish_raw(device, payload.to_vec(), false)
             .await
             .unwrap();
-        let e = h
-            .client
-            .next_message(&h.topic("error", "three-object"))
-            .await
-            .unwrap();
-        assert!(e.value().unwrap()["error"].is_string());
+        let e = h.next_error("three-object").await.unwrap();
+        assert!(!e.is_empty(), "the error says what is wrong");
     }
     let step = "microdrop/electrodes-model/state/voltage";
     h.client
         .publish_raw(step, br#""900 V""#.to_vec(), false)
         .await
         .unwrap();
-    let e = h
-        .client
-        .next_message(&h.topic("error", "voltage"))
-        .await
-        .unwrap();
-    assert!(e.value().unwrap()["error"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("0 to 150"));
+    let e = h.next_error("voltage").await.unwrap();
+    assert!(e.contains("0 to 150"));
 
     let snap = h.sim.snapshot();
     assert!(snap.actuated.is_empty() && !snap.hv_enabled, "{snap:?}");
@@ -361,15 +321,8 @@ async fn plugin_without_a_board_refuses_clearly_but_runs_protocols() {
         );
     }
     h.set_active_electrodes(&["electrode030"]).await.unwrap();
-    let e = h
-        .client
-        .next_message(&h.topic("error", "active-electrodes"))
-        .await
-        .unwrap();
-    assert!(e.value().unwrap()["error"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("no DropBot"));
+    let e = h.next_error("active-electrodes").await.unwrap();
+    assert!(e.contains("no DropBot"));
 
     // The step runner waits for every `execute` without a timeout: it must get an answer.
     let step = h.trigger("execute", json!({})).await.unwrap();

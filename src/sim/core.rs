@@ -49,14 +49,7 @@ impl SimCore {
     /// Bytes from the host.
     pub fn receive(&mut self, bytes: &[u8]) {
         let now = self.clock.now();
-        if self.faults.faults().stall {
-            self.fw.record(
-                now,
-                TraceEntry::Fault {
-                    fault: "stall".into(),
-                    detail: format!("{} bytes ignored", bytes.len()),
-                },
-            );
+        if self.stalled(now, || format!("{} bytes ignored", bytes.len())) {
             return;
         }
         let mut packets = Vec::new();
@@ -148,19 +141,28 @@ impl SimCore {
         n
     }
 
+    /// Whether the board is stalled; if so the trace says what it ignored.
+    fn stalled(&mut self, now: Duration, detail: impl FnOnce() -> String) -> bool {
+        let stalled = self.faults.faults().stall;
+        if stalled {
+            let detail = detail();
+            self.fw.record(
+                now,
+                TraceEntry::Fault {
+                    fault: "stall".into(),
+                    detail,
+                },
+            );
+        }
+        stalled
+    }
+
     fn queue(&mut self, packets: Vec<Packet>, busy: Duration) {
         if packets.is_empty() {
             return;
         }
         let now = self.clock.now();
-        if self.faults.faults().stall {
-            self.fw.record(
-                now,
-                TraceEntry::Fault {
-                    fault: "stall".into(),
-                    detail: format!("{} packets not sent", packets.len()),
-                },
-            );
+        if self.stalled(now, || format!("{} packets not sent", packets.len())) {
             return;
         }
         let mut bytes = Vec::new();

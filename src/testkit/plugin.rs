@@ -150,6 +150,18 @@ impl PluginHarness {
     }
 
     /// `microdrop/<name>/state/<property>`.
+    /// The text of the next `microdrop/<name>/error/<topic>` message (the client must be
+    /// subscribed to it).
+    pub async fn next_error(&mut self, topic: &str) -> Result<String, TestError> {
+        let topic = self.topic("error", topic);
+        let message = self.client.next_message(&topic).await?;
+        Ok(message.value()?["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// `microdrop/<name>/state/<property>`.
     pub fn state_topic(&self, property: &str) -> String {
         format!("microdrop/{}/state/{property}", self.name)
     }

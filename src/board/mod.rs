@@ -4,7 +4,8 @@
 //! - [`link`] owns the port: one reader task, one request in flight, events fanned out.
 //! - [`dropbot`] is the typed API built on the firmware-protocol crate's commands.
 //! - [`clock`] unwraps the board's 32-bit microsecond counter and maps it to host time.
-//! - [`discovery`] lists ports, parses selectors and probes candidates with the handshake.
+//! - [`discovery`] lists ports and probes candidates with the handshake; [`selector`] says
+//!   which board the user means.
 //! - [`supervisor`] connects, puts the board in a safe state, and reconnects after loss.
 //!
 //! Errors come in two levels: [`LinkError`] (the link broke or timed out) and [`BoardError`]
@@ -17,6 +18,7 @@ pub mod dropbot;
 pub mod error;
 pub mod event;
 pub mod link;
+pub mod selector;
 mod slot;
 pub mod supervisor;
 mod transport;

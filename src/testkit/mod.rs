@@ -4,7 +4,7 @@
 //! - [`TestClient`]: an MQTT client that talks like MicroDrop 3's UI (puts and triggers with
 //!   `micropede-async-*` names waiting for notify replies, retained-state checks).
 //! - [`PluginHarness`]: broker + simulated board + the plugin, for end-to-end tests.
-//! - [`bench`]: latency histograms and the bare pty echo the benchmarks compare with.
+//! - [`mod@bench`]: latency histograms and the bare pty echo the benchmarks compare with.
 
 pub mod bench;
 mod client;

@@ -157,7 +157,7 @@ struct Supervisor {
 impl Supervisor {
     /// The status watch first: whoever hears of a transition finds the watch already there.
     fn announce(&self, status: BoardStatus) {
-        tracing::info!(?status, "board status");
+        tracing::debug!(?status, "board status");
         self.status.send_replace(status.clone());
         let _ = self.transitions.send(status);
     }

@@ -50,20 +50,29 @@ impl Mosquitto {
     /// Starts a broker on a free port and waits until it accepts connections. Installs
     /// nothing: `mosquitto` must be on `PATH` (Debian: `apt-get install mosquitto`).
     pub fn start() -> io::Result<Mosquitto> {
-        Self::start_inner(false)
+        Self::start_inner(false, None)
+    }
+
+    /// Like [`Mosquitto::start`], but only `user` with `password` may connect (anonymous
+    /// clients are refused). Needs `mosquitto_passwd` (part of Debian's mosquitto package).
+    pub fn start_with_password(user: &str, password: &str) -> io::Result<Mosquitto> {
+        Self::start_inner(false, Some((user, password)))
     }
 
     /// Like [`Mosquitto::start`], plus a TLS listener on `tls_port()` whose server certificate
     /// (for `127.0.0.1` and `localhost`) is signed by the CA in `ca_pem()`. Needs the
     /// `openssl` command.
     pub fn start_tls() -> io::Result<Mosquitto> {
-        Self::start_inner(true)
+        Self::start_inner(true, None)
     }
 
-    fn start_inner(tls: bool) -> io::Result<Mosquitto> {
+    fn start_inner(tls: bool, credentials: Option<(&str, &str)>) -> io::Result<Mosquitto> {
         let dir = TempDir::new()?;
         if tls {
             make_certificates(&dir.0)?;
+        }
+        if let Some((user, password)) = credentials {
+            make_password_file(&dir.0, user, password)?;
         }
         let mut last_err = None;
         for _ in 0..PORT_TRIES {
@@ -208,8 +217,17 @@ fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
     let config_path = dir.join("mosquitto.conf");
     // `set_tcp_nodelay`: without it the broker's Nagle waits for our delayed ACKs (~40 ms) when
     // two messages for a client follow each other (see docs/benchmarks.md).
+    let passwords = dir.join(PASSWORD_FILE);
+    let access = if passwords.exists() {
+        format!(
+            "allow_anonymous false\npassword_file {}\n",
+            passwords.display()
+        )
+    } else {
+        "allow_anonymous true\n".to_owned()
+    };
     let mut config = format!(
-        "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+        "per_listener_settings false\n{access}persistence false\n\
          set_tcp_nodelay true\nlog_dest stderr\nlistener {port} 127.0.0.1\nlistener 0 {sock}\n",
         sock = sock.display(),
     );
@@ -266,6 +284,26 @@ fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
         }
         sleep(Duration::from_millis(5));
     }
+}
+
+/// Name of the password file in the broker's directory (its presence turns authentication on).
+const PASSWORD_FILE: &str = "passwd";
+
+/// A password file with one user, readable by the broker after it drops root.
+fn make_password_file(dir: &Path, user: &str, password: &str) -> io::Result<()> {
+    let path = dir.join(PASSWORD_FILE);
+    let out = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&path)
+        .args([user, password])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run mosquitto_passwd: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        return Err(io::Error::other(format!("mosquitto_passwd failed: {err}")));
+    }
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
 }
 
 /// A throwaway CA and a server certificate for 127.0.0.1/localhost, made with `openssl`.

@@ -1,10 +1,10 @@
 //! The embedded rumqttd broker with real rumqttc clients over TCP (websockets: broker_websocket.rs).
 
-use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use dropbot_plugin::broker::{BrokerError, BrokerOptions, EmbeddedBroker, DEFAULT_MAX_PACKET_SIZE};
+use dropbot_plugin::broker::{BrokerOptions, EmbeddedBroker, DEFAULT_MAX_PACKET_SIZE};
 use dropbot_plugin::device::MICRODROP3_DEFAULT_THREE_OBJECT;
+use dropbot_plugin::testkit::embedded_broker;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -14,26 +14,9 @@ const WAIT: Duration = Duration::from_secs(10);
 /// How long we listen to conclude that a message is NOT coming.
 const QUIET: Duration = Duration::from_millis(700);
 
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
-}
-
 /// A broker on free ports (retrying if another test grabs a port in between).
 fn start_broker(websocket: bool) -> EmbeddedBroker {
-    for _ in 0..10 {
-        let options = BrokerOptions {
-            tcp: free_addr(),
-            websocket: websocket.then(free_addr),
-            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
-        };
-        match EmbeddedBroker::start(options) {
-            Ok(b) => return b,
-            Err(BrokerError::PortInUse { .. }) => continue,
-            Err(e) => panic!("broker: {e}"),
-        }
-    }
-    panic!("no free ports");
+    embedded_broker(websocket).unwrap_or_else(|e| panic!("broker: {e}"))
 }
 
 /// A rumqttc client whose incoming packets arrive on `rx`.

@@ -3,10 +3,11 @@
 //! 3.1.1 bytes, exchanging messages with a TCP client (rumqttc).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use dropbot_plugin::broker::{BrokerError, BrokerOptions, EmbeddedBroker, DEFAULT_MAX_PACKET_SIZE};
+use dropbot_plugin::broker::EmbeddedBroker;
+use dropbot_plugin::testkit::embedded_broker;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
@@ -14,25 +15,8 @@ use tungstenite::{Message, WebSocket};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
-}
-
 fn start_broker() -> EmbeddedBroker {
-    for _ in 0..10 {
-        let options = BrokerOptions {
-            tcp: free_addr(),
-            websocket: Some(free_addr()),
-            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
-        };
-        match EmbeddedBroker::start(options) {
-            Ok(b) => return b,
-            Err(BrokerError::PortInUse { .. }) => continue,
-            Err(e) => panic!("broker: {e}"),
-        }
-    }
-    panic!("no free ports");
+    embedded_broker(true).unwrap_or_else(|e| panic!("broker: {e}"))
 }
 
 /// MQTT string: two length bytes, then the bytes.

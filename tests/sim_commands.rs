@@ -2,20 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use dropbot_plugin::sim::{SimOptions, Timing};
-use dropbot_plugin::testkit::sim_host::{connect, SimHostError};
+use dropbot_plugin::testkit::sim_host::{connect, fast_virtual, SimHostError};
 use firmware_protocol::commands::*;
 use firmware_protocol::{CommandName, Request, WireValue};
 
 type R = Result<(), SimHostError>;
-
-fn fast_virtual() -> SimOptions {
-    SimOptions {
-        timing: Timing::Fast,
-        virtual_clock: true,
-        ..SimOptions::default()
-    }
-}
 
 /// One request of every command (but `reboot`, which does not reply); each reply must decode
 /// as the command's reply type.

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use dropbot_plugin::sim::{SimOptions, Timing, TraceEntry};
-use dropbot_plugin::testkit::sim_host::{connect, SimHostError};
+use dropbot_plugin::sim::{SimOptions, TraceEntry};
+use dropbot_plugin::testkit::sim_host::{connect, fast_virtual, SimHostError};
 use firmware_protocol::commands::*;
 use firmware_protocol::{parse_identity, CommandName, Config, Packet, State, TableSet};
 use prost::Message;
@@ -17,14 +17,6 @@ const MS: Duration = Duration::from_millis(1);
 const UUID: [u8; 16] = [
     0x00, 0x0A, 0x0D, 0x03, 0x04, 0x11, 0x13, 0x1A, 0x7F, 0xFF, 0x7C, 0x7C, 0x7C, 0x1C, 0x15, 0x80,
 ];
-
-fn fast_virtual() -> SimOptions {
-    SimOptions {
-        timing: Timing::Fast,
-        virtual_clock: true,
-        ..SimOptions::default()
-    }
-}
 
 #[tokio::test]
 async fn handshake_answers_the_simulator_id_and_echoes_the_request_id() -> R {

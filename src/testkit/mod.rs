@@ -8,12 +8,14 @@
 
 pub mod bench;
 mod client;
+mod embedded;
 mod mosquitto;
 mod plugin;
 mod session;
 pub mod sim_host;
 
 pub use client::{TestClient, TestMessage};
+pub use embedded::embedded_broker;
 pub use mosquitto::Mosquitto;
 pub use plugin::{PluginHarness, PluginOptions, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
 pub use session::{async_client_name, Reply};

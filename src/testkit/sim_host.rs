@@ -57,6 +57,16 @@ pub enum SimHostError {
     Sim(#[from] SimError),
 }
 
+/// Simulator options for conformance tests: no artificial delays, and a virtual clock so that
+/// time-driven behaviour happens only when a test advances it.
+pub fn fast_virtual() -> SimOptions {
+    SimOptions {
+        timing: crate::sim::Timing::Fast,
+        virtual_clock: true,
+        ..SimOptions::default()
+    }
+}
+
 /// A simulated board on a fresh pty and a host connected to it.
 pub async fn connect(opts: SimOptions) -> Result<(SimHandle, SimHost), SimHostError> {
     let channels = opts.channels;

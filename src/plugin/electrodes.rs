@@ -118,21 +118,17 @@ fn apply_setting(ctx: &Arc<Ctx>, property: Property, value: &Value) -> bool {
             return false;
         }
     };
-    let target = ctx.update(|m| {
-        if property == Property::Voltage {
-            m.voltage_setting = Some(value);
-            Target {
-                voltage: Some(value),
-                ..Target::default()
-            }
-        } else {
-            m.frequency_setting = Some(value);
-            Target {
-                frequency: Some(value),
-                ..Target::default()
-            }
-        }
-    });
+    let target = match property {
+        Property::Voltage => Target {
+            voltage: Some(value),
+            ..Target::default()
+        },
+        _ => Target {
+            frequency: Some(value),
+            ..Target::default()
+        },
+    };
+    ctx.update(|m| m.remember_settings(&target));
     if ctx.current_board().is_some() {
         // Submitted here, in message order; only the wait is spawned.
         match ctx.submit(target) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::properties::{schema, Limits};
-use crate::actuation::Confirmed;
+use crate::actuation::{Confirmed, Target};
 use crate::board::{BoardInfo, BoardStatus};
 use crate::device::Device;
 
@@ -161,6 +161,17 @@ impl Model {
         }
         if confirmed.frequency.is_some() {
             self.frequency = confirmed.frequency;
+        }
+    }
+
+    /// Remember the voltage and frequency of `target` as MicroDrop's settings (applied again
+    /// on every reconnection).
+    pub fn remember_settings(&mut self, target: &Target) {
+        if target.voltage.is_some() {
+            self.voltage_setting = target.voltage;
+        }
+        if target.frequency.is_some() {
+            self.frequency_setting = target.frequency;
         }
     }
 

@@ -72,23 +72,25 @@ async fn put(ctx: &Ctx, property: Property, value: &Value) -> Result<Value, Requ
     let parsed = property.parse(value, &limits)?;
     match parsed {
         PropertyValue::Voltage(v) => {
-            ctx.update(|m| m.voltage_setting = Some(v));
-            let c = ctx
-                .actuate(Target {
+            let c = setting(
+                ctx,
+                Target {
                     voltage: Some(v),
                     ..Target::default()
-                })
-                .await?;
+                },
+            )
+            .await?;
             Ok(json!(c.voltage))
         }
         PropertyValue::Frequency(f) => {
-            ctx.update(|m| m.frequency_setting = Some(f));
-            let c = ctx
-                .actuate(Target {
+            let c = setting(
+                ctx,
+                Target {
                     frequency: Some(f),
                     ..Target::default()
-                })
-                .await?;
+                },
+            )
+            .await?;
             Ok(json!(c.frequency))
         }
         PropertyValue::HvOutputEnabled(on) => {
@@ -129,6 +131,12 @@ async fn put(ctx: &Ctx, property: Property, value: &Value) -> Result<Value, Requ
     }
 }
 
+/// Voltage and/or frequency: remembered as MicroDrop's settings, then applied.
+async fn setting(ctx: &Ctx, target: Target) -> Result<crate::actuation::Confirmed, RequestError> {
+    ctx.update(|m| m.remember_settings(&target));
+    ctx.actuate(target).await
+}
+
 async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, RequestError> {
     match action {
         Action::Ping => Ok(json!("pong")),
@@ -166,17 +174,15 @@ async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, Requ
             };
             let v = properties::voltage(field("voltage")?, &limits)?;
             let f = properties::frequency(field("frequency")?, &limits)?;
-            ctx.update(|m| {
-                m.voltage_setting = Some(v);
-                m.frequency_setting = Some(f);
-            });
-            let c = ctx
-                .actuate(Target {
+            let c = setting(
+                ctx,
+                Target {
                     voltage: Some(v),
                     frequency: Some(f),
                     ..Target::default()
-                })
-                .await?;
+                },
+            )
+            .await?;
             Ok(json!({"voltage": c.voltage, "frequency": c.frequency}))
         }
         Action::DetectShorts => {

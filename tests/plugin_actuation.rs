@@ -368,3 +368,24 @@ async fn step_loads_on_our_state_topics_are_applied_and_echoes_ignored() {
         .unwrap();
     assert!((h.sim.snapshot().voltage_target - 100.0).abs() < 1e-6);
 }
+
+/// Disabled channels are never reported actuated: the board takes the bits but does not
+/// drive them, and `actuated-channels` says what is really on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_channels_are_not_reported_actuated() {
+    let h = PluginHarness::start(PluginOptions::default())
+        .await
+        .expect("harness starts");
+    assert!(h
+        .put("disabled-channels", json!([1]))
+        .await
+        .unwrap()
+        .is_success());
+    let reply = h.put("channels", json!([1, 2])).await.unwrap();
+    assert!(reply.is_success());
+    assert_eq!(reply.response, json!([2]));
+    h.state_where("actuated-channels", |v| *v == json!([2]))
+        .await
+        .unwrap();
+    assert_eq!(h.sim.snapshot().actuated, vec![2]);
+}

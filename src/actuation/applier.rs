@@ -240,8 +240,9 @@ async fn apply(
         confirmed.frequency = target.frequency;
     }
     if let (Some(channels), true) = (&target.channels, current()) {
-        // `set_state_of_channels` answers true only when it took exactly these bits: that
-        // answer is the confirmation (reading them back would cost a second round trip).
+        // `set_state_of_channels` answers true when it took these bits: that answer is the
+        // confirmation (reading them back would cost a second round trip). The board never
+        // drives disabled channels; the plugin's model, which knows the mask, leaves them out.
         board.set_channels(channels).await?;
         confirmed.channels = Some(channels.clone());
     }

@@ -176,7 +176,7 @@ pub async fn execute(ctx: &Ctx) -> Result<Value, RequestError> {
     Ok(json!({
         "applied": true,
         "electrodes": ids,
-        "channels": confirmed.channels,
+        "channels": ctx.model().actuated.clone(),
         "voltage": confirmed.voltage,
         "frequency": confirmed.frequency,
         "hv_output_enabled": confirmed.hv_output_enabled,

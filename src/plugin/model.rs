@@ -151,7 +151,8 @@ impl Model {
         }
         self.applied_generation = generation;
         if let Some(channels) = &confirmed.channels {
-            self.actuated = channels.clone();
+            // The board takes the bits but never drives a disabled channel.
+            self.actuated = channels.difference(&self.disabled).copied().collect();
         }
         if let Some(hv) = confirmed.hv_output_enabled {
             self.hv_output_enabled = hv;

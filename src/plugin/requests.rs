@@ -107,13 +107,13 @@ async fn put(ctx: &Ctx, property: Property, value: &Value) -> Result<Value, Requ
             Ok(json!(c.hv_output_enabled))
         }
         PropertyValue::Channels(channels) => {
-            let c = ctx
-                .actuate(Target {
-                    channels: Some(channels),
-                    ..Target::default()
-                })
-                .await?;
-            Ok(json!(c.channels))
+            ctx.actuate(Target {
+                channels: Some(channels),
+                ..Target::default()
+            })
+            .await?;
+            // What is really on: the model leaves out the disabled channels.
+            Ok(json!(ctx.model().actuated))
         }
         PropertyValue::CapacitanceUpdateIntervalMs(ms) => {
             let board = ctx.board()?;

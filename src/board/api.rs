@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use firmware_protocol::channels::{pack, unpack};
 use firmware_protocol::commands::{
-    Capacitance, ChannelCapacitances, DetectShorts, DisabledChannelsMask, Halt, InputCurrent,
-    MeasureVoltage, MinWaveformVoltage, OutputCurrent, SerializeState, SetDisabledChannelsMask,
-    SetHostWatchdog, SetStateOfChannels, StateOfChannels, Temperature, TurnOffAllChannels,
-    UpdateState, WatchdogDisable, WatchdogEnable, WatchdogReset,
+    Capacitance, ChannelCapacitances, DetectShorts, DigitalRead, DisabledChannelsMask, EchoArray,
+    Halt, HighVoltage, InitializeSwitchingBoards, InputCurrent, InputCurrentRms,
+    MeasureTemperature, Milliseconds, MinWaveformVoltage, OutputCurrent, OutputCurrentRms,
+    SerializeState, SetDisabledChannelsMask, SetStateOfChannels, StateOfChannels, StrEcho,
+    SyncTime, TurnOffAllChannels, UpdateState, WallTime, WatchdogAutoRefresh, WatchdogDisable,
+    WatchdogEnable, WatchdogRefresh,
 };
 use firmware_protocol::state::StateError;
-use firmware_protocol::{ChannelError, Command, RpcError, State};
+use firmware_protocol::{ChannelError, Command, State};
 
 use super::dropbot::{DropBot, Kind};
 use super::error::BoardError;
@@ -24,13 +26,26 @@ const HV_SWITCH_TIME: Duration = Duration::from_millis(500);
 const SCAN_TIME_PER_CHANNEL: Duration = Duration::from_millis(20);
 /// Time per channel of short detection, on top of its delay.
 const SHORTS_TIME_PER_CHANNEL: Duration = Duration::from_millis(15);
+/// Time for a scan of the I2C bus for switching boards.
+const SWITCHING_BOARD_SCAN_TIME: Duration = Duration::from_millis(500);
+/// The chip interlock input: low while a chip is inserted (dropbot.py `monitor.py`,
+/// `OUTPUT_ENABLE_PIN`).
+pub const OUTPUT_ENABLE_PIN: u8 = 22;
+/// Largest prescaler of the MCU watchdog; the firmware answers -1 above it.
+const MAX_WATCHDOG_PRESCALER: u8 = 15;
 
 impl DropBot {
     /// Actuate exactly `channels` (all others off). A board answering false -> `Refused`.
     pub async fn set_channels(&self, channels: &BTreeSet<u16>) -> Result<(), BoardError> {
         let states = self.pack(channels.iter().copied())?;
         let ok = self
-            .call(&SetStateOfChannels { states }, Kind::Write, self.timeout())
+            .call(
+                &SetStateOfChannels {
+                    channel_states: states,
+                },
+                Kind::Write,
+                self.timeout(),
+            )
             .await?;
         self.accepted::<SetStateOfChannels>(ok, || {
             format!(
@@ -57,19 +72,17 @@ impl DropBot {
         Ok(unpack(&bytes))
     }
 
-    /// Set the disabled channels.
+    /// Set the disabled channels (the firmware answers nothing: read the mask back to check).
     pub async fn set_disabled_channels(&self, channels: &BTreeSet<u16>) -> Result<(), BoardError> {
-        let mask = self.pack(channels.iter().copied())?;
-        let ok = self
-            .call(
-                &SetDisabledChannelsMask { mask },
-                Kind::Write,
-                self.timeout(),
-            )
-            .await?;
-        self.accepted::<SetDisabledChannelsMask>(ok, || {
-            format!("disabled mask of {} channels", channels.len())
-        })
+        let disabled_channels_mask = self.pack(channels.iter().copied())?;
+        self.call(
+            &SetDisabledChannelsMask {
+                disabled_channels_mask,
+            },
+            Kind::Write,
+            self.timeout(),
+        )
+        .await
     }
 
     /// Turn every channel off.
@@ -116,11 +129,11 @@ impl DropBot {
         } else {
             self.timeout()
         };
-        let state = update.to_bytes();
-        let ok = self
-            .call(&UpdateState { state }, Kind::Write, timeout)
+        let serialized = update.to_bytes();
+        let decoded = self
+            .call(&UpdateState { serialized }, Kind::Write, timeout)
             .await?;
-        self.accepted::<UpdateState>(ok, || describe_update(&update))
+        self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))
     }
 
     /// Target RMS voltage, volts (0 to the configuration's `max_voltage`).
@@ -186,10 +199,10 @@ impl DropBot {
         .await
     }
 
-    /// Measured RMS output voltage, volts.
-    pub async fn measured_voltage(&self) -> Result<f32, BoardError> {
-        self.call(&MeasureVoltage {}, Kind::Read, self.timeout())
-            .await
+    /// Measured RMS output voltage, volts (`high_voltage`). With HV off the supply voltage
+    /// passes through: under 5 V then means the board has no power (dropbot.py `proxy.py`).
+    pub async fn high_voltage(&self) -> Result<f32, BoardError> {
+        self.call(&HighVoltage {}, Kind::Read, self.timeout()).await
     }
 
     /// Lowest RMS voltage the waveform can produce, volts.
@@ -205,26 +218,38 @@ impl DropBot {
             .await
     }
 
-    /// Capacitance of each channel actuated alone, farads, in the order given.
+    /// Capacitance of each channel actuated alone, farads, in the order given, each averaged
+    /// over the configuration's `capacitance_n_samples`. The board switches HV on for the scan
+    /// if it was off, and back off afterwards.
     pub async fn channel_capacitances(&self, channels: &[u16]) -> Result<Vec<f32>, BoardError> {
         self.pack(channels.iter().copied())?; // range check
-        let timeout = self.timeout() + SCAN_TIME_PER_CHANNEL * len_u32(channels.len());
-        let command = ChannelCapacitances {
-            channels: channels.to_vec(),
-            n_samples: 0,
-        };
-        let values = self.call(&command, Kind::Read, timeout).await?;
-        if values.len() != channels.len() {
+        let channels: Vec<u8> = channels
+            .iter()
+            .map(|&c| {
+                u8::try_from(c).map_err(|_| BoardError::OutOfRange {
+                    what: "channel of a capacitance scan".into(),
+                    value: f64::from(c),
+                    allowed: "0 to 255 (the firmware takes 8-bit channel numbers)".into(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let timeout =
+            self.timeout() + 2 * HV_SWITCH_TIME + SCAN_TIME_PER_CHANNEL * len_u32(channels.len());
+        let count = channels.len();
+        let values = self
+            .call(&ChannelCapacitances { channels }, Kind::Read, timeout)
+            .await?;
+        if values.len() != count {
             return Err(BoardError::BadMessage {
                 command: ChannelCapacitances::NAME.as_str(),
-                detail: format!("{} values for {} channels", values.len(), channels.len()),
+                detail: format!("{} values for {count} channels", values.len()),
             });
         }
         Ok(values)
     }
 
-    /// Test every channel for shorts (each for `delay_ms`); the shorted ones are added to the
-    /// disabled mask and returned.
+    /// Test every channel for shorts (each for `delay_ms`); the disabled mask becomes exactly
+    /// the shorted channels, which are returned.
     pub async fn detect_shorts(&self, delay_ms: u8) -> Result<Vec<u16>, BoardError> {
         let per_channel = SHORTS_TIME_PER_CHANNEL + Duration::from_millis(u64::from(delay_ms));
         let timeout = self.timeout() + per_channel * u32::from(self.info().channel_count);
@@ -241,69 +266,158 @@ impl DropBot {
     }
 
     /// RMS output current, amperes.
+    pub async fn output_current_rms(&self) -> Result<f32, BoardError> {
+        self.call(&OutputCurrentRms {}, Kind::Read, self.timeout())
+            .await
+    }
+
+    /// Peak output current, amperes.
     pub async fn output_current(&self) -> Result<f32, BoardError> {
         self.call(&OutputCurrent {}, Kind::Read, self.timeout())
             .await
     }
 
-    /// Input supply current, amperes.
+    /// RMS input supply current, amperes.
+    pub async fn input_current_rms(&self) -> Result<f32, BoardError> {
+        self.call(&InputCurrentRms {}, Kind::Read, self.timeout())
+            .await
+    }
+
+    /// Peak input supply current, amperes.
     pub async fn input_current(&self) -> Result<f32, BoardError> {
         self.call(&InputCurrent {}, Kind::Read, self.timeout())
             .await
     }
 
     /// MCU temperature, degrees Celsius.
-    pub async fn temperature(&self) -> Result<f32, BoardError> {
-        self.call(&Temperature {}, Kind::Read, self.timeout()).await
-    }
-
-    /// Ask the board to cut HV and channels by itself when the host is silent for `timeout`
-    /// (zero disables). Firmware without this feature -> `Unsupported`.
-    pub async fn set_host_watchdog(&self, timeout: Duration) -> Result<(), BoardError> {
-        let name = SetHostWatchdog::NAME.as_str();
-        let timeout_ms =
-            u32::try_from(timeout.as_millis()).map_err(|_| BoardError::OutOfRange {
-                what: "host watchdog timeout (ms)".into(),
-                value: timeout.as_millis() as f64,
-                allowed: format!("0 to {} ms", u32::MAX),
-            })?;
-        let unsupported = |detail: &str| BoardError::Unsupported {
-            command: name,
-            detail: detail.to_owned(),
-        };
-        if !self.table().has(SetHostWatchdog::NAME) {
-            return Err(unsupported("its command table has no such command"));
-        }
-        match self
-            .call(&SetHostWatchdog { timeout_ms }, Kind::Write, self.timeout())
-            .await
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(unsupported("the board answered false")),
-            Err(BoardError::InvalidReply {
-                source: RpcError::ReplyLength { got: 0, .. },
-                ..
-            }) => Err(unsupported("the board sent an empty reply")),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Enable the MCU hang watchdog.
-    pub async fn watchdog_enable(&self) -> Result<(), BoardError> {
-        self.call(&WatchdogEnable {}, Kind::Write, self.timeout())
+    pub async fn measure_temperature(&self) -> Result<f32, BoardError> {
+        self.call(&MeasureTemperature {}, Kind::Read, self.timeout())
             .await
     }
 
-    /// Disable the MCU hang watchdog.
+    /// Level of a digital pin (0 or 1).
+    pub async fn digital_read(&self, pin: u8) -> Result<u8, BoardError> {
+        self.call(&DigitalRead { pin }, Kind::Read, self.timeout())
+            .await
+    }
+
+    /// Whether a chip is inserted: the interlock pin reads low (dropbot.py `monitor.py`).
+    pub async fn chip_inserted(&self) -> Result<bool, BoardError> {
+        Ok(self.digital_read(OUTPUT_ENABLE_PIN).await? == 0)
+    }
+
+    /// Scan the I2C bus for HV switching boards (the firmware does so only at boot); returns
+    /// the channel count found. The count read at connection is not updated.
+    pub async fn initialize_switching_boards(&self) -> Result<u16, BoardError> {
+        self.call(
+            &InitializeSwitchingBoards {},
+            Kind::Write,
+            self.timeout() + SWITCHING_BOARD_SCAN_TIME,
+        )
+        .await
+    }
+
+    /// Set the board's wall clock (used in its `halted` events) to `unix_seconds`; returns the
+    /// board's millisecond counter at that moment.
+    pub async fn set_wall_time(&self, unix_seconds: f64) -> Result<u32, BoardError> {
+        if !unix_seconds.is_finite() {
+            return Err(BoardError::OutOfRange {
+                what: "wall time (s)".into(),
+                value: unix_seconds,
+                allowed: "a finite number of seconds since 1970".into(),
+            });
+        }
+        self.call(
+            &SyncTime {
+                wall_time: unix_seconds,
+            },
+            Kind::Write,
+            self.timeout(),
+        )
+        .await
+    }
+
+    /// The board's wall clock, Unix seconds (seconds since boot if never set).
+    pub async fn wall_time(&self) -> Result<f64, BoardError> {
+        self.call(&WallTime {}, Kind::Read, self.timeout()).await
+    }
+
+    /// The board's millisecond counter.
+    pub async fn milliseconds(&self) -> Result<u32, BoardError> {
+        self.call(&Milliseconds {}, Kind::Read, self.timeout())
+            .await
+    }
+
+    /// `echo_array`: the board returns `values` as sent.
+    pub async fn echo_array(&self, values: &[u32]) -> Result<Vec<u32>, BoardError> {
+        self.call(
+            &EchoArray {
+                array: values.to_vec(),
+            },
+            Kind::Read,
+            self.timeout(),
+        )
+        .await
+    }
+
+    /// `str_echo`: the board returns `bytes` as sent.
+    pub async fn str_echo(&self, bytes: &[u8]) -> Result<Vec<u8>, BoardError> {
+        self.call(
+            &StrEcho {
+                msg: bytes.to_vec(),
+            },
+            Kind::Read,
+            self.timeout(),
+        )
+        .await
+    }
+
+    /// Enable the MCU watchdog: it resets the board unless refreshed within `timeout` ticks
+    /// of its clock divided by `prescaler + 1` (at most 15). The firmware also turns on its
+    /// automatic refresh from the main loop; turn that off with
+    /// [`watchdog_auto_refresh`](Self::watchdog_auto_refresh) to make the host refresh it.
+    pub async fn watchdog_enable(&self, prescaler: u8, timeout: u32) -> Result<(), BoardError> {
+        if prescaler > MAX_WATCHDOG_PRESCALER {
+            // The firmware answers -1 but leaves interrupts off: never send it.
+            return Err(BoardError::OutOfRange {
+                what: "watchdog prescaler".into(),
+                value: f64::from(prescaler),
+                allowed: format!("0 to {MAX_WATCHDOG_PRESCALER}"),
+            });
+        }
+        let status = self
+            .call(
+                &WatchdogEnable { prescaler, timeout },
+                Kind::Write,
+                self.timeout(),
+            )
+            .await?;
+        self.accepted::<WatchdogEnable>(status == 0, || {
+            format!("prescaler {prescaler}, timeout {timeout}: status {status}")
+        })
+    }
+
+    /// Disable the MCU watchdog and its automatic refresh.
     pub async fn watchdog_disable(&self) -> Result<(), BoardError> {
         self.call(&WatchdogDisable {}, Kind::Write, self.timeout())
             .await
     }
 
-    /// Refresh the MCU hang watchdog.
-    pub async fn watchdog_reset(&self) -> Result<(), BoardError> {
-        self.call(&WatchdogReset {}, Kind::Write, self.timeout())
+    /// Refresh the MCU watchdog.
+    pub async fn watchdog_refresh(&self) -> Result<(), BoardError> {
+        self.call(&WatchdogRefresh {}, Kind::Write, self.timeout())
             .await
+    }
+
+    /// Whether the firmware's main loop refreshes the MCU watchdog by itself; returns whether
+    /// the setting changed.
+    pub async fn watchdog_auto_refresh(&self, enabled: bool) -> Result<bool, BoardError> {
+        self.call(
+            &WatchdogAutoRefresh { value: enabled },
+            Kind::Write,
+            self.timeout(),
+        )
+        .await
     }
 
     /// HV off, then every channel off. Best effort: both are attempted; the first error is

@@ -42,15 +42,12 @@ pub enum TableError {
         "command table format {found} is not supported (this build reads format {TABLE_FORMAT})"
     )]
     Format { found: u32 },
-    /// A name outside the command set.
-    #[error("command table names unknown command `{0}`")]
-    UnknownName(String),
     /// Two commands share a code.
     #[error("command table gives code {code} to both `{first}` and `{second}`")]
     DuplicateCode {
         code: u16,
-        first: CommandName,
-        second: CommandName,
+        first: String,
+        second: String,
     },
     /// The firmware does not have this command (per its table).
     #[error("the command table for firmware {firmware} has no code for `{name}`")]
@@ -69,6 +66,8 @@ struct TableFile {
     format: u32,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    source: String,
     firmware_versions: Vec<String>,
     codes: BTreeMap<String, u16>,
 }
@@ -77,9 +76,12 @@ struct TableFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandTable {
     description: String,
+    source: String,
     firmware_versions: Vec<String>,
     codes: BTreeMap<CommandName, u16>,
     names: HashMap<u16, CommandName>,
+    /// The firmware's other methods, outside this crate's command set.
+    others: BTreeMap<String, u16>,
 }
 
 impl CommandTable {
@@ -91,22 +93,33 @@ impl CommandTable {
         }
         let mut codes = BTreeMap::new();
         let mut names = HashMap::new();
+        let mut others = BTreeMap::new();
+        let mut seen: HashMap<u16, String> = HashMap::new();
         for (name, code) in file.codes {
-            let name: CommandName = name.parse().map_err(|_| TableError::UnknownName(name))?;
-            if let Some(first) = names.insert(code, name) {
+            if let Some(first) = seen.insert(code, name.clone()) {
                 return Err(TableError::DuplicateCode {
                     code,
                     first,
                     second: name,
                 });
             }
-            codes.insert(name, code);
+            match name.parse::<CommandName>() {
+                Ok(command) => {
+                    names.insert(code, command);
+                    codes.insert(command, code);
+                }
+                Err(_) => {
+                    others.insert(name, code);
+                }
+            }
         }
         Ok(Self {
             description: file.description,
+            source: file.source,
             firmware_versions: file.firmware_versions,
             codes,
             names,
+            others,
         })
     }
 
@@ -117,8 +130,10 @@ impl CommandTable {
         Self::from_toml(SIMULATOR_TABLE).unwrap_or_else(|_| Self {
             description: String::new(),
             firmware_versions: vec![SIMULATOR_VERSION.into()],
+            source: String::new(),
             codes: BTreeMap::new(),
             names: HashMap::new(),
+            others: BTreeMap::new(),
         })
     }
 
@@ -131,6 +146,20 @@ impl CommandTable {
                 name,
                 firmware: self.firmware_versions.join(", "),
             })
+    }
+
+    /// The code of any method the table lists, by its firmware name, including those outside
+    /// this crate's command set.
+    pub fn code_of(&self, name: &str) -> Option<u16> {
+        match name.parse::<CommandName>() {
+            Ok(command) => self.codes.get(&command).copied(),
+            Err(_) => self.others.get(name).copied(),
+        }
+    }
+
+    /// Where the codes come from (free text).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The command a code stands for in this firmware.
@@ -227,11 +256,16 @@ mod tests {
             CommandTable::from_toml(dup),
             Err(TableError::DuplicateCode { code: 3, .. })
         ));
-        let unknown = "format = 1\nfirmware_versions = [\"x\"]\n[codes]\nfly = 3\n";
-        assert_eq!(
-            CommandTable::from_toml(unknown),
-            Err(TableError::UnknownName("fly".into()))
-        );
+        // A method outside the command set is kept, by its firmware name.
+        let other = "format = 1\nfirmware_versions = [\"x\"]\n[codes]\nfly = 3\n";
+        let table = CommandTable::from_toml(other).unwrap();
+        assert_eq!(table.code_of("fly"), Some(3));
+        assert_eq!(table.name(3), None);
+        let clash = "format = 1\nfirmware_versions = [\"x\"]\n[codes]\nfly = 3\nhalt = 3\n";
+        assert!(matches!(
+            CommandTable::from_toml(clash),
+            Err(TableError::DuplicateCode { code: 3, .. })
+        ));
         let format = "format = 2\nfirmware_versions = []\n[codes]\n";
         assert_eq!(
             CommandTable::from_toml(format),

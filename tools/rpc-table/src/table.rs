@@ -32,7 +32,12 @@ pub fn to_toml(info: &TableInfo, codes: &BTreeMap<String, u16>) -> String {
     let mut by_code: Vec<(&String, &u16)> = codes.iter().collect();
     by_code.sort_by_key(|(name, code)| (**code, (*name).clone()));
     for (name, code) in by_code {
-        let _ = writeln!(out, "{name} = {code}");
+        let bare = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let key = if bare { name.clone() } else { quoted(name) };
+        let _ = writeln!(out, "{key} = {code}");
     }
     out
 }
@@ -43,10 +48,15 @@ mod tests {
 
     #[test]
     fn writes_a_table_the_protocol_crate_reads() {
-        let codes: BTreeMap<String, u16> = [("microseconds", 6), ("halt", 1962), ("mystery", 7)]
-            .into_iter()
-            .map(|(n, c)| (n.to_owned(), c))
-            .collect();
+        let codes: BTreeMap<String, u16> = [
+            ("microseconds", 6),
+            ("halt", 1962),
+            ("mystery", 7),
+            ("operator==", 8),
+        ]
+        .into_iter()
+        .map(|(n, c)| (n.to_owned(), c))
+        .collect();
         let info = TableInfo {
             description: "test \"build\"".into(),
             source: "here".into(),
@@ -58,5 +68,6 @@ mod tests {
         assert_eq!(table.firmware_versions(), ["1.2.3"]);
         assert_eq!(table.code(firmware_protocol::CommandName::Halt), Ok(1962));
         assert_eq!(table.code_of("mystery"), Some(7));
+        assert_eq!(table.code_of("operator=="), Some(8));
     }
 }

@@ -18,6 +18,8 @@ pub const DEVICE_TOPIC: &str = "microdrop/device-model/state/three-object";
 pub const ACTIVE_ELECTRODES_TOPIC: &str = "microdrop/electrodes-model/state/active-electrodes";
 /// Largest payload read on any topic but the device (state values, errors, signals are small).
 const MAX_SMALL_PAYLOAD: usize = 64 * 1024;
+/// Signals are shown with their first characters only (the state topics hold the details).
+const SIGNAL_CHARS: usize = 100;
 /// How long to wait for the broker to hand over retained messages before deciding that no
 /// device is on the bus.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,7 +190,11 @@ impl Listener {
                     p.note(&format!("error {name}"), &text);
                 }
                 Route::Signal => {
-                    let text = value().map_or_else(|e| e, |v| v.to_string());
+                    let mut text = value().map_or_else(|e| e, |v| v.to_string());
+                    if let Some((cut, _)) = text.char_indices().nth(SIGNAL_CHARS) {
+                        text.truncate(cut);
+                        text.push('…');
+                    }
                     p.note(&format!("signal {name}"), &text);
                 }
                 Route::Reply => match value() {

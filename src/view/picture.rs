@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -132,7 +133,8 @@ impl Picture {
         }
     }
 
-    /// An error, signal or failed reply worth a line on the page.
+    /// An error, signal or failed reply worth a line on the page (stamped with the host's
+    /// time, ms since the Unix epoch).
     pub fn note(&mut self, what: &str, detail: &str) {
         let mut text = format!("{what}: {detail}");
         if let Some((cut, _)) = text.char_indices().nth(LOG_CHARS) {
@@ -142,7 +144,10 @@ impl Picture {
         if self.log.len() == LOG_LINES {
             self.log.pop_front();
         }
-        self.log.push_back(Value::String(text));
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        self.log.push_back(json!({"t": t.round(), "text": text}));
     }
 
     /// The view's own connection to the broker: `None` when connected, else why not.
@@ -321,13 +326,9 @@ mod tests {
         p.on_active_electrodes(Ok(json!({"not": "a list"})));
         p.on_device(Some(Ok(json!("nonsense"))));
         let live = p.live();
-        assert!(
-            live["log"][0]
-                .as_str()
-                .unwrap()
-                .contains("active-electrodes"),
-            "{live}"
-        );
+        let first = live["log"][0]["text"].as_str().unwrap();
+        assert!(first.contains("active-electrodes"), "{live}");
+        assert!(live["log"][0]["t"].as_f64().unwrap() > 1.7e12, "{live}");
         assert!(
             live["device_problem"].as_str().unwrap().contains("array"),
             "{live}"
@@ -338,9 +339,11 @@ mod tests {
         }
         let log = p.live()["log"].as_array().unwrap().clone();
         assert_eq!(log.len(), LOG_LINES);
-        assert!(log
+        let longest = log
             .iter()
-            .all(|l| l.as_str().unwrap().chars().count() <= LOG_CHARS + 1));
+            .map(|l| l["text"].as_str().unwrap().chars().count())
+            .max();
+        assert_eq!(longest, Some(LOG_CHARS + 1));
     }
 
     #[test]

@@ -89,7 +89,7 @@ function showLive(s) {
   const log = $('log');
   log.replaceChildren(...s.log.map((line) => {
     const li = document.createElement('li');
-    li.textContent = line;
+    li.textContent = `${new Date(line.t).toLocaleTimeString()} ${line.text}`;
     return li;
   }));
   if (typeof s.stream_ms === 'number' && s.stream_ms === 0 && !samples.length) {

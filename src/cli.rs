@@ -292,15 +292,24 @@ async fn demo(args: DemoArgs) -> Result<()> {
         max_packet_size: 8 * 1024 * 1024,
     };
     let bus = bus_options(&bus_args)?;
-    let view = match (args.no_view, args.view) {
-        (true, _) => None,
-        (false, listen) => {
-            let ip = match args.listen_all {
-                true => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                false => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            };
-            let listen = listen.unwrap_or(SocketAddr::new(ip, view::DEFAULT_PORT));
-            Some(start_view(listen, &bus, Some(&sim), Some(DEMO_STREAM_MS)).await?)
+    let ip = match args.listen_all {
+        true => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        false => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    // The default address is best effort (the demo goes on without a view when it is taken);
+    // an address the user gave must work.
+    let (view, view_off) = match (args.no_view, args.view) {
+        (true, _) => (None, None),
+        (false, Some(listen)) => (
+            Some(start_view(listen, &bus, Some(&sim), Some(DEMO_STREAM_MS)).await?),
+            None,
+        ),
+        (false, None) => {
+            let listen = SocketAddr::new(ip, view::DEFAULT_PORT);
+            match start_view(listen, &bus, Some(&sim), Some(DEMO_STREAM_MS)).await {
+                Ok(view) => (Some(view), None),
+                Err(e) => (None, Some(format!("{e:#}"))),
+            }
         }
     };
     let sim = sim.handle;
@@ -315,6 +324,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
     println!("  simulated board: {}", sim.path().display());
     if let Some(view) = &view {
         println!("  live view:       {}  (open it in a browser)", view.url());
+    }
+    if let Some(why) = view_off {
+        println!("  live view:       off: {why}");
     }
     for d in &droplets {
         println!("  a droplet sits on {d}: actuate its neighbours to move it");

@@ -96,7 +96,8 @@ async fn start_demo(dir: &Path, trace: &Path) -> Demo {
         let banner = tokio::time::timeout(Duration::from_secs(30), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(rest) = line.trim().strip_prefix("live view:") {
-                    return rest.split_whitespace().next().map(str::to_owned);
+                    let url = rest.split_whitespace().next().unwrap_or_default();
+                    return Some(url.to_owned()).filter(|u| u.starts_with("http://"));
                 }
             }
             None
@@ -266,7 +267,7 @@ async fn a_click_in_chromium_moves_the_droplet_and_the_page_shows_it() {
         .map(droplets_on)
         .collect();
     let started = rests.iter().position(|d| d.iter().any(|e| e == DROPLET_AT));
-    let arrived = rests.iter().rposition(|d| d.iter().any(|e| *e == click));
+    let arrived = rests.iter().rposition(|d| d.contains(&click));
     assert!(
         matches!((started, arrived), (Some(s), Some(a)) if s < a),
         "the droplet did not move from {DROPLET_AT} to {click}: {rests:?}"

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::chip::Chip;
 use super::hub::Hub;
 use crate::bus::{BusClient, BusError, BusMessage, ConnectionState, Router};
 
@@ -87,6 +88,9 @@ impl Listener {
     /// Follows the bus until `stop`, then disconnects cleanly.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut connection = self.client.handle().connection();
+        // The connection may have come up before this task started.
+        let now = connection.borrow_and_update().clone();
+        self.on_connection(now).await;
         loop {
             tokio::select! {
                 msg = self.client.recv() => match msg {
@@ -174,13 +178,15 @@ impl Listener {
                 Err(e) => Err(e.to_string()),
             }
         };
+        // A device can be megabytes: it is read before the picture is locked.
+        let chip = (*route == Route::Device).then(|| match msg.envelope() {
+            Ok(e) => Some(Chip::from_three_object(&e.value).map_err(|e| e.to_string())),
+            Err(BusError::EmptyPayload) => None,
+            Err(e) => Some(Err(e.to_string())),
+        });
         let due = self.hub.update(|p| {
             match route {
-                Route::Device => p.on_device(match msg.envelope() {
-                    Ok(e) => Some(Ok(e.value)),
-                    Err(BusError::EmptyPayload) => None,
-                    Err(e) => Some(Err(e.to_string())),
-                }),
+                Route::Device => p.on_chip(chip.flatten()),
                 Route::ActiveElectrodes => {
                     p.on_active_electrodes(value().map(|v| if v.is_null() { json!([]) } else { v }))
                 }

@@ -29,6 +29,7 @@ pub mod samples;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -39,6 +40,9 @@ pub use addr::{parse_listen, DEFAULT_PORT};
 pub use droplets::{DropletMark, DropletSource, SimDroplets};
 
 use crate::bus::{BusClient, BusError, BusOptions};
+
+/// How long each part of the view may take to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Errors of the view.
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +97,17 @@ impl ViewHandle {
         format!("http://{}/", self.addr)
     }
 
-    /// Closes the pages' streams, stops serving and disconnects from the broker.
+    /// Closes the pages' streams, stops serving and disconnects from the broker (each part
+    /// gets [`SHUTDOWN_GRACE`], then it is aborted).
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
-        for task in self.tasks {
-            let _ = task.await;
+        for mut task in self.tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
     }
 }

@@ -70,10 +70,16 @@ impl Picture {
 
     /// `device-model/state/three-object`: the value, or why there is none (`None`: cleared).
     pub fn on_device(&mut self, value: Option<Result<Value, String>>) {
+        self.on_chip(
+            value.map(|v| v.and_then(|v| Chip::from_three_object(&v).map_err(|e| e.to_string()))),
+        );
+    }
+
+    /// The chip built from `three-object` (outside any lock: a device can be megabytes), or
+    /// why there is none.
+    pub fn on_chip(&mut self, chip: Option<Result<Chip, String>>) {
         self.device_version += 1;
-        let built =
-            value.map(|v| v.and_then(|v| Chip::from_three_object(&v).map_err(|e| e.to_string())));
-        (self.chip, self.device_problem) = match built {
+        (self.chip, self.device_problem) = match chip {
             None => (None, None),
             Some(Ok(chip)) => (Some(Arc::new(chip)), None),
             Some(Err(why)) => (

@@ -90,6 +90,7 @@ function showLive(s) {
   log.replaceChildren(...s.log.map((line) => {
     const li = document.createElement('li');
     li.textContent = `${new Date(line.t).toLocaleTimeString()} ${line.text}`;
+    if (!line.text.startsWith('signal')) li.className = 'bad';
     return li;
   }));
   if (typeof s.stream_ms === 'number' && s.stream_ms === 0 && !samples.length) {

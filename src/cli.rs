@@ -1,6 +1,7 @@
 //! Command line: `run`, `demo`, `simulate`, `ports`. The only place that uses `anyhow`.
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use dropbot_plugin::bus::BusOptions;
 use dropbot_plugin::device::Device;
 use dropbot_plugin::plugin::{self, Behaviour};
 use dropbot_plugin::sim::{self, SimOptions, SimulateArgs, Timing};
+use dropbot_plugin::view::{self, SimDroplets, ViewError, ViewHandle, ViewOptions};
 use firmware_protocol::{CommandTable, TableSet};
 
 /// MicroDrop 3 process plugin for the DropBot digital-microfluidics control board.
@@ -143,6 +145,11 @@ struct RunArgs {
     /// Write the simulated board's trace (JSON lines: packets, channels, HV, droplets) to FILE.
     #[arg(long, value_name = "FILE", requires = "simulate")]
     sim_trace: Option<PathBuf>,
+    /// Serve the live view of the chip at PORT or IP:PORT [default when given without a
+    /// value: 127.0.0.1:8088; an IP other than loopback lets other machines in].
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "8088",
+          value_parser = view::parse_listen)]
+    view: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -156,7 +163,7 @@ struct DemoArgs {
     /// MQTT websocket port of the embedded broker (MicroDrop's UI in a browser).
     #[arg(long, default_value_t = 8083)]
     ws_port: u16,
-    /// Listen on every interface instead of loopback only.
+    /// Listen on every interface instead of loopback only (the broker and the live view).
     #[arg(long)]
     listen_all: bool,
     /// Our name on the bus.
@@ -175,6 +182,13 @@ struct DemoArgs {
     /// Write the simulated board's trace (JSON lines: packets, channels, HV, droplets) to FILE.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Serve the live view of the chip at PORT or IP:PORT (0: any free port) [default: 8088,
+    /// on loopback, or on every interface with --listen-all].
+    #[arg(long, value_name = "ADDR", value_parser = view::parse_listen, conflicts_with = "no_view")]
+    view: Option<SocketAddr>,
+    /// Do not serve the live view.
+    #[arg(long)]
+    no_view: bool,
 }
 
 /// Set up `tracing` on stderr.
@@ -272,15 +286,19 @@ async fn ports(args: PortsArgs) -> Result<()> {
 async fn run_plugin(args: RunArgs) -> Result<()> {
     let stop = shutdown_signal()?;
     let bus = bus_options(&args.bus)?;
-    let (selector, _sim) = if args.simulate {
+    let (selector, sim) = if args.simulate {
+        let device = load_device(args.sim_device.as_ref())?;
         let sim = start_simulator(
-            args.sim_device.as_ref(),
+            device,
             args.sim_timing,
             &args.sim_droplet,
             args.sim_trace.as_ref(),
         )
         .await?;
-        (Selector::Path(sim.path().display().to_string()), Some(sim))
+        (
+            Selector::Path(sim.handle.path().display().to_string()),
+            Some(sim),
+        )
     } else {
         let selector = match &args.board.port {
             Some(s) => s.parse()?,
@@ -288,12 +306,24 @@ async fn run_plugin(args: RunArgs) -> Result<()> {
         };
         (selector, None)
     };
+    let view = match args.view {
+        Some(listen) => {
+            let view = start_view(listen, &bus, sim.as_ref(), None).await?;
+            tracing::info!("live view: {}", view.url());
+            Some(view)
+        }
+        None => None,
+    };
     let supervisor = supervisor_options(&args.board, selector)?;
     let behaviour = Behaviour {
         auto_hv: !args.board.no_auto_hv,
         ..Behaviour::default()
     };
-    plugin::run(bus, supervisor, behaviour, stop).await?;
+    let outcome = plugin::run(bus, supervisor, behaviour, stop).await;
+    if let Some(view) = view {
+        view.shutdown().await;
+    }
+    outcome?;
     Ok(())
 }
 
@@ -318,13 +348,38 @@ async fn demo(args: DemoArgs) -> Result<()> {
         (None, None) => vec![DEMO_DROPLET.to_owned()],
         (None, Some(_)) => Vec::new(),
     };
-    let sim = start_simulator(
-        args.device.as_ref(),
-        Timing::Realistic,
-        &droplets,
-        args.trace.as_ref(),
-    )
-    .await?;
+    let device = load_device(args.device.as_ref())?;
+    let sim = start_simulator(device, Timing::Realistic, &droplets, args.trace.as_ref()).await?;
+    let bus_args = BusArgs {
+        broker: bus_addr.clone(),
+        name: args.name.clone(),
+        username: None,
+        password: None,
+        tls_ca: None,
+        max_packet_size: 8 * 1024 * 1024,
+    };
+    let bus = bus_options(&bus_args)?;
+    let ip = match args.listen_all {
+        true => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        false => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    // The default address is best effort (the demo goes on without a view when it is taken);
+    // an address the user gave must work.
+    let (view, view_off) = match (args.no_view, args.view) {
+        (true, _) => (None, None),
+        (false, Some(listen)) => (
+            Some(start_view(listen, &bus, Some(&sim), Some(DEMO_STREAM_MS)).await?),
+            None,
+        ),
+        (false, None) => {
+            let listen = SocketAddr::new(ip, view::DEFAULT_PORT);
+            match start_view(listen, &bus, Some(&sim), Some(DEMO_STREAM_MS)).await {
+                Ok(view) => (Some(view), None),
+                Err(e) => (None, Some(format!("{e:#}"))),
+            }
+        }
+    };
+    let sim = sim.handle;
     println!("dropbot-plugin demo");
     println!("  MQTT broker:     {bus_addr} (TCP)");
     if _broker.is_some() {
@@ -334,6 +389,12 @@ async fn demo(args: DemoArgs) -> Result<()> {
         );
     }
     println!("  simulated board: {}", sim.path().display());
+    if let Some(view) = &view {
+        println!("  live view:       {}  (open it in a browser)", view.url());
+    }
+    if let Some(why) = view_off {
+        println!("  live view:       off: {why}");
+    }
     for d in &droplets {
         println!("  a droplet sits on {d}: actuate its neighbours to move it");
     }
@@ -343,14 +404,6 @@ async fn demo(args: DemoArgs) -> Result<()> {
         args.name
     );
     println!("  Ctrl-C stops: HV off, channels off, status offline");
-    let bus_args = BusArgs {
-        broker: bus_addr,
-        name: args.name,
-        username: None,
-        password: None,
-        tls_ca: None,
-        max_packet_size: 8 * 1024 * 1024,
-    };
     let board_args = BoardArgs {
         port: None,
         command_table: Vec::new(),
@@ -371,46 +424,92 @@ async fn demo(args: DemoArgs) -> Result<()> {
             }
         }
     };
-    plugin::run(
-        bus_options(&bus_args)?,
-        supervisor,
-        Behaviour::default(),
-        stop,
-    )
-    .await?;
+    let outcome = plugin::run(bus, supervisor, Behaviour::default(), stop).await;
+    if let Some(view) = view {
+        view.shutdown().await;
+    }
     sim.shutdown().await;
+    outcome?;
     Ok(())
 }
 
 /// Where the demo's droplet starts on MicroDrop 3's default chip (a route's usual start).
 const DEMO_DROPLET: &str = "electrode030";
 
-async fn start_simulator(
-    device: Option<&PathBuf>,
-    timing: Timing,
-    droplets: &[String],
-    trace: Option<&PathBuf>,
-) -> Result<sim::SimHandle> {
-    let device = match device {
+/// The demo view asks for a capacitance reading every 100 ms, so the trace scrolls.
+const DEMO_STREAM_MS: u32 = 100;
+
+/// A simulated board in this process, and the chip it has.
+struct Simulated {
+    handle: sim::SimHandle,
+    device: serde_json::Value,
+    gap_height_mm: f64,
+}
+
+fn load_device(path: Option<&PathBuf>) -> Result<Device> {
+    match path {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            Device::from_three_object_json(&text)?
+            Ok(Device::from_three_object_json(&text)?)
         }
-        None => Device::microdrop3_default()?,
-    };
+        None => Ok(Device::microdrop3_default()?),
+    }
+}
+
+async fn start_simulator(
+    device: Device,
+    timing: Timing,
+    droplets: &[String],
+    trace: Option<&PathBuf>,
+) -> Result<Simulated> {
+    let three_object = device.to_three_object_value();
     let options = SimOptions {
         device: Some(device),
         timing,
         trace: trace.cloned(),
         ..SimOptions::default()
     };
+    let gap_height_mm = options.physics.gap_height_mm;
     let sim = sim::spawn_pty(options).await?;
     for id in droplets {
         let volume = sim.unit_volume(id.as_str())?;
         sim.add_droplet(id.as_str(), volume)?;
     }
-    Ok(sim)
+    Ok(Simulated {
+        handle: sim,
+        device: three_object,
+        gap_height_mm,
+    })
+}
+
+/// The live view, watching the plugin of `bus` with a connection of its own. With a board
+/// simulated here it shows its droplets and offers its chip to a bus without a device.
+async fn start_view(
+    listen: SocketAddr,
+    bus: &BusOptions,
+    sim: Option<&Simulated>,
+    stream_ms: Option<u32>,
+) -> Result<ViewHandle> {
+    let mut own = bus.clone();
+    own.name = format!("{}-view", bus.name);
+    own.incoming_capacity = 64;
+    let options = ViewOptions {
+        listen,
+        bus: own,
+        plugin: bus.name.clone(),
+        droplets: sim
+            .map(|s| Arc::new(SimDroplets::new(s.handle.clone(), s.gap_height_mm)) as Arc<_>),
+        stand_in_device: sim.map(|s| s.device.clone()),
+        stream_ms,
+    };
+    view::start(options).await.map_err(|e| match e {
+        e @ ViewError::Bind { .. } => anyhow::anyhow!(
+            "{e}; choose another address with --view PORT (0: any free port), or in `demo` \
+             turn the view off with --no-view"
+        ),
+        e => e.into(),
+    })
 }
 
 fn bus_options(args: &BusArgs) -> Result<BusOptions> {

@@ -18,3 +18,4 @@ pub mod device;
 pub mod plugin;
 pub mod sim;
 pub mod testkit;
+pub mod view;

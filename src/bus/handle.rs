@@ -89,6 +89,25 @@ impl BusHandle {
             .map_err(|_| self.shared.dropped(topic))
     }
 
+    /// Publishes `value` as a retained message once: unlike [`publish_json`](Self::publish_json)
+    /// with `retain`, it is not restored after a reconnection. For state another client owns
+    /// (MicroDrop's models), where restoring our old copy later would undo newer news.
+    pub fn publish_retained_once(&self, topic: &str, value: &Value) -> Result<(), BusError> {
+        let payload = encode(value, &self.shared.header, self.shared.max_payload)?;
+        check_publish_topic(topic)?;
+        let size = topic.len() + payload.len() + PUBLISH_OVERHEAD;
+        if size > self.shared.max_packet {
+            return Err(BusError::TooLarge {
+                size,
+                limit: self.shared.max_packet,
+            });
+        }
+        self.shared
+            .client
+            .try_publish(topic, QoS::AtMostOnce, true, payload)
+            .map_err(|_| self.shared.dropped(topic))
+    }
+
     /// Clears a retained value we published (an empty retained payload).
     pub fn clear_retained(&self, topic: &str) -> Result<(), BusError> {
         self.publish_bytes(topic, Vec::new(), true)

@@ -30,6 +30,6 @@ pub use discovery::{
 pub use dropbot::{BoardInfo, DropBot};
 pub use error::{BoardError, LinkError};
 pub use event::BoardEvent;
-pub use link::{Link, LinkOptions, LinkStats, Reply};
+pub use link::{EventSink, Link, LinkOptions, LinkStats, Reply, ResyncProbe};
 pub use supervisor::{BoardStatus, BoardSupervisor, SupervisorHandle, SupervisorOptions};
 pub use transport::CloseReason;

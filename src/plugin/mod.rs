@@ -31,4 +31,10 @@ pub enum PluginError {
     /// The board could not be put in the safe state on the way out.
     #[error("board: {0}")]
     Board(#[from] crate::board::BoardError),
+    /// The actuation engine could not start.
+    #[error("actuation: {0}")]
+    Actuation(#[from] crate::actuation::ActuationError),
+    /// The board supervisor ended on its own (it should only end at shutdown).
+    #[error("the board supervisor stopped unexpectedly")]
+    SupervisorGone,
 }

@@ -1,0 +1,169 @@
+//! The DropBot behind the engine's board trait. The typed API is async (the link's reader is a
+//! tokio task); the engine's thread drives each call to completion with the runtime's
+//! `Handle::block_on`, so the frame is written from the engine's thread itself, at its
+//! deadline, with no hop through another task.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use tokio::runtime::Handle;
+
+use super::board::{BoardSummary, DmfBoard, KeepAlive, Reading, Stamp};
+use crate::board::{BoardError, CallTiming, DropBot, EventSink, LinkError};
+use firmware_protocol::State;
+
+/// A board clock that jumped back by more than this means the board restarted.
+const RESET_TOLERANCE_US: u64 = 500_000;
+
+/// A [`DropBot`] driven by blocking calls.
+pub struct DropBotBoard {
+    bot: DropBot,
+    rt: Handle,
+    event_mask: u32,
+}
+
+impl DropBotBoard {
+    /// Drive `bot` from the engine's thread; `rt` runs its link; `event_mask` says which
+    /// gated events the board should send (set when the engine takes it).
+    pub fn new(bot: DropBot, rt: Handle, event_mask: u32) -> Self {
+        DropBotBoard {
+            bot,
+            rt,
+            event_mask,
+        }
+    }
+
+    /// Drive one call of the async API to completion on this thread. A runtime that is
+    /// shutting down (the process is ending) makes tokio panic inside; that is a link that
+    /// is gone, not a reason for this thread to die.
+    fn block<T>(&self, call: impl Future<Output = Result<T, BoardError>>) -> Result<T, BoardError> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.block_on(call)))
+            .unwrap_or(Err(BoardError::Link(LinkError::Closed)))
+    }
+
+    fn stamp(&self, t: CallTiming) -> Stamp {
+        Stamp {
+            written: t.written,
+            confirmed: t.received,
+            board_us: self.bot.board_time_at(t.written),
+        }
+    }
+
+    fn state(&mut self, update: State) -> Result<Stamp, BoardError> {
+        let t = self.block(self.bot.update_state(&update))?;
+        Ok(self.stamp(t))
+    }
+}
+
+impl DmfBoard for DropBotBoard {
+    fn summary(&self) -> BoardSummary {
+        let info = self.bot.info();
+        BoardSummary {
+            channel_count: info.channel_count,
+            identity: info.identity.clone(),
+        }
+    }
+
+    fn prepare(&mut self) -> Result<(), BoardError> {
+        self.block(self.bot.set_event_mask(self.event_mask))
+            .map(|_| ())
+    }
+
+    fn set_channels(&mut self, channels: &BTreeSet<u16>) -> Result<Stamp, BoardError> {
+        let t = self.block(self.bot.set_channels(channels))?;
+        Ok(self.stamp(t))
+    }
+
+    fn set_waveform(
+        &mut self,
+        voltage: Option<f32>,
+        frequency: Option<f32>,
+    ) -> Result<Stamp, BoardError> {
+        self.state(State {
+            voltage,
+            frequency,
+            ..State::default()
+        })
+    }
+
+    fn set_hv(&mut self, on: bool) -> Result<Stamp, BoardError> {
+        self.state(State {
+            hv_output_enabled: Some(on),
+            ..State::default()
+        })
+    }
+
+    fn halt(&mut self) -> Result<(), BoardError> {
+        self.block(self.bot.halt())
+    }
+
+    fn keepalive(&mut self) -> Result<KeepAlive, BoardError> {
+        let expected = self.bot.board_time_now();
+        let now = self.block(self.bot.sync_time())?;
+        let board_reset = expected.is_some_and(|e| now + RESET_TOLERANCE_US < e);
+        Ok(KeepAlive { board_reset })
+    }
+
+    fn disabled_channels(&mut self) -> Result<BTreeSet<u16>, BoardError> {
+        self.block(self.bot.disabled_channels())
+    }
+
+    fn set_disabled_channels(&mut self, channels: &BTreeSet<u16>) -> Result<(), BoardError> {
+        self.block(self.bot.set_disabled_channels(channels))
+    }
+
+    fn detect_shorts(&mut self, delay_ms: u8) -> Result<Vec<u16>, BoardError> {
+        self.block(self.bot.detect_shorts(delay_ms))
+    }
+
+    fn channel_capacitances(&mut self, channels: &[u16]) -> Result<Vec<f32>, BoardError> {
+        self.block(self.bot.channel_capacitances(channels))
+    }
+
+    fn capacitance(&mut self) -> Result<Reading, BoardError> {
+        let sent = Instant::now();
+        let farads = self.block(self.bot.capacitance(0))?;
+        let confirmed = Instant::now();
+        Ok(Reading {
+            farads: f64::from(farads),
+            stamp: Stamp {
+                written: sent,
+                confirmed,
+                board_us: self.bot.board_time_at(sent),
+            },
+        })
+    }
+
+    fn measured_voltage(&mut self) -> Result<f32, BoardError> {
+        self.block(self.bot.measured_voltage())
+    }
+
+    fn set_capacitance_stream(&mut self, interval_ms: u32) -> Result<(), BoardError> {
+        self.state(State {
+            capacitance_update_interval_ms: Some(interval_ms),
+            ..State::default()
+        })
+        .map(|_| ())
+    }
+
+    fn set_capacitance_target(&mut self, farads: f32) -> Result<bool, BoardError> {
+        // One sample at or above the target is enough: the engine reacts to the first.
+        let target_count = (farads > 0.0).then_some(1.0);
+        self.state(State {
+            target_capacitance: Some(farads),
+            target_count,
+            ..State::default()
+        })
+        .map(|_| true)
+    }
+
+    fn board_time(&self, at: Instant) -> Option<u64> {
+        self.bot.board_time_at(at)
+    }
+
+    fn set_event_sink(&mut self, sink: Option<EventSink>) {
+        self.bot.link().set_event_sink(sink);
+    }
+}

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
@@ -16,12 +16,17 @@ use firmware_protocol::State;
 
 /// A board clock that jumped back by more than this means the board restarted.
 const RESET_TOLERANCE_US: u64 = 500_000;
+/// The watchdog timeout the firmware sets itself at boot, ms (dropbot.py `dropbot.ino`
+/// `setup()`: `watchdog_enable(0, 10000)`, a 1 kHz clock).
+const FIRMWARE_WATCHDOG_MS: u32 = 10_000;
 
 /// A [`DropBot`] driven by blocking calls.
 pub struct DropBotBoard {
     bot: DropBot,
     rt: Handle,
     event_mask: u32,
+    /// The MCU watchdog is ours to refresh (its automatic refresh is off).
+    failsafe: bool,
 }
 
 impl DropBotBoard {
@@ -32,6 +37,7 @@ impl DropBotBoard {
             bot,
             rt,
             event_mask,
+            failsafe: false,
         }
     }
 
@@ -99,7 +105,40 @@ impl DmfBoard for DropBotBoard {
         self.block(self.bot.halt())
     }
 
+    /// The firmware's MCU watchdog resets the board unless refreshed in time; its own main
+    /// loop refreshes it (dropbot.py `dropbot.ino` `loop()`, while `watchdog_refresh_`).
+    /// With that automatic refresh off, only this host refreshes it: if the host dies or
+    /// hangs, the board restarts, and a restarted board has HV and every channel off.
+    fn arm_failsafe(&mut self, timeout: Duration) -> Result<bool, BoardError> {
+        let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        match self.block(self.bot.watchdog_enable(0, ms)) {
+            Ok(()) => {}
+            Err(BoardError::NoTable(_) | BoardError::Unsupported { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.block(self.bot.watchdog_auto_refresh(false))?;
+        self.failsafe = true;
+        Ok(true)
+    }
+
+    /// Back to the firmware's own behaviour: its loop refreshes the watchdog, with the
+    /// timeout (or the disabled watchdog) it sets at boot.
+    fn disarm_failsafe(&mut self) -> Result<(), BoardError> {
+        if !std::mem::take(&mut self.failsafe) {
+            return Ok(());
+        }
+        if self.bot.info().config.watchdog_enabled() {
+            self.block(self.bot.watchdog_enable(0, FIRMWARE_WATCHDOG_MS))?;
+            self.block(self.bot.watchdog_auto_refresh(true)).map(|_| ())
+        } else {
+            self.block(self.bot.watchdog_disable())
+        }
+    }
+
     fn keepalive(&mut self) -> Result<KeepAlive, BoardError> {
+        if self.failsafe {
+            self.block(self.bot.watchdog_refresh())?;
+        }
         let expected = self.bot.board_time_now();
         let now = self.block(self.bot.sync_time())?;
         let board_reset = expected.is_some_and(|e| now + RESET_TOLERANCE_US < e);
@@ -137,7 +176,7 @@ impl DmfBoard for DropBotBoard {
     }
 
     fn measured_voltage(&mut self) -> Result<f32, BoardError> {
-        self.block(self.bot.measured_voltage())
+        self.block(self.bot.high_voltage())
     }
 
     fn set_capacitance_stream(&mut self, interval_ms: u32) -> Result<(), BoardError> {

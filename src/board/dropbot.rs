@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firmware_protocol::commands::{
-    HardwareVersion, Microseconds, NumberOfChannels, SerializeConfig, SerializeState,
+    EchoArray, HardwareVersion, Microseconds, NumberOfChannels, SerializeConfig, SerializeState,
     SoftwareVersion, Uuid,
 };
 use firmware_protocol::{
@@ -210,6 +210,7 @@ impl DropBot {
             _ => return Err(BoardError::WrongFirmware { identity }),
         };
         let table = tables.for_version(&version)?.clone();
+        set_resync_probe(&link, &table);
         let caller = Caller { link, table };
         let t = options.request_timeout;
         let software_version = caller.call(&SoftwareVersion {}, Kind::Read, t).await?;
@@ -342,6 +343,23 @@ impl DropBot {
     ) -> Result<C::Reply, BoardError> {
         self.caller.call(command, kind, timeout).await
     }
+}
+
+/// After a request was given up, the link gets back in step with `echo_array([nonce])`
+/// (base-node-rpc `BaseNode.h`): the firmware answers in order and never echoes ids, so every
+/// reply before the nonce's is a late one.
+fn set_resync_probe(link: &Link, table: &CommandTable) {
+    if !table.has(EchoArray::NAME) {
+        tracing::debug!("no echo_array in this command table: late replies are counted off");
+        return;
+    }
+    let table = table.clone();
+    link.set_resync_probe(std::sync::Arc::new(move |nonce: u32| {
+        let payload = EchoArray { array: vec![nonce] }
+            .encode(&table)
+            .unwrap_or_default();
+        (payload, nonce.to_le_bytes().to_vec())
+    }));
 }
 
 /// Open a serial port as this layer does: exclusive, 115200 baud, DTR asserted.

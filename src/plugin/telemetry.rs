@@ -54,6 +54,10 @@ fn on_board_event(ctx: &Ctx, e: BoardEvent) {
             signal(ctx, "shorts-detected", json!({"channels": values}))
         }
         Event::DropsDetected { drops, .. } => signal(ctx, "drops-detected", json!(drops)),
+        Event::CapacitanceSaturated { error, .. } => {
+            // The fork's report of a saturation it did not halt for.
+            signal(ctx, "capacitance-saturated", json!({"error": error}))
+        }
         // Halts come as their own notice; channel updates are the engine's business.
         Event::Halted { .. } | Event::ChannelsUpdated { .. } | Event::CapacitanceUpdated { .. } => {
         }

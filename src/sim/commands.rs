@@ -30,10 +30,10 @@ impl Firmware {
             Request::NumberOfChannels(_) => count.encode_reply(),
             Request::StateOfChannels(_) => self.packed(self.actuated.iter().copied()),
             Request::SetStateOfChannels(c) => {
-                if c.states.len() != usize::from(count / 8) {
+                if c.channel_states.len() != usize::from(count / 8) {
                     return false.encode_reply();
                 }
-                self.actuated = unpack(&c.states);
+                self.actuated = unpack(&c.channel_states);
                 self.apply_channels(now);
                 let cost = self.opts.timing.channel_update;
                 self.busy += cost;
@@ -48,19 +48,18 @@ impl Firmware {
             }
             Request::DisabledChannelsMask(_) => self.packed(self.disabled.iter().copied()),
             Request::SetDisabledChannelsMask(c) => {
-                if c.mask.len() != usize::from(count / 8) {
-                    return false.encode_reply();
+                if c.disabled_channels_mask.len() == usize::from(count / 8) {
+                    self.disabled = unpack(&c.disabled_channels_mask);
+                    self.apply_channels(now);
                 }
-                self.disabled = unpack(&c.mask);
-                self.apply_channels(now);
-                true.encode_reply()
+                ().encode_reply()
             }
             Request::TurnOffAllChannels(_) => {
                 self.actuated.clear();
                 self.apply_channels(now);
                 ().encode_reply()
             }
-            Request::MeasureVoltage(_) => (self.physics.hv().measured(now) as f32).encode_reply(),
+            Request::HighVoltage(_) => (self.physics.hv().measured(now) as f32).encode_reply(),
             Request::MinWaveformVoltage(_) => MIN_WAVEFORM_V.encode_reply(),
             Request::Capacitance(c) => {
                 let n = self.samples(u32::from(c.n_samples));
@@ -68,15 +67,15 @@ impl Firmware {
                 (self.read_capacitance(now, n) as f32).encode_reply()
             }
             Request::ChannelCapacitances(c) => {
-                let n = self.samples(u32::from(c.n_samples));
+                let n = self.samples(0);
                 let per = self.opts.timing.per_channel_capacitance;
                 self.busy += per * u32::try_from(c.channels.len()).unwrap_or(u32::MAX);
                 let values: Vec<f32> = c
                     .channels
                     .iter()
                     .map(|&ch| {
-                        if ch < count {
-                            self.physics.sample_channel(ch, n) as f32
+                        if u16::from(ch) < count {
+                            self.physics.sample_channel(u16::from(ch), n) as f32
                         } else {
                             0.0
                         }
@@ -99,42 +98,32 @@ impl Firmware {
                 ().encode_reply()
             }
             Request::OutputCurrent(_) => (self.output_current(now) as f32).encode_reply(),
-            Request::InputCurrent(_) => {
-                // Logic supply plus the HV converter's input at 12 V and 85 % efficiency.
-                let hv = self.physics.hv();
-                let base = if hv.is_on() { 0.1 } else { 0.08 };
-                let converted = self.output_current(now) * hv.measured(now) / 12.0 / 0.85;
-                ((base + converted) as f32).encode_reply()
-            }
-            Request::Temperature(_) => {
+            Request::InputCurrent(_) => (self.input_current(now) as f32).encode_reply(),
+            Request::MeasureTemperature(_) => {
                 let t = 36.0 + 0.1 * self.physics.gaussian();
                 (t as f32).encode_reply()
             }
-            Request::WatchdogEnable(_) => {
+            Request::WatchdogEnable(c) => {
+                if c.prescaler > 15 {
+                    return (-1i8).encode_reply();
+                }
                 self.mcu_watchdog = true;
-                ().encode_reply()
+                0i8.encode_reply()
             }
             Request::WatchdogDisable(_) => {
                 self.mcu_watchdog = false;
                 ().encode_reply()
             }
-            Request::WatchdogReset(_) => ().encode_reply(),
-            Request::SetHostWatchdog(c) => {
-                self.host_watchdog =
-                    (c.timeout_ms > 0).then(|| Duration::from_millis(u64::from(c.timeout_ms)));
-                self.note(
-                    now,
-                    format!("host watchdog set to {} ms (0 = off)", c.timeout_ms),
-                );
-                true.encode_reply()
-            }
+            Request::WatchdogRefresh(_) => ().encode_reply(),
             // Handled before execution: the firmware restarts without replying.
             Request::Reboot(_) => Vec::new(),
             Request::SerializeState(_) => self.state.encode_to_vec().encode_reply(),
-            Request::UpdateState(c) => self.update_state(&c.state, now).encode_reply(),
+            Request::UpdateState(c) => {
+                u8::from(self.update_state(&c.serialized, now)).encode_reply()
+            }
             Request::SerializeConfig(_) => self.config.encode_to_vec().encode_reply(),
             Request::UpdateConfig(c) => {
-                let accepted = match Config::from_bytes(&c.config) {
+                let accepted = match Config::from_bytes(&c.serialized) {
                     Ok(update) => match update.validate_update(&self.config) {
                         Ok(()) => {
                             self.config.apply(&update);
@@ -150,12 +139,31 @@ impl Firmware {
                         false
                     }
                 };
-                accepted.encode_reply()
+                u8::from(accepted).encode_reply()
             }
             Request::SaveConfig(_) => {
                 self.eeprom = self.config.clone();
                 ().encode_reply()
             }
+            // Commands of the firmware's set not modelled further yet: plain answers.
+            Request::BaseNodeSoftwareVersion(_) => String::new().encode_reply(),
+            Request::PackageName(_) => "dropbot".to_owned().encode_reply(),
+            Request::DisplayName(_) => "DropBot".to_owned().encode_reply(),
+            Request::Manufacturer(_) => "Sci-Bots Inc.".to_owned().encode_reply(),
+            Request::Url(_) => String::new().encode_reply(),
+            Request::Milliseconds(_) => self.board_ms(now).encode_reply(),
+            // Pin 22 is the chip interlock, low while a chip is in; other pins read low.
+            Request::DigitalRead(c) => {
+                u8::from(c.pin == 22 && !self.physics.hv().chip()).encode_reply()
+            }
+            Request::EchoArray(c) => c.array.encode_reply(),
+            Request::StrEcho(c) => c.msg.encode_reply(),
+            Request::OutputCurrentRms(_) => (self.output_current(now) as f32).encode_reply(),
+            Request::InputCurrentRms(_) => (self.input_current(now) as f32).encode_reply(),
+            Request::WatchdogAutoRefresh(_) => false.encode_reply(),
+            Request::InitializeSwitchingBoards(_) => count.encode_reply(),
+            Request::SyncTime(_) => self.board_ms(now).encode_reply(),
+            Request::WallTime(_) => (now.saturating_sub(self.boot_at).as_secs_f64()).encode_reply(),
         }
     }
 
@@ -170,6 +178,19 @@ impl Firmware {
         } else {
             n
         }
+    }
+
+    /// Board milliseconds (a 32-bit counter from boot).
+    fn board_ms(&self, now: Duration) -> u32 {
+        // Truncation is the point: the counter wraps like the firmware's.
+        now.saturating_sub(self.boot_at).as_millis() as u32
+    }
+
+    /// Logic supply plus the HV converter's input at 12 V and 85 % efficiency.
+    fn input_current(&self, now: Duration) -> f64 {
+        let hv = self.physics.hv();
+        let base = if hv.is_on() { 0.1 } else { 0.08 };
+        base + self.output_current(now) * hv.measured(now) / 12.0 / 0.85
     }
 
     pub(super) fn output_current(&self, now: Duration) -> f64 {

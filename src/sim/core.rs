@@ -37,7 +37,7 @@ impl SimCore {
             fw,
             clock,
             timing,
-            decoder: Decoder::new(),
+            decoder: Decoder::board(),
             faults,
             outbox: VecDeque::new(),
         };

@@ -82,8 +82,14 @@ impl Firmware {
     pub(super) fn check_chip_load(&mut self, now: Duration, out: &mut Vec<Packet>) {
         let margin = f64::from(self.state.chip_load_range_margin());
         if self.state.halt_on_chip_load_saturated() && self.physics.chip_load_saturated(margin) {
-            let capacitance = Some(self.physics.load_capacitance());
-            self.halt(now, HaltReason::ChipLoadSaturated { capacitance }, out);
+            // The firmware reports the ADC reading and the margin in counts of its 16-bit
+            // differential range; the simulator models no ADC, so only the margin is given.
+            let margin = Some((margin * f64::from(i16::MAX)) as i32);
+            let error = HaltReason::ChipLoadSaturated {
+                chip_load: None,
+                margin,
+            };
+            self.halt(now, error, out);
         }
     }
 
@@ -95,8 +101,7 @@ impl Firmware {
         let limit = f64::from(self.state.output_current_limit());
         if current > limit {
             let error = HaltReason::OutputCurrentExceeded {
-                current: Some(current),
-                limit: Some(limit),
+                output_current: Some(current),
             };
             self.halt(now, error, out);
             return;
@@ -120,7 +125,7 @@ impl Firmware {
         for d in self.physics.droplets() {
             let pads = [Some(d.electrode.as_str()), d.to.as_deref()];
             let mut channels = Vec::new();
-            let mut capacitance = 0.0;
+            let mut capacitances = Vec::new();
             for index in pads
                 .into_iter()
                 .flatten()
@@ -128,13 +133,14 @@ impl Firmware {
             {
                 let c = coverage.get(index).copied().unwrap_or(0.0) * liquid;
                 if c >= DROP_THRESHOLD_F {
-                    capacitance += c;
-                    channels.extend(layout.electrode(index).map_or(&[][..], |e| &e.channels));
+                    let pad = layout.electrode(index).map_or(&[][..], |e| &e.channels);
+                    channels.extend(pad);
+                    capacitances.extend(pad.iter().map(|_| c));
                 }
             }
             if !channels.is_empty() {
                 drops.channels.push(channels);
-                drops.capacitances.push(capacitance);
+                drops.capacitances.push(capacitances);
             }
         }
         let end = start;

@@ -6,6 +6,8 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -24,6 +26,8 @@ const FIRMWARE_WATCHDOG_MS: u32 = 10_000;
 pub struct DropBotBoard {
     bot: DropBot,
     rt: Handle,
+    /// False once the runtime drops its tasks (it is shutting down): no more calls.
+    runtime_alive: Arc<AtomicBool>,
     event_mask: u32,
     /// The MCU watchdog is ours to refresh (its automatic refresh is off).
     failsafe: bool,
@@ -33,9 +37,17 @@ impl DropBotBoard {
     /// Drive `bot` from the engine's thread; `rt` runs its link; `event_mask` says which
     /// gated events the board should send (set when the engine takes it).
     pub fn new(bot: DropBot, rt: Handle, event_mask: u32) -> Self {
+        let runtime_alive = Arc::new(AtomicBool::new(true));
+        let guard = Lifeline(runtime_alive.clone());
+        // A task that never ends: the runtime drops it when it shuts down.
+        rt.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
         DropBotBoard {
             bot,
             rt,
+            runtime_alive,
             event_mask,
             failsafe: false,
         }
@@ -45,6 +57,9 @@ impl DropBotBoard {
     /// shutting down (the process is ending) makes tokio panic inside; that is a link that
     /// is gone, not a reason for this thread to die.
     fn block<T>(&self, call: impl Future<Output = Result<T, BoardError>>) -> Result<T, BoardError> {
+        if !self.runtime_alive.load(Ordering::Acquire) {
+            return Err(BoardError::Link(LinkError::Closed));
+        }
         std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.block_on(call)))
             .unwrap_or(Err(BoardError::Link(LinkError::Closed)))
     }
@@ -60,6 +75,15 @@ impl DropBotBoard {
     fn state(&mut self, update: State) -> Result<Stamp, BoardError> {
         let t = self.block(self.bot.update_state(&update))?;
         Ok(self.stamp(t))
+    }
+}
+
+/// Clears the flag when dropped.
+struct Lifeline(Arc<AtomicBool>);
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -407,6 +407,11 @@ impl Engine {
         if self.board.is_none() || now < self.next_keepalive {
             return false;
         }
+        let keeping_time = self.run.as_ref().is_some_and(|r| r.paused_at.is_none());
+        if keeping_time && !std::mem::take(&mut self.slot_after_phase) {
+            // Like requests: right after a phase starts, never in the way of one.
+            return false;
+        }
         self.next_keepalive = now + self.options.keepalive;
         let Ok(attached) = self.board() else {
             return false;

@@ -23,6 +23,15 @@ impl Engine {
     /// Take the request that arrived first (ordered or level) and carry it out; true if
     /// there was one.
     pub(super) fn next_request(&mut self) -> bool {
+        let sequence = self.run.as_ref().is_some_and(|r| r.program.needs_hv);
+        if sequence && lock(&self.inbox.level).pending.is_some() {
+            // Refused now (no board call), not applied when the sequence ends: a click made
+            // during a sequence must not switch electrodes on minutes later. (A protocol
+            // step's hold still lets the newest frame through at its end.)
+            self.fail_level(ActuationError::Busy(
+                "a sequence is running (stop it to set electrodes by hand)".into(),
+            ));
+        }
         let keeping_time = self.run.as_ref().is_some_and(|r| r.paused_at.is_none());
         if keeping_time && !std::mem::take(&mut self.slot_after_phase) {
             // A sequence is keeping time: requests wait for the moment right after a phase

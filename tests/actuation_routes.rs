@@ -200,6 +200,15 @@ fn invalid_routes_are_refused_naming_the_route_and_the_step() {
     let e = compile(&[long], &d, &BTreeSet::new(), &BOUNDS).unwrap_err();
     assert!(matches!(e, RouteError::TooLarge { .. }), "{e}");
     assert!(e.allowed().contains("10000"), "{}", e.allowed());
+    // Too many electrode visits in all: eleven loops of 9,998 steps each (⌊999.6 / 0.2⌋ + 1
+    // walks of 2 steps).
+    let busy = Route {
+        repeat_duration: Duration::from_micros(999_600_000),
+        ..route("e00", &[Up, Down], 100)
+    };
+    assert!(compile(&[busy.clone()], &d, &BTreeSet::new(), &BOUNDS).is_ok());
+    let e = compile(&vec![busy; 11], &d, &BTreeSet::new(), &BOUNDS).unwrap_err();
+    assert!(e.to_string().contains("100000 electrodes"), "{e}");
     // A device channel the board does not have.
     let small = Bounds {
         channel_count: 16,

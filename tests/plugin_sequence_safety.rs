@@ -318,3 +318,26 @@ async fn a_broker_lost_mid_sequence_makes_the_board_safe_and_keeps_it_halted() {
     assert!(again.is_success(), "{again:?}");
     assert_eq!(h.sim.snapshot().actuated, vec![1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_lost_mid_sequence_fails_the_run_and_the_next_board_stays_off() {
+    let h = harness(Behaviour::default()).await;
+    let run = spawn_trigger(&h, "run-sequence", phases(3, 20_000)).await;
+    until(&h, "the sequence on", |s| s.actuated == vec![1]).await;
+    h.sim.unplug().await;
+    let reply = run.await.unwrap().unwrap();
+    assert_eq!(reply.status, "failed", "{reply:?}");
+    assert_eq!(reply.response["outcome"], "failed");
+    assert!(reply.response["error"].is_string(), "{reply:?}");
+    assert_eq!(reasons(&reply.response), vec!["failed"]);
+    h.sim.replug().await.unwrap();
+    h.wait_board("connected").await.unwrap();
+    h.state_where("sequence", |v| v["state"] == "idle")
+        .await
+        .unwrap();
+    // The sequence does not go on on the new board.
+    let snap = h.sim.snapshot();
+    assert!(!snap.hv_enabled && snap.actuated.is_empty(), "{snap:?}");
+    let frames = channel_frames(&h.sim.trace());
+    assert!(!frames.contains(&vec![2]), "{frames:?}");
+}

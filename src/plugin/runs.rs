@@ -117,7 +117,7 @@ fn run(ctx: &Arc<Ctx>, program: Program, extra: Option<(&'static str, Value)>) -
 fn failure(report: &SequenceReport, of: usize) -> String {
     let at = match report.phases.len() {
         0 => "before its first phase".to_owned(),
-        n => format!("in phase {} of {of}", n - 1),
+        n => format!("in phase #{} (of {of})", n - 1),
     };
     let why = report.error.as_deref().unwrap_or("no detail");
     match report.outcome {

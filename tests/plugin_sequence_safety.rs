@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use dropbot_plugin::plugin::Behaviour;
-use dropbot_plugin::sim::{SimSnapshot, TraceEntry, TraceRecord};
+use dropbot_plugin::sim::{SimOptions, SimSnapshot, Timing, TraceEntry, TraceRecord};
 use dropbot_plugin::testkit::{
     PluginHarness, PluginOptions, Reply, TestClient, TestError, ACTIVE_ELECTRODES_TOPIC,
 };
@@ -340,4 +340,52 @@ async fn a_board_lost_mid_sequence_fails_the_run_and_the_next_board_stays_off() 
     assert!(!snap.hv_enabled && snap.actuated.is_empty(), "{snap:?}");
     let frames = channel_frames(&h.sim.trace());
     assert!(!frames.contains(&vec![2]), "{frames:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_is_refused_at_once_and_a_stop_cancels_a_queued_one() {
+    let mut h = harness(Behaviour::default()).await;
+    let first = spawn_trigger(&h, "run-sequence", phases(1, 20_000)).await;
+    until(&h, "the sequence on", |s| s.actuated == vec![1]).await;
+    let second = h.trigger("run-sequence", phases(2, 50)).await.unwrap();
+    assert_eq!(second.status, "failed", "{second:?}");
+    assert!(second.response.as_str().unwrap_or_default().contains("sequence is running"));
+    assert!(!first.is_finished());
+    assert!(h.trigger("stop", json!({})).await.unwrap().is_success());
+    assert_eq!(first.await.unwrap().unwrap().response["outcome"], "stopped");
+
+    // A run queued behind a scan (about 0.7 s on a realistic board), then a stop: the stop
+    // covers it, and it never starts.
+    let mut h = PluginHarness::start(PluginOptions {
+        sim: SimOptions {
+            timing: Timing::Realistic,
+            ..SimOptions::default()
+        },
+        ..PluginOptions::default()
+    })
+    .await
+    .expect("harness starts");
+    h.client.set_timeout(Duration::from_secs(30));
+    let replies = "microdrop/dropbot/notify/test-client/+";
+    h.client.subscribe(replies).await.unwrap();
+    for (topic, value) in [
+        ("scan-capacitances", json!({})),
+        ("run-sequence", phases(1, 50)),
+        ("stop", json!({})),
+    ] {
+        let topic = format!("microdrop/trigger/dropbot/{topic}");
+        h.client.publish(&topic, &value, false).await.unwrap();
+    }
+    let mut run = None;
+    while run.is_none() {
+        let m = h.client.next_message(replies).await.unwrap();
+        if m.topic.ends_with("/run-sequence") {
+            run = Some(m.value().unwrap());
+        }
+    }
+    let run = run.unwrap();
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(run["response"].as_str().unwrap_or_default().contains("stop"), "{run}");
+    let frames = channel_frames(&h.sim.trace());
+    assert!(!frames.contains(&vec![1]), "{frames:?}");
 }

@@ -349,7 +349,11 @@ async fn a_second_run_is_refused_at_once_and_a_stop_cancels_a_queued_one() {
     until(&h, "the sequence on", |s| s.actuated == vec![1]).await;
     let second = h.trigger("run-sequence", phases(2, 50)).await.unwrap();
     assert_eq!(second.status, "failed", "{second:?}");
-    assert!(second.response.as_str().unwrap_or_default().contains("sequence is running"));
+    assert!(second
+        .response
+        .as_str()
+        .unwrap_or_default()
+        .contains("sequence is running"));
     assert!(!first.is_finished());
     assert!(h.trigger("stop", json!({})).await.unwrap().is_success());
     assert_eq!(first.await.unwrap().unwrap().response["outcome"], "stopped");
@@ -385,7 +389,13 @@ async fn a_second_run_is_refused_at_once_and_a_stop_cancels_a_queued_one() {
     }
     let run = run.unwrap();
     assert_eq!(run["status"], "failed", "{run}");
-    assert!(run["response"].as_str().unwrap_or_default().contains("stop"), "{run}");
+    assert!(
+        run["response"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stop"),
+        "{run}"
+    );
     let frames = channel_frames(&h.sim.trace());
     assert!(!frames.contains(&vec![1]), "{frames:?}");
 }

@@ -206,7 +206,7 @@ fn invalid_routes_are_refused_naming_the_route_and_the_step() {
         repeat_duration: Duration::from_micros(999_600_000),
         ..route("e00", &[Up, Down], 100)
     };
-    assert!(compile(&[busy.clone()], &d, &BTreeSet::new(), &BOUNDS).is_ok());
+    assert!(compile(std::slice::from_ref(&busy), &d, &BTreeSet::new(), &BOUNDS).is_ok());
     let e = compile(&vec![busy; 11], &d, &BTreeSet::new(), &BOUNDS).unwrap_err();
     assert!(e.to_string().contains("100000 electrodes"), "{e}");
     // A device channel the board does not have.

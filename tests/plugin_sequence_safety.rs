@@ -344,7 +344,7 @@ async fn a_board_lost_mid_sequence_fails_the_run_and_the_next_board_stays_off() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_is_refused_at_once_and_a_stop_cancels_a_queued_one() {
-    let mut h = harness(Behaviour::default()).await;
+    let h = harness(Behaviour::default()).await;
     let first = spawn_trigger(&h, "run-sequence", phases(1, 20_000)).await;
     until(&h, "the sequence on", |s| s.actuated == vec![1]).await;
     let second = h.trigger("run-sequence", phases(2, 50)).await.unwrap();
@@ -357,6 +357,8 @@ async fn a_second_run_is_refused_at_once_and_a_stop_cancels_a_queued_one() {
     assert!(!first.is_finished());
     assert!(h.trigger("stop", json!({})).await.unwrap().is_success());
     assert_eq!(first.await.unwrap().unwrap().response["outcome"], "stopped");
+
+    drop(h);
 
     // A run queued behind a scan (about 0.7 s on a realistic board), then a stop: the stop
     // covers it, and it never starts.

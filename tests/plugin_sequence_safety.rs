@@ -110,16 +110,17 @@ async fn stop_mid_sequence_turns_its_electrodes_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_the_phase_and_resume_shifts_the_schedule() {
     let h = harness(Behaviour::default()).await;
-    let run = spawn_trigger(&h, "run-sequence", phases(2, 300)).await;
+    let run = spawn_trigger(&h, "run-sequence", phases(2, 1000)).await;
     until(&h, "the first phase on", |s| s.actuated == vec![1]).await;
     let pause = h.trigger("pause", json!({})).await.unwrap();
     assert!(pause.is_success(), "{pause:?}");
     assert_eq!(pause.response["sequence"]["state"], "paused");
+    assert_eq!(pause.response["sequence"]["phase"], 0);
     h.state_where("sequence", |v| v["state"] == "paused")
         .await
         .unwrap();
     // Held well past the end of the whole sequence: the phase stays on.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(h.sim.snapshot().actuated, vec![1]);
     let resume = h.trigger("resume", json!({})).await.unwrap();
     assert!(resume.is_success(), "{resume:?}");
@@ -130,7 +131,7 @@ async fn pause_holds_the_phase_and_resume_shifts_the_schedule() {
         .as_f64()
         .unwrap();
     assert!(
-        second >= 1100.0,
+        second >= 2200.0,
         "the pause did not move the schedule: {second}"
     );
     assert_eq!(h.sim.snapshot().actuated, vec![2]);
@@ -233,7 +234,7 @@ async fn clicks_never_slip_into_a_sequence_and_a_flood_after_it_ends_at_the_newe
     let mut h = harness(Behaviour::default()).await;
     let errors = h.topic("error", "active-electrodes");
     h.client.subscribe(&errors).await.unwrap();
-    let run = spawn_trigger(&h, "run-sequence", phases(1, 1500)).await;
+    let run = spawn_trigger(&h, "run-sequence", phases(1, 3000)).await;
     until(&h, "the sequence on", |s| s.actuated == vec![1]).await;
     for id in ["electrode091", "electrode084", "electrode083"] {
         let payload = serde_json::to_vec(&[id]).unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::board::DmfBoard;
-use super::inbox::{lock, Control, Inbox, LevelOutcome, Response};
+use super::inbox::{lock, Control, Inbox, LevelOutcome, Ordered, Response};
 use super::outputs::{Notice, Outputs};
 use super::picture::{Halt, Picture, SequenceState};
 use super::policy::Policy;
@@ -159,7 +159,10 @@ impl Engine {
                 let result = self.all_off();
                 let _ = reply.send(result.map(Response::Picture));
             }
-            Control::Stop(reply) => {
+            Control::Stop { seq, reply } => {
+                // A stop covers the sequences asked before it, not only the running one.
+                let stop = ActuationError::Superseded("stop".into());
+                self.cancel_queued(seq, &stop, |o| matches!(o, Ordered::Run(_)));
                 let result = match self.run.is_some() {
                     true => {
                         self.end_run(super::program::EndReason::Stopped, None);
@@ -273,23 +276,33 @@ impl Engine {
     /// Cancel what an "off" overtakes: energising requests that arrived before `seq` (and,
     /// for all-off, the pending electrodes).
     fn cancel_older(&mut self, seq: u64, electrodes_too: bool, by: &str) {
-        let cancelled: Vec<_> = {
-            let mut queue = lock(&self.inbox.ordered);
-            let (old, keep): (Vec<_>, Vec<_>) = queue
-                .drain(..)
-                .partition(|(s, o, _)| *s < seq && o.energises());
-            queue.extend(keep);
-            old
-        };
-        for (_, _, reply) in cancelled {
-            let _ = reply.send(Err(ActuationError::Superseded(by.to_owned())));
-        }
+        let superseded = ActuationError::Superseded(by.to_owned());
+        self.cancel_queued(seq, &superseded, Ordered::energises);
         let older_level = lock(&self.inbox.level)
             .pending
             .as_ref()
             .is_some_and(|(s, _, _)| *s < seq);
         if electrodes_too && older_level {
             self.fail_level(ActuationError::Superseded(by.to_owned()));
+        }
+    }
+
+    /// Answer `error` to the queued requests that arrived before `seq` and match `which`.
+    pub(super) fn cancel_queued(
+        &mut self,
+        seq: u64,
+        error: &ActuationError,
+        which: impl Fn(&Ordered) -> bool,
+    ) {
+        let cancelled: Vec<_> = {
+            let mut queue = lock(&self.inbox.ordered);
+            let (old, keep): (Vec<_>, Vec<_>) =
+                queue.drain(..).partition(|(s, o, _)| *s < seq && which(o));
+            queue.extend(keep);
+            old
+        };
+        for (_, _, reply) in cancelled {
+            let _ = reply.send(Err(error.clone()));
         }
     }
 

@@ -167,9 +167,10 @@ impl Actuator {
         self.control(|reply| Control::AllOff { seq, reply })
     }
 
-    /// Stop the running sequence (its channels go off).
+    /// Stop the running sequence (its channels go off) and cancel sequences queued before.
     pub fn stop(&self) -> Pending {
-        self.control(Control::Stop)
+        let seq = self.inbox.next_seq();
+        self.control(|reply| Control::Stop { seq, reply })
     }
 
     /// Hold the running sequence.

@@ -69,7 +69,10 @@ pub(super) enum Control {
         seq: u64,
         reply: Responder,
     },
-    Stop(Responder),
+    Stop {
+        seq: u64,
+        reply: Responder,
+    },
     Pause(Responder),
     Resume(Responder),
     Shutdown(Responder),

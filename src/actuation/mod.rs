@@ -21,6 +21,7 @@ mod outputs;
 pub mod picture;
 pub mod policy;
 pub mod program;
+pub mod routes;
 mod run;
 mod timing;
 

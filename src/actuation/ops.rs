@@ -23,6 +23,16 @@ impl Engine {
     /// Take the request that arrived first (ordered or level) and carry it out; true if
     /// there was one.
     pub(super) fn next_request(&mut self) -> bool {
+        if self.run.as_ref().is_some_and(|r| r.program.needs_hv) {
+            // Refused now (no board call), not carried out when the sequence ends: a click or
+            // another sequence asked during a sequence must not start minutes later. (A
+            // protocol step's hold still lets them through at its end.)
+            let busy = |what: &str| ActuationError::Busy(format!("a sequence is running ({what})"));
+            if lock(&self.inbox.level).pending.is_some() {
+                self.fail_level(busy("stop it to set electrodes by hand"));
+            }
+            self.cancel_queued(u64::MAX, &busy("stop it first"), refused_during_run);
+        }
         let keeping_time = self.run.as_ref().is_some_and(|r| r.paused_at.is_none());
         if keeping_time && !std::mem::take(&mut self.slot_after_phase) {
             // A sequence is keeping time: requests wait for the moment right after a phase
@@ -57,14 +67,7 @@ impl Engine {
     }
 
     fn ordered(&mut self, request: Ordered, reply: Responder) {
-        let busy = self.run.is_some()
-            && matches!(
-                request,
-                Ordered::Run(_)
-                    | Ordered::Scan(_)
-                    | Ordered::DetectShorts { .. }
-                    | Ordered::Disabled(_)
-            );
+        let busy = self.run.is_some() && refused_during_run(&request);
         if busy {
             let _ = reply.send(Err(ActuationError::Busy("a sequence is running".into())));
             return;
@@ -227,4 +230,12 @@ impl Engine {
         }
         Ok(values)
     }
+}
+
+/// Requests a running sequence refuses: they would change what it drives, or hold the board.
+fn refused_during_run(request: &Ordered) -> bool {
+    matches!(
+        request,
+        Ordered::Run(_) | Ordered::Scan(_) | Ordered::DetectShorts { .. } | Ordered::Disabled(_)
+    )
 }

@@ -45,6 +45,15 @@ pub enum RequestError {
     /// The bus refused to send.
     #[error("bus: {0}")]
     Bus(#[from] crate::bus::BusError),
+    /// A sequence ended early (halted, or the board failed): why, and what each phase did
+    /// (the `failed` reply carries the report).
+    #[error("{message}")]
+    SequenceEnded {
+        /// Why, in words.
+        message: String,
+        /// The run's report, as the reply's response.
+        report: Value,
+    },
 }
 
 impl From<ActuationError> for RequestError {

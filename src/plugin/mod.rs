@@ -6,6 +6,8 @@
 //! - [`properties`]: settable properties: schema, validation, limits.
 //! - [`requests`]: puts and triggers.
 //! - [`electrodes`]: device and electrodes models, the step runner's `execute`.
+//! - [`sequences`], [`runs`]: `run-sequence` and `run-routes` (through
+//!   [`crate::actuation::routes`]), `stop`, `pause`, `resume`.
 //! - [`telemetry`]: board events to readings and signals.
 //! - [`model`]: the model every retained state is derived from.
 //! - [`service`]: the main loop and the safe shutdown.
@@ -16,6 +18,8 @@ pub mod model;
 pub mod properties;
 pub mod requests;
 pub mod routes;
+pub mod runs;
+pub mod sequences;
 pub mod service;
 pub mod telemetry;
 

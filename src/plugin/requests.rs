@@ -101,7 +101,11 @@ fn reply(ctx: &Ctx, envelope: &Envelope, route: Route, result: Result<Value, Req
         Ok(response) => (ReplyStatus::Success, response),
         Err(e) => {
             ctx.report_error(name, &e);
-            (ReplyStatus::Failed, json!(e.to_string()))
+            let response = match e {
+                RequestError::SequenceEnded { report, .. } => report,
+                e => json!(e.to_string()),
+            };
+            (ReplyStatus::Failed, response)
         }
     };
     if let Err(e) = ctx.bus.reply(envelope, name, status, response) {
@@ -300,6 +304,11 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
             })
         }
         Action::Execute => super::electrodes::execute(ctx),
+        Action::RunSequence => super::runs::run_sequence(ctx, value),
+        Action::RunRoutes => super::runs::run_routes(ctx, value),
+        Action::Stop => super::runs::stop(ctx),
+        Action::Pause => super::runs::pause(ctx),
+        Action::Resume => super::runs::resume(ctx),
     }
 }
 

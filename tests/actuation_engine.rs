@@ -189,3 +189,47 @@ async fn a_flood_of_electrode_requests_ends_at_the_newest_and_coalesces() {
     let frames = driven(&sim).len() - frames_before;
     assert!(frames < 200, "{frames} frames for 200 requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_hold_lets_electrodes_and_requests_through_while_it_keeps_time() {
+    let (sim, actuator, _streams) = engine(Timing::Fast).await;
+    // A protocol step: its electrodes held for a long time (MicroDrop's min-duration).
+    let hold = Program {
+        needs_hv: false,
+        ..Program::new(vec![Phase::timed(set(&[1]), Duration::from_secs(30))])
+    };
+    let run = actuator.submit(Ordered::Run(hold));
+    let mut picture = actuator.picture();
+    picture
+        .wait_for(|p| p.actuated == set(&[1]))
+        .await
+        .unwrap();
+    // A route frame during the step replaces its electrodes at once...
+    let g = actuator.submit_level(LevelTarget {
+        channels: set(&[5, 6]),
+        live: true,
+    });
+    let after = actuator.wait_level(g, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(after.actuated, set(&[5, 6]));
+    assert_eq!(sim.snapshot().actuated, vec![5, 6]);
+    // ...and a voltage put is answered long before the step ends.
+    let put = actuator.submit(Ordered::Waveform {
+        voltage: Some(90.0),
+        frequency: None,
+    });
+    assert!(put.wait(Some(Duration::from_secs(20))).await.is_ok());
+    assert_eq!(sim.snapshot().voltage_target, 90.0);
+    // The hold is still on its clock; stop ends it.
+    assert!(matches!(
+        actuator.picture().borrow().sequence,
+        dropbot_plugin::actuation::SequenceState::Running { .. }
+    ));
+    actuator.stop().wait(LONG).await.unwrap();
+    let report = match run.wait(LONG).await {
+        Ok(Response::Sequence(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(report.outcome, EndReason::Stopped);
+    assert!(sim.snapshot().actuated.is_empty());
+    actuator.shutdown().await.unwrap();
+}

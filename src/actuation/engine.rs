@@ -420,9 +420,10 @@ impl Engine {
         if self.board.is_none() || now < self.next_keepalive {
             return false;
         }
-        let keeping_time = self.run.as_ref().is_some_and(|r| r.paused_at.is_none());
-        if keeping_time && !std::mem::take(&mut self.slot_after_phase) {
-            // Like requests: right after a phase starts, never in the way of one.
+        // Like requests, out of a sequence's way; but never so late that the board's
+        // failsafe fires (it is armed for at least three periods).
+        let overdue = now >= self.next_keepalive + self.options.keepalive;
+        if !overdue && !self.room_for(super::ops::KEEPALIVE_BUDGET) {
             return false;
         }
         self.next_keepalive = now + self.options.keepalive;

@@ -2,12 +2,20 @@
 //! Every call that energises anything is checked by the policy first, on this thread.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use super::board::Stamp;
 use super::engine::Engine;
 use super::inbox::{lock, LevelOutcome, LevelTarget, Ordered, Responder, Response};
 use super::policy::ChannelsVerdict;
 use super::ActuationError;
+
+/// What one request may cost the board, at most, in the normal case (a DropBot answers a
+/// trivial call in ~1-7 ms): while a sequence keeps time, a request goes only if the next
+/// deadline is further away than this, or right after a phase starts.
+const REQUEST_BUDGET: Duration = Duration::from_millis(20);
+/// The same for a keep-alive (two trivial calls).
+pub(super) const KEEPALIVE_BUDGET: Duration = Duration::from_millis(20);
 
 /// Channels per chunk of a capacitance scan (~5.5 ms each on a DropBot): a halt waits at
 /// most one chunk.
@@ -33,10 +41,7 @@ impl Engine {
             }
             self.cancel_queued(u64::MAX, &busy("stop it first"), refused_during_run);
         }
-        let keeping_time = self.run.as_ref().is_some_and(|r| r.paused_at.is_none());
-        if keeping_time && !std::mem::take(&mut self.slot_after_phase) {
-            // A sequence is keeping time: requests wait for the moment right after a phase
-            // starts (one per phase), so none of them delays a phase.
+        if !self.room_for(REQUEST_BUDGET) {
             return false;
         }
         let next = {
@@ -99,7 +104,9 @@ impl Engine {
     /// Electrodes from a click, a step or a route frame.
     fn level(&mut self, target: &LevelTarget) -> Result<super::picture::Picture, ActuationError> {
         self.board()?;
-        if self.run.is_some() {
+        // A protocol step's hold lets electrodes through (MicroDrop plays a step's routes
+        // beside it, as electrode updates); a sequence does not.
+        if self.run.as_ref().is_some_and(|r| r.program.needs_hv) {
             return Err(ActuationError::Busy(
                 "a sequence is running (stop it to set electrodes by hand)".into(),
             ));
@@ -114,6 +121,22 @@ impl Engine {
             self.set_hv(true)?;
         }
         Ok(self.picture.clone())
+    }
+
+    /// Whether the board may be used now without delaying a sequence's next phase: no
+    /// sequence keeps time, or its next deadline is more than `budget` away, or a phase has
+    /// just started (once per phase).
+    pub(super) fn room_for(&mut self, budget: Duration) -> bool {
+        let deadline = self
+            .run
+            .as_ref()
+            .filter(|r| r.paused_at.is_none())
+            .and_then(super::run::Run::deadline);
+        match deadline {
+            None => true,
+            Some(d) if Instant::now() + budget <= d => true,
+            Some(_) => std::mem::take(&mut self.slot_after_phase),
+        }
     }
 
     /// One channel frame; the picture follows what the board took.

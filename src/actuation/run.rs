@@ -202,7 +202,10 @@ impl Engine {
         }
         let end = match phase.until_farads {
             Some(_) => stamp.written + phase.duration,
-            None => planned + phase.duration,
+            // On the schedule; but after a stall (a busy board, a loaded host) a phase still
+            // gets at least half its time, and the rest of the schedule moves with it, rather
+            // than the following phases running back to back to catch up.
+            None => (planned + phase.duration).max(stamp.written + phase.duration / 2),
         };
         self.picture.sequence = SequenceState::Running {
             phase: index,

@@ -1,35 +1,104 @@
-//! Actuation: the one owner of the board's command stream for electrodes, voltage, frequency
-//! and HV. Requests are coalesced, newest wins: when targets arrive faster than the board
-//! applies them, only the latest value of each field is applied, never a queue of stale ones.
-//! Halt and shutdown go through it as well ([`Actuator::exclusive`], [`Actuator::stop`]), so no
-//! command of an older apply reaches the board after them.
+//! Actuation: the one owner of the board's command stream, and of the safety policy.
 //!
-//! Today the applier is a tokio task driven by requests; timed sequences and routes (a
-//! dedicated thread with absolute deadlines, talking to tokio through channels) will plug in
-//! here as further submitters of [`Target`]s.
+//! The engine runs on its own thread ([`Actuator::spawn`]) and drives a board through the
+//! small [`DmfBoard`] trait (the DropBot implements it in [`dropbot`]). Requests reach it in
+//! lanes ([`inbox`]): control requests (halt, HV off, all off, stop, pause, resume) overtake
+//! everything queued; ordered requests (waveform, HV on, disabled channels, scans, sequences)
+//! go in arrival order; electrode requests coalesce, newest wins. The safety policy
+//! ([`policy`]: halt latch, auto-HV, an explicit HV-off) is consulted on the same thread
+//! before anything energises, so no request can slip past a halt. Sequences ([`program`]) run
+//! on an absolute schedule with capacitance feedback; what the board confirmed is published as
+//! a [`Picture`] on a watch.
 
-mod applier;
-mod target;
+pub mod board;
+pub mod dropbot;
+mod engine;
+mod events;
+mod handle;
+pub mod inbox;
+mod ops;
+mod outputs;
+pub mod picture;
+pub mod policy;
+pub mod program;
+pub mod routes;
+mod run;
+mod timing;
 
-pub use applier::{Actuator, Applied, BoardSource};
-pub use target::{Confirmed, Target};
+use std::time::Duration;
 
-/// Errors of the actuation layer.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub use board::{BoardSummary, DmfBoard, KeepAlive, Reading, Stamp};
+pub use dropbot::DropBotBoard;
+pub use handle::{Actuator, Pending, Streams};
+pub use inbox::{LevelOutcome, LevelTarget, Ordered, Response};
+pub use outputs::{Notice, Sample};
+pub use picture::{Halt, Picture, SequenceState};
+pub use program::{EndReason, Phase, PhaseResult, Program, SequenceReport};
+
+use crate::board::BoardError;
+
+/// How the engine behaves.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Turn HV on with the first live electrode request (and at a sequence's start).
+    pub auto_hv: bool,
+    /// Period of the keep-alive (failsafe refresh and clock sync); at most a third of
+    /// `failsafe`.
+    pub keepalive: Duration,
+    /// Arm the board's failsafe with this timeout where it has one (`None`: leave it).
+    pub failsafe: Option<Duration>,
+    /// Ask for a real-time priority for the engine's thread (falls back quietly).
+    pub realtime: bool,
+    /// Ordered requests that may wait at once; more are refused as busy.
+    pub max_queue: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            auto_hv: true,
+            keepalive: Duration::from_secs(1),
+            failsafe: Some(Duration::from_secs(5)),
+            realtime: true,
+            max_queue: 256,
+        }
+    }
+}
+
+/// Why an actuation request was not carried out.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ActuationError {
     /// No board is connected: nothing was applied.
-    #[error("no DropBot is connected")]
+    #[error("no board is connected")]
     NoBoard,
-    /// The board refused or the link failed while applying.
+    /// The board refused, or the link failed.
+    #[error(transparent)]
+    Board(#[from] BoardError),
+    /// Actuation is halted until a user switches HV on again.
+    #[error("halted ({0})")]
+    Halted(String),
+    /// The user switched HV off; a sequence needs it.
+    #[error("HV was switched off by request: switch it on to run a sequence")]
+    HvOff,
+    /// Something else has the board.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The request cannot be carried out as asked.
     #[error("{0}")]
-    Board(String),
-    /// A newer target replaced this one before it was applied.
-    #[error("superseded by a newer request")]
-    Superseded,
-    /// The actuator has stopped.
+    Invalid(String),
+    /// A later "off" request overtook and cancelled it.
+    #[error("cancelled: {0} was asked after it")]
+    Superseded(String),
+    /// Pause or resume with no sequence running.
+    #[error("no sequence is running")]
+    NotRunning,
+    /// A long operation was cut short by a halt, a stop or a disconnection.
+    #[error("interrupted by a halt, a stop or a disconnection")]
+    Interrupted,
+    /// The engine has stopped.
     #[error("actuation has stopped")]
     Stopped,
-    /// Not applied in time.
+    /// Not done in time.
     #[error("not applied within {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
 }

@@ -14,7 +14,7 @@ use firmware_protocol::commands::{
 use firmware_protocol::state::StateError;
 use firmware_protocol::{ChannelError, Command, State};
 
-use super::dropbot::{DropBot, Kind};
+use super::dropbot::{CallTiming, DropBot, Kind};
 use super::error::BoardError;
 
 mod system;
@@ -27,11 +27,12 @@ const SCAN_TIME_PER_CHANNEL: Duration = Duration::from_millis(20);
 const SHORTS_TIME_PER_CHANNEL: Duration = Duration::from_millis(15);
 
 impl DropBot {
-    /// Actuate exactly `channels` (all others off). A board answering false -> `Refused`.
-    pub async fn set_channels(&self, channels: &BTreeSet<u16>) -> Result<(), BoardError> {
+    /// Actuate exactly `channels` (all others off); when it was written and confirmed. A
+    /// board answering false -> `Refused`.
+    pub async fn set_channels(&self, channels: &BTreeSet<u16>) -> Result<CallTiming, BoardError> {
         let states = self.pack(channels.iter().copied())?;
-        let ok = self
-            .call(
+        let (ok, timing) = self
+            .call_timed(
                 &SetStateOfChannels {
                     channel_states: states,
                 },
@@ -45,7 +46,8 @@ impl DropBot {
                 channels.len(),
                 self.info().channel_count
             )
-        })
+        })?;
+        Ok(timing)
     }
 
     /// The actuated channels.
@@ -96,7 +98,7 @@ impl DropBot {
 
     /// Merge the fields present in `update` into the board state, after checking them against
     /// the board's configuration (nothing is sent if one is out of range).
-    pub async fn update_state(&self, update: &State) -> Result<(), BoardError> {
+    pub async fn update_state(&self, update: &State) -> Result<CallTiming, BoardError> {
         let mut update = update.clone();
         update.channel_count = None; // read only on the board
         update
@@ -122,14 +124,17 @@ impl DropBot {
             self.timeout()
         };
         let serialized = update.to_bytes();
-        let decoded = self
-            .call(&UpdateState { serialized }, Kind::Write, timeout)
+        // The firmware answers whether the message decoded (nanopb), not whether each field
+        // was taken: the checks above are the real guard.
+        let (decoded, timing) = self
+            .call_timed(&UpdateState { serialized }, Kind::Write, timeout)
             .await?;
-        self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))
+        self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))?;
+        Ok(timing)
     }
 
     /// Target RMS voltage, volts (0 to the configuration's `max_voltage`).
-    pub async fn set_voltage(&self, volts: f32) -> Result<(), BoardError> {
+    pub async fn set_voltage(&self, volts: f32) -> Result<CallTiming, BoardError> {
         self.update_state(&State {
             voltage: Some(volts),
             ..State::default()
@@ -138,7 +143,7 @@ impl DropBot {
     }
 
     /// Waveform frequency, Hz (the configuration's range, or 0 for DC).
-    pub async fn set_frequency(&self, hz: f32) -> Result<(), BoardError> {
+    pub async fn set_frequency(&self, hz: f32) -> Result<CallTiming, BoardError> {
         self.update_state(&State {
             frequency: Some(hz),
             ..State::default()
@@ -147,7 +152,7 @@ impl DropBot {
     }
 
     /// Switch the HV converter on or off.
-    pub async fn set_hv_output_enabled(&self, enabled: bool) -> Result<(), BoardError> {
+    pub async fn set_hv_output_enabled(&self, enabled: bool) -> Result<CallTiming, BoardError> {
         self.update_state(&State {
             hv_output_enabled: Some(enabled),
             ..State::default()
@@ -156,7 +161,7 @@ impl DropBot {
     }
 
     /// Select the HV output (true) or the 3.3 V test output (false).
-    pub async fn set_hv_output_selected(&self, selected: bool) -> Result<(), BoardError> {
+    pub async fn set_hv_output_selected(&self, selected: bool) -> Result<CallTiming, BoardError> {
         self.update_state(&State {
             hv_output_selected: Some(selected),
             ..State::default()
@@ -165,7 +170,7 @@ impl DropBot {
     }
 
     /// Capacitance that fires `capacitance-exceeded`, farads (0 disables).
-    pub async fn set_target_capacitance(&self, farads: f32) -> Result<(), BoardError> {
+    pub async fn set_target_capacitance(&self, farads: f32) -> Result<CallTiming, BoardError> {
         self.update_state(&State {
             target_capacitance: Some(farads),
             ..State::default()
@@ -174,7 +179,10 @@ impl DropBot {
     }
 
     /// Period of the `capacitance-updated` stream, ms (0 stops it).
-    pub async fn set_capacitance_update_interval_ms(&self, ms: u32) -> Result<(), BoardError> {
+    pub async fn set_capacitance_update_interval_ms(
+        &self,
+        ms: u32,
+    ) -> Result<CallTiming, BoardError> {
         self.update_state(&State {
             capacitance_update_interval_ms: Some(ms),
             ..State::default()
@@ -183,7 +191,7 @@ impl DropBot {
     }
 
     /// Which gated events the board sends (bit 0 is their master enable).
-    pub async fn set_event_mask(&self, mask: u32) -> Result<(), BoardError> {
+    pub async fn set_event_mask(&self, mask: u32) -> Result<CallTiming, BoardError> {
         self.update_state(&State {
             event_mask: Some(mask),
             ..State::default()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firmware_protocol::commands::{
-    HardwareVersion, Microseconds, NumberOfChannels, SerializeConfig, SerializeState,
+    EchoArray, HardwareVersion, Microseconds, NumberOfChannels, SerializeConfig, SerializeState,
     SoftwareVersion, Uuid,
 };
 use firmware_protocol::{
@@ -69,19 +69,34 @@ impl Caller {
         kind: Kind,
         timeout: Duration,
     ) -> Result<C::Reply, BoardError> {
+        Ok(self.call_timed(command, kind, timeout).await?.0)
+    }
+
+    async fn call_timed<C: Command>(
+        &self,
+        command: &C,
+        kind: Kind,
+        timeout: Duration,
+    ) -> Result<(C::Reply, CallTiming), BoardError> {
         let payload = command.encode(&self.table)?;
         let name = C::NAME.as_str();
-        let bytes = match self.link.request(name, &payload, timeout).await {
+        let reply = match self.link.request_timed(name, &payload, timeout).await {
             Err(LinkError::Timeout { .. }) if kind == Kind::Read && !self.link.is_closed() => {
                 tracing::debug!(command = name, "read timed out; retrying once");
-                self.link.request(name, &payload, timeout).await?
+                self.link.request_timed(name, &payload, timeout).await?
             }
             other => other?,
         };
-        C::decode_reply(&bytes).map_err(|source| BoardError::InvalidReply {
+        let timing = CallTiming {
+            sent: reply.sent,
+            written: reply.written,
+            received: reply.received,
+        };
+        let value = C::decode_reply(&reply.payload).map_err(|source| BoardError::InvalidReply {
             command: name,
             source,
-        })
+        })?;
+        Ok((value, timing))
     }
 
     /// One `microseconds()` round trip into the clock; returns the unwrapped board time.
@@ -97,6 +112,17 @@ impl Caller {
             .link
             .with_clock(|c| c.add_sample(raw, reply.sent, reply.received)))
     }
+}
+
+/// When a call went out and when its reply came (host time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTiming {
+    /// The request was about to be written.
+    pub sent: Instant,
+    /// Its last byte had been handed to the port.
+    pub written: Instant,
+    /// The reply was decoded.
+    pub received: Instant,
 }
 
 /// A connected DropBot; cheap to clone (all clones share one link).
@@ -184,6 +210,7 @@ impl DropBot {
             _ => return Err(BoardError::WrongFirmware { identity }),
         };
         let table = tables.for_version(&version)?.clone();
+        set_resync_probe(&link, &table);
         let caller = Caller { link, table };
         let t = options.request_timeout;
         let software_version = caller.call(&SoftwareVersion {}, Kind::Read, t).await?;
@@ -285,6 +312,11 @@ impl DropBot {
         self.caller.link.with_clock(|c| c.board_at(Instant::now()))
     }
 
+    /// The board's unwrapped microseconds at host instant `at`, from the clock mapping.
+    pub fn board_time_at(&self, at: Instant) -> Option<u64> {
+        self.caller.link.with_clock(|c| c.board_at(at))
+    }
+
     /// Host time at which the board's unwrapped counter reads `board_us`.
     pub fn host_time_of(&self, board_us: u64) -> Option<Instant> {
         self.caller.link.with_clock(|c| c.host_at(board_us))
@@ -292,6 +324,15 @@ impl DropBot {
 
     pub(crate) fn timeout(&self) -> Duration {
         self.caller.link.options().request_timeout
+    }
+
+    pub(crate) async fn call_timed<C: Command>(
+        &self,
+        command: &C,
+        kind: Kind,
+        timeout: Duration,
+    ) -> Result<(C::Reply, CallTiming), BoardError> {
+        self.caller.call_timed(command, kind, timeout).await
     }
 
     pub(crate) async fn call<C: Command>(
@@ -302,6 +343,23 @@ impl DropBot {
     ) -> Result<C::Reply, BoardError> {
         self.caller.call(command, kind, timeout).await
     }
+}
+
+/// After a request was given up, the link gets back in step with `echo_array([nonce])`
+/// (base-node-rpc `BaseNode.h`): the firmware answers in order and never echoes ids, so every
+/// reply before the nonce's is a late one.
+fn set_resync_probe(link: &Link, table: &CommandTable) {
+    if !table.has(EchoArray::NAME) {
+        tracing::debug!("no echo_array in this command table: late replies are counted off");
+        return;
+    }
+    let table = table.clone();
+    link.set_resync_probe(std::sync::Arc::new(move |nonce: u32| {
+        let payload = EchoArray { array: vec![nonce] }
+            .encode(&table)
+            .unwrap_or_default();
+        (payload, nonce.to_le_bytes().to_vec())
+    }));
 }
 
 /// Open a serial port as this layer does: exclusive, 115200 baud, DTR asserted.

@@ -25,27 +25,35 @@ use super::transport::{
 /// How the link behaves.
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
-    /// Default per-request timeout.
+    /// Default per-request timeout. Longer than the firmware's longest stall: it runs
+    /// `detect_shorts(5)` (~1.2 s for 120 channels) inside its loop on every chip insertion,
+    /// and answers nothing meanwhile.
     pub request_timeout: Duration,
     /// Timeout of one ID handshake attempt.
     pub handshake_timeout: Duration,
-    /// How long, after a timeout, the next request waits for the late reply before sending
-    /// (only for boards that do not echo request ids).
+    /// Without a resync probe: how long, after a timeout, the next request waits for the late
+    /// reply before sending.
     pub stale_grace: Duration,
     /// Consecutive timeouts after which the board counts as gone (0: never).
     pub dead_after_timeouts: u32,
-    /// Events buffered per subscriber before the slowest loses the oldest.
+    /// Events buffered per broadcast subscriber before the slowest loses the oldest.
     pub event_capacity: usize,
+    /// How long the line must stay quiet, with a packet candidate open, before the candidate
+    /// is taken for a false start. A Teensy holds the last partial 64-byte USB packet of a
+    /// reply for its ~5 ms transmit-flush timer (`teensy3/usb_serial.c`), so a real packet
+    /// may pause that long mid-way: this must be well above it.
+    pub idle_flush: Duration,
 }
 
 impl Default for LinkOptions {
     fn default() -> Self {
         Self {
-            request_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_millis(300),
             stale_grace: Duration::from_millis(300),
             dead_after_timeouts: 3,
             event_capacity: 256,
+            idle_flush: Duration::from_millis(30),
         }
     }
 }
@@ -55,11 +63,22 @@ impl Default for LinkOptions {
 pub struct Reply {
     /// The reply payload.
     pub payload: Vec<u8>,
-    /// When the request's first byte was written.
+    /// When the request was about to be written.
     pub sent: Instant,
+    /// When its last byte had been handed to the port.
+    pub written: Instant,
     /// When the reply was decoded.
     pub received: Instant,
 }
+
+/// How to bring a link back in step after a request was given up: `make(nonce)` returns a
+/// request payload and the exact reply it must get (e.g. an echo call carrying the nonce).
+/// Every DATA reply before that answer is a late one and is discarded.
+pub type ResyncProbe = Arc<dyn Fn(u32) -> (Vec<u8>, Vec<u8>) + Send + Sync>;
+
+/// Called by the reader task with every event, before the broadcast: a path that never
+/// drops (it must not block).
+pub type EventSink = Arc<dyn Fn(&BoardEvent) + Send + Sync>;
 
 /// A handle to the link; cheap to clone. The port closes when the last handle is dropped.
 #[derive(Clone)]
@@ -71,6 +90,7 @@ struct Inner {
     core: Arc<Core>,
     options: LinkOptions,
     consecutive_timeouts: AtomicU32,
+    probe: Mutex<Option<ResyncProbe>>,
 }
 
 impl Drop for Inner {
@@ -98,18 +118,20 @@ impl Link {
             writer: tokio::sync::Mutex::new(Writer::new(Box::new(write_half))),
             counters: Counters::default(),
             events,
+            sink: Mutex::new(None),
             clock: Mutex::new(BoardClock::default()),
             closed,
             reader: Mutex::new(None),
             reader_done,
         });
-        let task = tokio::spawn(read_loop(core.clone(), read_half));
+        let task = tokio::spawn(read_loop(core.clone(), read_half, options.idle_flush));
         *lock(&core.reader) = Some(task.abort_handle());
         Link {
             inner: Arc::new(Inner {
                 core,
                 options,
                 consecutive_timeouts: AtomicU32::new(0),
+                probe: Mutex::new(None),
             }),
         }
     }
@@ -117,6 +139,17 @@ impl Link {
     /// The options this link was made with.
     pub fn options(&self) -> &LinkOptions {
         &self.inner.options
+    }
+
+    /// Use `probe` to get back in step after a request was given up (see [`ResyncProbe`]).
+    pub fn set_resync_probe(&self, probe: ResyncProbe) {
+        *lock(&self.inner.probe) = Some(probe);
+    }
+
+    /// Hand every event to `sink` as it arrives (replacing an earlier sink), besides the
+    /// broadcast.
+    pub fn set_event_sink(&self, sink: Option<EventSink>) {
+        *lock(&self.inner.core.sink) = sink;
     }
 
     /// Send a DATA request and wait for its reply. `command` names it in errors.
@@ -132,7 +165,7 @@ impl Link {
             .payload)
     }
 
-    /// [`Link::request`], also returning when it was sent and answered.
+    /// [`Link::request`], also returning when it was sent, written and answered.
     pub async fn request_timed(
         &self,
         command: &'static str,
@@ -150,7 +183,8 @@ impl Link {
             .payload)
     }
 
-    /// Subscribe to the board's events.
+    /// Subscribe to the board's events (a lagging receiver loses the oldest; for a path that
+    /// never drops, see [`Link::set_event_sink`]).
     pub fn events(&self) -> broadcast::Receiver<BoardEvent> {
         self.inner.core.events.subscribe()
     }
@@ -218,6 +252,7 @@ impl Link {
         }
     }
 
+    /// One request under the writer lock: get back in step if needed, then send and wait.
     async fn exchange(
         &self,
         expect: Expect,
@@ -225,25 +260,65 @@ impl Link {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Reply, LinkError> {
-        let core = &self.inner.core;
         self.check_open()?;
-        let mut writer = core.writer.lock().await;
-        if let Err(e) = self.check_open() {
+        let mut writer = self.inner.core.writer.lock().await;
+        let result = async {
+            self.check_open()?;
+            if expect == Expect::Data && lock(&self.inner.core.slot).out_of_step() {
+                let probe = lock(&self.inner.probe).clone();
+                match probe {
+                    Some(probe) => self.resync(&mut writer, &probe, command, timeout).await?,
+                    None => self.drain_stale().await?,
+                }
+            }
+            self.send_and_wait(&mut writer, expect, command, payload, timeout)
+                .await
+        }
+        .await;
+        if self.is_closed() {
+            // The one place the port is released after a failure.
             writer.half = None;
-            return Err(e);
         }
-        if expect == Expect::Data {
-            self.drain_stale().await?;
+        result
+    }
+
+    /// Send a probe with a fresh nonce and wait for its answer, discarding late replies. If
+    /// it gets no answer the caller's request is not sent and times out too.
+    async fn resync(
+        &self,
+        writer: &mut Writer,
+        probe: &ResyncProbe,
+        command: &'static str,
+        timeout: Duration,
+    ) -> Result<(), LinkError> {
+        let (payload, answer) = probe(rand::random());
+        match self
+            .send_and_wait(writer, Expect::Probe(answer), "resync", &payload, timeout)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(LinkError::Timeout { after, .. }) => Err(LinkError::Timeout { command, after }),
+            Err(e) => Err(e),
         }
+    }
+
+    async fn send_and_wait(
+        &self,
+        writer: &mut Writer,
+        expect: Expect,
+        command: &'static str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Reply, LinkError> {
+        let core = &self.inner.core;
         let id = writer.next_id();
         let packet = match expect {
-            Expect::Data => Packet::Data {
+            Expect::Identity => Packet::IdRequest { id },
+            Expect::Data | Expect::Probe(_) => Packet::Data {
                 id,
                 payload: payload.to_vec(),
             },
-            Expect::Identity => Packet::IdRequest { id },
         };
-        let writer = &mut *writer;
         writer.buf.clear();
         packet.encode_into(&mut writer.buf)?;
         let (tx, mut rx) = oneshot::channel();
@@ -265,54 +340,37 @@ impl Link {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 guard.armed = false;
-                writer.half = None;
                 core.shut(CloseReason::Gone(describe_io("writing to the port", &e)));
                 return Err(self.gone());
             }
-            Err(_) => {
-                // A partial packet may be on the wire; the board's decoder resyncs on `|||`.
-                return match self.timed_out(&mut guard, &mut rx, command, timeout, sent) {
-                    Ok(error) => Err(error),
-                    Err(reply) => Ok(reply),
-                };
-            }
+            // A partial packet may be on the wire; the firmware's parser drops it on a bad CRC.
+            Err(_) => return self.timed_out(&mut guard, &mut rx, command, timeout, sent, sent),
         }
-        let outcome = tokio::time::timeout_at(deadline, &mut rx).await;
-        match outcome {
+        let written = Instant::now();
+        match tokio::time::timeout_at(deadline, &mut rx).await {
             Ok(Ok(Ok(arrival))) => {
                 guard.armed = false;
                 self.inner.consecutive_timeouts.store(0, Ordering::Relaxed);
                 Ok(Reply {
                     payload: arrival.payload,
                     sent,
+                    written,
                     received: arrival.at,
                 })
             }
             Ok(Ok(Err(e))) => {
                 guard.armed = false;
-                writer.half = None;
                 Err(e)
             }
             Ok(Err(_)) => {
                 guard.armed = false;
-                writer.half = None;
                 Err(self.gone())
             }
-            Err(_) => {
-                let result = self.timed_out(&mut guard, &mut rx, command, timeout, sent);
-                if self.is_closed() {
-                    writer.half = None;
-                }
-                match result {
-                    Ok(error) => Err(error),
-                    Err(reply) => Ok(reply),
-                }
-            }
+            Err(_) => self.timed_out(&mut guard, &mut rx, command, timeout, sent, written),
         }
     }
 
-    /// The request timed out: give it up, or take its reply if it raced in. `Ok(error)` is the
-    /// timeout to report; `Err(reply)` is a reply that arrived at the last instant.
+    /// The request timed out: give it up, or take its reply if it raced in.
     fn timed_out(
         &self,
         guard: &mut InFlight<'_>,
@@ -320,16 +378,18 @@ impl Link {
         command: &'static str,
         after: Duration,
         sent: Instant,
-    ) -> Result<LinkError, Reply> {
+        written: Instant,
+    ) -> Result<Reply, LinkError> {
         guard.armed = false;
         let core = &self.inner.core;
         let abandoned = lock(&core.slot).abandon(guard.id, Instant::now() + guard.grace);
         if !abandoned {
             if let Ok(Ok(arrival)) = rx.try_recv() {
                 self.inner.consecutive_timeouts.store(0, Ordering::Relaxed);
-                return Err(Reply {
+                return Ok(Reply {
                     payload: arrival.payload,
                     sent,
+                    written,
                     received: arrival.at,
                 });
             }
@@ -346,20 +406,18 @@ impl Link {
                 "the board stopped answering ({run} requests in a row got no reply)"
             )));
         }
-        Ok(LinkError::Timeout { command, after })
+        Err(LinkError::Timeout { command, after })
     }
 
-    /// Before a DATA request: if replies are owed to timed-out requests and the board does not
-    /// echo ids, wait for them (up to the grace period) so they are not taken for ours.
+    /// Without a probe: wait (up to the grace period) for the replies owed to timed-out
+    /// requests, so they are not taken for the next one.
     async fn drain_stale(&self) -> Result<(), LinkError> {
         let core = &self.inner.core;
         loop {
             let until = {
                 let mut slot = lock(&core.slot);
-                if slot.stale == 0 || slot.echo_trusted() {
-                    return Ok(());
-                }
                 match slot.stale_until {
+                    _ if !slot.out_of_step() => return Ok(()),
                     Some(until) if until > Instant::now() => until,
                     _ => {
                         slot.forget_stale();

@@ -28,9 +28,9 @@ pub use clock::BoardClock;
 pub use discovery::{
     describe_ports, discover, DiscoveryError, PortInfo, PortLister, Probe, Selector, SystemPorts,
 };
-pub use dropbot::{BoardInfo, DropBot};
+pub use dropbot::{BoardInfo, CallTiming, DropBot};
 pub use error::{BoardError, LinkError};
 pub use event::BoardEvent;
-pub use link::{Link, LinkOptions, LinkStats, Reply};
+pub use link::{EventSink, Link, LinkOptions, LinkStats, Reply, ResyncProbe};
 pub use supervisor::{BoardStatus, BoardSupervisor, SupervisorHandle, SupervisorOptions};
 pub use transport::CloseReason;

@@ -1,29 +1,31 @@
-//! The single request slot: which request waits for a reply, and which late replies are still
-//! owed to requests that timed out.
+//! The single request slot: which request waits for a reply, and whether the link is out of
+//! step after a request that was given up.
 //!
-//! The original firmware does not echo request ids, so after a request timed out its late
-//! reply could be taken for the next request's answer. The slot counts replies still owed to
-//! abandoned requests and discards that many (the request path waits, up to a grace period,
-//! for them before sending). Once the board has echoed ids several times in a row, replies are
-//! matched by id instead and nobody waits.
+//! The firmware never echoes request ids (base-node-rpc `SerialHandler.h` answers with id 0),
+//! so a reply that comes after its request timed out looks exactly like the next request's
+//! answer. Once a DATA request is given up the slot is *out of step*: the link then sends a
+//! resync probe (an echo call carrying a fresh nonce, see [`super::link::ResyncProbe`]) before
+//! the next request, and every DATA reply until the probe's own answer is discarded. The
+//! firmware answers in order, so nothing late can follow that answer.
+//!
+//! A link without a probe (a bare [`super::Link`] over some other device) falls back to
+//! counting the replies still owed and discarding that many, waiting up to a grace period.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use super::error::LinkError;
 
-/// Consecutive echoed ids after which replies are matched by id.
-pub(super) const ECHO_TRUST: u32 = 3;
-/// Ids of abandoned requests remembered for an echoing board.
-const MAX_STALE_IDS: usize = 64;
-
 /// What a pending request waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Expect {
+    /// Any DATA reply (the link is in step).
     Data,
+    /// An ID_RESPONSE.
     Identity,
+    /// The DATA reply with exactly these bytes: a resync probe's answer.
+    Probe(Vec<u8>),
 }
 
 /// A reply and when it arrived.
@@ -43,13 +45,10 @@ pub(super) struct Pending {
 #[derive(Default)]
 pub(super) struct Slot {
     pub pending: Option<Pending>,
-    /// Replies still owed to abandoned DATA requests.
+    /// Replies still owed to abandoned DATA requests (0: in step).
     pub stale: u32,
-    pub stale_ids: VecDeque<u16>,
-    /// After this, owed replies are no longer waited for.
+    /// Without a probe: after this, owed replies are no longer waited for.
     pub stale_until: Option<Instant>,
-    /// Consecutive replies that echoed their request's id.
-    pub echo_run: u32,
 }
 
 /// What became of a received reply.
@@ -61,41 +60,43 @@ pub(super) enum Disposition {
 }
 
 impl Slot {
-    pub fn echo_trusted(&self) -> bool {
-        self.echo_run >= ECHO_TRUST
+    /// Whether a request was given up and its reply may still come.
+    pub fn out_of_step(&self) -> bool {
+        self.stale > 0
     }
 
-    /// Route a DATA reply with `id`.
-    pub fn on_data(&mut self, id: u16, payload: Vec<u8>, at: Instant) -> Disposition {
-        if self.echo_trusted() {
-            if let Some(pos) = self.stale_ids.iter().position(|&s| s == id) {
-                self.stale_ids.remove(pos);
-                self.stale = self.stale.saturating_sub(1);
-                return Disposition::Stale;
-            }
-            let ours = self
-                .pending
-                .as_ref()
-                .is_some_and(|p| p.expect == Expect::Data && p.id == id);
-            if !ours {
-                return Disposition::Unexpected;
-            }
-        } else if self.stale > 0 {
-            // Not matched by id: the first replies after a timeout are the late ones.
-            self.stale -= 1;
-            self.stale_ids.pop_front();
-            return Disposition::Stale;
-        }
+    /// Route a DATA reply (its id says nothing: the firmware always sends 0).
+    pub fn on_data(&mut self, payload: Vec<u8>, at: Instant) -> Disposition {
         match self.pending.take() {
+            Some(p) if p.expect == Expect::Probe(payload.clone()) => {
+                self.forget_stale();
+                let _ = p.tx.send(Ok(Arrival { payload, at }));
+                Disposition::Delivered
+            }
+            Some(p) if matches!(p.expect, Expect::Probe(_)) => {
+                // Anything before the probe's answer belongs to a request given up earlier.
+                self.pending = Some(p);
+                Disposition::Stale
+            }
+            Some(p) if self.stale > 0 => {
+                // No probe: the first replies after a timeout are the late ones.
+                self.pending = Some(p);
+                self.stale -= 1;
+                Disposition::Stale
+            }
             Some(p) if p.expect == Expect::Data => {
-                self.echo_run = if p.id == id { self.echo_run + 1 } else { 0 };
                 // The requester may have given up in this instant; its guard handles that.
                 let _ = p.tx.send(Ok(Arrival { payload, at }));
                 Disposition::Delivered
             }
             other => {
                 self.pending = other;
-                Disposition::Unexpected
+                if self.stale > 0 {
+                    self.stale -= 1;
+                    Disposition::Stale
+                } else {
+                    Disposition::Unexpected
+                }
             }
         }
     }
@@ -118,12 +119,8 @@ impl Slot {
     pub fn abandon(&mut self, id: u16, grace_until: Instant) -> bool {
         match self.pending.take() {
             Some(p) if p.id == id => {
-                if p.expect == Expect::Data {
-                    self.stale += 1;
-                    self.stale_ids.push_back(id);
-                    if self.stale_ids.len() > MAX_STALE_IDS {
-                        self.stale_ids.pop_front();
-                    }
+                if p.expect != Expect::Identity {
+                    self.stale = self.stale.saturating_add(1);
                     self.stale_until = Some(grace_until);
                 }
                 true
@@ -135,10 +132,9 @@ impl Slot {
         }
     }
 
-    /// Forget owed replies (their grace period is over).
+    /// Forget owed replies (a probe came back, or the grace period is over).
     pub fn forget_stale(&mut self) {
         self.stale = 0;
-        self.stale_ids.clear();
         self.stale_until = None;
     }
 }
@@ -148,13 +144,13 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn pending(slot: &mut Slot, id: u16) -> oneshot::Receiver<Result<Arrival, LinkError>> {
+    fn pending(
+        slot: &mut Slot,
+        id: u16,
+        expect: Expect,
+    ) -> oneshot::Receiver<Result<Arrival, LinkError>> {
         let (tx, rx) = oneshot::channel();
-        slot.pending = Some(Pending {
-            id,
-            expect: Expect::Data,
-            tx,
-        });
+        slot.pending = Some(Pending { id, expect, tx });
         rx
     }
 
@@ -163,72 +159,59 @@ mod tests {
     }
 
     #[test]
-    fn late_reply_is_not_taken_for_the_next_one_without_echo() {
+    fn after_a_timeout_everything_before_the_probe_answer_is_stale() {
         let now = Instant::now();
         let mut slot = Slot::default();
-        let _rx1 = pending(&mut slot, 1);
-        assert!(slot.abandon(1, now + Duration::from_millis(100)));
-        // The late reply to request 1 (the board sends id 0: no echo) is discarded...
-        assert_eq!(slot.on_data(0, b"old".to_vec(), now), Disposition::Stale);
-        assert_eq!(slot.stale, 0);
-        // ...and request 2 gets its own.
-        let mut rx2 = pending(&mut slot, 2);
-        assert_eq!(
-            slot.on_data(0, b"new".to_vec(), now),
-            Disposition::Delivered
-        );
-        assert_eq!(reply(&mut rx2), Some(b"new".to_vec()));
-        assert!(!slot.echo_trusted());
+        let _rx1 = pending(&mut slot, 1, Expect::Data);
+        assert!(slot.abandon(1, now));
+        assert!(slot.out_of_step());
+        let mut probe = pending(&mut slot, 2, Expect::Probe(b"n1".to_vec()));
+        // Two late replies (the abandoned request's, and an older probe's) are dropped...
+        assert_eq!(slot.on_data(b"old".to_vec(), now), Disposition::Stale);
+        assert_eq!(slot.on_data(b"n0".to_vec(), now), Disposition::Stale);
+        assert!(reply(&mut probe).is_none());
+        // ...the probe's own answer puts the link back in step.
+        assert_eq!(slot.on_data(b"n1".to_vec(), now), Disposition::Delivered);
+        assert_eq!(reply(&mut probe), Some(b"n1".to_vec()));
+        assert!(!slot.out_of_step());
+        let mut rx3 = pending(&mut slot, 3, Expect::Data);
+        assert_eq!(slot.on_data(b"new".to_vec(), now), Disposition::Delivered);
+        assert_eq!(reply(&mut rx3), Some(b"new".to_vec()));
     }
 
     #[test]
-    fn echoing_board_is_matched_by_id() {
+    fn without_a_probe_the_owed_replies_are_counted_off() {
         let now = Instant::now();
         let mut slot = Slot::default();
-        for id in 1..=ECHO_TRUST as u16 {
-            let mut rx = pending(&mut slot, id);
-            slot.on_data(id, vec![id as u8], now);
-            assert!(reply(&mut rx).is_some());
-        }
-        assert!(slot.echo_trusted());
-        let _rx = pending(&mut slot, 10);
-        slot.abandon(10, now);
-        let mut rx = pending(&mut slot, 11);
-        // A reply with an unknown id is not ours; the late reply to 10 is stale.
-        assert_eq!(slot.on_data(99, vec![], now), Disposition::Unexpected);
-        assert_eq!(slot.on_data(10, vec![], now), Disposition::Stale);
-        assert_eq!(slot.on_data(11, b"x".to_vec(), now), Disposition::Delivered);
-        assert_eq!(reply(&mut rx), Some(b"x".to_vec()));
+        let _rx1 = pending(&mut slot, 1, Expect::Data);
+        assert!(slot.abandon(1, now + Duration::from_millis(100)));
+        // The late reply arrives before the next request: discarded.
+        assert_eq!(slot.on_data(b"old".to_vec(), now), Disposition::Stale);
+        assert!(!slot.out_of_step());
+        let mut rx2 = pending(&mut slot, 2, Expect::Data);
+        assert_eq!(slot.on_data(b"new".to_vec(), now), Disposition::Delivered);
+        assert_eq!(reply(&mut rx2), Some(b"new".to_vec()));
+        // A reply nobody asked for is unexpected.
+        assert_eq!(slot.on_data(b"?".to_vec(), now), Disposition::Unexpected);
     }
 
     #[test]
     fn identity_and_unexpected_packets() {
         let now = Instant::now();
         let mut slot = Slot::default();
-        assert_eq!(slot.on_data(1, vec![], now), Disposition::Unexpected);
         assert_eq!(slot.on_identity(vec![], now), Disposition::Unexpected);
-        let (tx, mut rx) = oneshot::channel();
-        slot.pending = Some(Pending {
-            id: 5,
-            expect: Expect::Identity,
-            tx,
-        });
+        let mut rx = pending(&mut slot, 5, Expect::Identity);
         // A DATA reply does not answer a handshake.
-        assert_eq!(slot.on_data(5, vec![], now), Disposition::Unexpected);
+        assert_eq!(slot.on_data(vec![], now), Disposition::Unexpected);
         assert_eq!(
             slot.on_identity(b"dropbot::x".to_vec(), now),
             Disposition::Delivered
         );
         assert!(reply(&mut rx).is_some());
         // Abandoning a handshake owes no DATA reply.
-        let (tx, _rx) = oneshot::channel();
-        slot.pending = Some(Pending {
-            id: 6,
-            expect: Expect::Identity,
-            tx,
-        });
+        let _rx = pending(&mut slot, 6, Expect::Identity);
         assert!(slot.abandon(6, now));
-        assert_eq!(slot.stale, 0);
+        assert!(!slot.out_of_step());
         assert!(!slot.abandon(6, now));
     }
 }

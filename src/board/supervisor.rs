@@ -50,8 +50,9 @@ pub struct SupervisorOptions {
     /// Longest wait between attempts.
     pub backoff_max: Duration,
     /// Period of the time-sync heartbeat while connected (it also notices a board that
-    /// stopped answering: the link closes after `dead_after_timeouts` timeouts).
-    pub heartbeat: Duration,
+    /// stopped answering: the link closes after `dead_after_timeouts` timeouts). `None` when
+    /// another owner of the board's command stream keeps it alive (the actuation engine).
+    pub heartbeat: Option<Duration>,
 }
 
 impl SupervisorOptions {
@@ -63,7 +64,7 @@ impl SupervisorOptions {
             probe,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
-            heartbeat: Duration::from_secs(2),
+            heartbeat: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -211,15 +212,16 @@ impl Supervisor {
     async fn watch(&self, bot: DropBot) -> Option<Result<(), BoardError>> {
         self.board.send_replace(Some(bot.clone()));
         self.announce(BoardStatus::Connected(bot.info_arc()));
-        let mut heartbeat = tokio::time::interval(self.options.heartbeat);
+        // Without a heartbeat its branch below is disabled and the interval never polled.
+        let period = self.options.heartbeat.unwrap_or(Duration::from_secs(3600));
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        heartbeat.tick().await;
         let reason = loop {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Some(self.stop(Some(bot)).await),
                 reason = bot.closed() => break reason,
-                _ = heartbeat.tick() => {
+                _ = heartbeat.tick(), if self.options.heartbeat.is_some() => {
                     if let Err(e) = bot.sync_time().await {
                         tracing::warn!(error = %e, "board heartbeat failed");
                     }

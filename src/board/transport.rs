@@ -118,6 +118,8 @@ pub(super) struct Core {
     pub writer: tokio::sync::Mutex<Writer>,
     pub counters: Counters,
     pub events: broadcast::Sender<BoardEvent>,
+    /// The lossless consumer of events, if any (see `Link::set_event_sink`).
+    pub sink: Mutex<Option<super::link::EventSink>>,
     pub clock: Mutex<BoardClock>,
     pub closed: watch::Sender<Option<CloseReason>>,
     pub reader: Mutex<Option<AbortHandle>>,
@@ -191,8 +193,8 @@ impl Core {
     fn dispatch(&self, packet: Packet) {
         let now = Instant::now();
         let disposition = match packet {
-            Packet::Data { id, payload } => {
-                let d = lock(&self.slot).on_data(id, payload, now);
+            Packet::Data { payload, .. } => {
+                let d = lock(&self.slot).on_data(payload, now);
                 if d == Disposition::Stale {
                     self.drained.notify_one();
                 }
@@ -236,6 +238,10 @@ impl Core {
             board_time_us,
             board_time_host,
         };
+        let sink = lock(&self.sink).clone();
+        if let Some(sink) = sink {
+            sink(&event);
+        }
         // Never blocks: slow receivers lag and lose the oldest events.
         if self.events.send(event).is_err() {
             self.counters.unheard_events.fetch_add(1, Ordering::Relaxed);
@@ -253,10 +259,6 @@ pub(super) fn describe_io(what: &str, e: &io::Error) -> String {
     }
 }
 
-/// How long the line must stay quiet, with a packet candidate open, before the candidate is
-/// taken for a false start (a board writes a whole packet at once: 1 KiB is < 2 ms over USB).
-const IDLE_FLUSH: Duration = Duration::from_millis(5);
-
 /// Marks the reader done when dropped: at its end, or when the task is aborted.
 struct ReaderDone(Arc<Core>);
 
@@ -267,7 +269,11 @@ impl Drop for ReaderDone {
 }
 
 /// The reader task: runs until the port ends or fails, then closes the link.
-pub(super) async fn read_loop<R: AsyncRead + Unpin>(core: Arc<Core>, port: R) {
+pub(super) async fn read_loop<R: AsyncRead + Unpin>(
+    core: Arc<Core>,
+    port: R,
+    idle_flush: Duration,
+) {
     // Declared before `port`, so dropped after it: "done" means the half is released.
     let _done = ReaderDone(core.clone());
     let mut port = port;
@@ -277,7 +283,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(core: Arc<Core>, port: R) {
         let read = if decoder.buffered() > 0 {
             // A corrupted header may claim the bytes of a real reply behind it; when the
             // line goes quiet, rescan them rather than wait for bytes that never come.
-            match tokio::time::timeout(IDLE_FLUSH, port.read(&mut buf)).await {
+            match tokio::time::timeout(idle_flush, port.read(&mut buf)).await {
                 Ok(read) => read,
                 Err(_) => {
                     decoder.flush(|packet| core.dispatch(packet));

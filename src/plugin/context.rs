@@ -1,18 +1,20 @@
-//! Shared context of the plugin's tasks: the bus handle, the board supervisor, the actuator
-//! and the model, plus the one function that publishes retained state from the model.
+//! Shared context of the plugin's tasks: the bus handle, the actuation engine and the model,
+//! plus the one function that publishes retained state from the model.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, Semaphore};
 
 use super::model::Model;
 use super::properties::{InputError, Property};
 use super::routes::Route;
-use crate::actuation::{ActuationError, Actuator, Confirmed, Target};
-use crate::board::{BoardError, DropBot};
+use crate::actuation::{
+    ActuationError, Actuator, LevelTarget, Ordered, Pending, Picture, Response,
+};
+use crate::board::BoardError;
 use crate::bus::{BusHandle, Router};
 use crate::device::DeviceError;
 
@@ -33,13 +35,36 @@ pub enum RequestError {
     Board(#[from] BoardError),
     /// Applying failed.
     #[error("{0}")]
-    Actuation(#[from] ActuationError),
+    Actuation(ActuationError),
+    /// Too many requests wait already.
+    #[error("busy: {0}")]
+    Busy(String),
     /// Electrodes or device problems.
     #[error(transparent)]
     Device(#[from] DeviceError),
     /// The bus refused to send.
     #[error("bus: {0}")]
     Bus(#[from] crate::bus::BusError),
+    /// A sequence ended early (halted, or the board failed): why, and what each phase did
+    /// (the `failed` reply carries the report).
+    #[error("{message}")]
+    SequenceEnded {
+        /// Why, in words.
+        message: String,
+        /// The run's report, as the reply's response.
+        report: Value,
+    },
+}
+
+impl From<ActuationError> for RequestError {
+    fn from(e: ActuationError) -> Self {
+        match e {
+            ActuationError::Board(b) => RequestError::Board(b),
+            ActuationError::Halted(reason) => RequestError::Halted(reason),
+            ActuationError::NoBoard => RequestError::NoBoard("searching".into()),
+            other => RequestError::Actuation(other),
+        }
+    }
 }
 
 /// Settings of the plugin's behaviour.
@@ -51,10 +76,16 @@ pub struct Behaviour {
     pub apply_timeout: Duration,
     /// Largest put or trigger payload taken, bytes (the device file has its own bus limit).
     pub max_request_payload: usize,
-    /// Arm the board's host-liveness watchdog with this timeout, where the firmware has one:
-    /// if this process dies or hangs, the board turns HV and channels off by itself. Must be
-    /// longer than the supervisor's heartbeat (2 s); `None` leaves it off.
-    pub host_watchdog: Option<Duration>,
+    /// Arm the board's failsafe with this timeout where the firmware has one (the DropBot's
+    /// MCU watchdog, no longer refreshed by the firmware itself): if this process dies or
+    /// hangs, the board restarts with HV and channels off. The engine refreshes it at least
+    /// every third of it. `None` leaves the board's own behaviour.
+    pub failsafe: Option<Duration>,
+    /// Requests (puts and triggers) being carried out at once; more are answered "busy".
+    pub max_in_flight: usize,
+    /// After the broker has been gone this long, the board goes safe and stays halted until a
+    /// user resumes: nobody could switch it off from the bus meanwhile.
+    pub safe_after_bus_loss: Duration,
 }
 
 impl Default for Behaviour {
@@ -63,7 +94,9 @@ impl Default for Behaviour {
             auto_hv: true,
             apply_timeout: Duration::from_secs(10),
             max_request_payload: 1024 * 1024,
-            host_watchdog: Some(Duration::from_secs(5)),
+            failsafe: Some(Duration::from_secs(5)),
+            max_in_flight: 256,
+            safe_after_bus_loss: Duration::from_secs(5),
         }
     }
 }
@@ -74,10 +107,10 @@ pub struct Ctx {
     pub name: String,
     /// Publishing side of the bus.
     pub bus: BusHandle,
-    /// The connected board, as the supervisor publishes it.
-    pub boards: watch::Receiver<Option<DropBot>>,
-    /// The owner of actuation.
+    /// The owner of the board's command stream.
     pub actuator: Actuator,
+    /// Permits for requests in flight.
+    pub in_flight: Arc<Semaphore>,
     /// Routes of our subscriptions.
     pub router: Router<Route>,
     /// Behaviour settings.
@@ -98,7 +131,6 @@ impl Ctx {
     /// A context with an empty model.
     pub fn new(
         bus: BusHandle,
-        boards: watch::Receiver<Option<DropBot>>,
         actuator: Actuator,
         router: Router<Route>,
         behaviour: Behaviour,
@@ -109,7 +141,7 @@ impl Ctx {
             model: Mutex::new(Model::new(&name)),
             name,
             bus,
-            boards,
+            in_flight: Arc::new(Semaphore::new(behaviour.max_in_flight.max(1))),
             actuator,
             router,
             behaviour,
@@ -187,56 +219,63 @@ impl Ctx {
         }
     }
 
-    /// The connected board, if any.
-    pub fn current_board(&self) -> Option<DropBot> {
-        self.boards.borrow().clone()
+    /// Whether a board is connected (as the model knows it).
+    pub fn has_board(&self) -> bool {
+        self.model().board().is_some()
     }
 
-    /// The connected board, or why there is none.
-    pub fn board(&self) -> Result<DropBot, RequestError> {
-        self.current_board().ok_or_else(|| {
-            let status = self.model().status();
-            let detail = status["detail"].as_str().unwrap_or("searching").to_owned();
-            RequestError::NoBoard(detail)
-        })
-    }
-
-    /// Submit a target, adding HV when auto-HV applies, and wait for the board.
-    pub async fn actuate(&self, target: Target) -> Result<Confirmed, RequestError> {
-        let generation = self.submit(target)?;
-        self.confirm(generation).await
-    }
-
-    /// Submit a target now (adding HV when auto-HV applies); its generation for
-    /// [`Ctx::confirm`]. Synchronous, so that targets are submitted in the order their
-    /// messages arrived: newest wins only if "newest" means the last one received.
-    pub fn submit(&self, mut target: Target) -> Result<u64, RequestError> {
-        self.board()?;
-        let wants_channels = target.channels.as_ref().is_some_and(|c| !c.is_empty());
-        if wants_channels {
-            // Checked under the model's lock, so a halt marked before this cannot be missed.
-            let model = self.model();
-            if let Some(h) = &model.halted {
-                return Err(RequestError::Halted(h.reason.clone()));
-            }
-            if self.behaviour.auto_hv
-                && target.hv_output_enabled.is_none()
-                && !model.hv_output_enabled
-            {
-                target.hv_output_enabled = Some(true);
-            }
+    /// A board is connected, or why there is none.
+    pub fn board(&self) -> Result<(), RequestError> {
+        if self.has_board() {
+            return Ok(());
         }
-        Ok(self.actuator.submit(target))
+        let status = self.model().status();
+        let detail = status["detail"].as_str().unwrap_or("searching").to_owned();
+        Err(RequestError::NoBoard(detail))
     }
 
-    /// Wait until the board has applied generation `generation`; what it confirmed.
-    pub async fn confirm(&self, generation: u64) -> Result<Confirmed, RequestError> {
-        let applied = self
+    /// Submit electrodes now, in message order (newest wins); the generation to confirm.
+    pub fn submit_level(
+        &self,
+        channels: std::collections::BTreeSet<u16>,
+        live: bool,
+    ) -> Result<u64, RequestError> {
+        self.board()?;
+        Ok(self.actuator.submit_level(LevelTarget { channels, live }))
+    }
+
+    /// Wait until electrodes of `generation` (or newer) were applied; the picture after.
+    pub async fn confirm_level(&self, generation: u64) -> Result<Picture, RequestError> {
+        let picture = self
             .actuator
-            .wait(generation, self.behaviour.apply_timeout)
+            .wait_level(generation, self.behaviour.apply_timeout)
             .await?;
-        self.update(|m| m.on_applied(applied.generation, &applied.picture));
-        Ok(applied.picture)
+        self.take_picture(&picture);
+        Ok(picture)
+    }
+
+    /// Submit an ordered request now, in message order.
+    pub fn submit(&self, request: Ordered) -> Result<Pending, RequestError> {
+        self.board()?;
+        Ok(self.actuator.submit(request))
+    }
+
+    /// Wait for an ordered or control request's answer, taking the picture it carries.
+    pub async fn answer(
+        &self,
+        pending: Pending,
+        timeout: Option<Duration>,
+    ) -> Result<Response, RequestError> {
+        let response = pending.wait(timeout).await?;
+        if let Response::Picture(p) | Response::Shorts(_, p) = &response {
+            self.take_picture(p);
+        }
+        Ok(response)
+    }
+
+    /// Take a picture from the engine into the model (an older one is ignored there).
+    pub fn take_picture(&self, picture: &Picture) {
+        self.update(|m| m.on_picture(picture));
     }
 
     /// Publish `microdrop/<self>/error/<property>` with a readable message.

@@ -7,12 +7,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::context::{Ctx, RequestError};
 use super::properties::{self, describe, InputError, Property};
-use crate::actuation::Target;
+use super::requests::Answer;
+use crate::actuation::{Ordered, Phase, Program, Response};
 use crate::bus::{BusError, BusMessage};
 use crate::device::Device;
 
@@ -41,11 +43,11 @@ pub fn on_device(ctx: &Arc<Ctx>, msg: &BusMessage) {
         // while they are actuated (a device load never switches anything on), only for a
         // live message, and with HV as it is.
         let follow = !msg.retain && !m.actuated.is_empty();
-        let ids = m.active_electrodes.clone().filter(|_| follow);
-        ids.map(|ids| (ids, m.hv_output_enabled))
+        m.active_electrodes.clone().filter(|_| follow)
     });
-    if let Some((ids, hv)) = remap {
-        apply(ctx, &ids, Some(hv));
+    if let Some(ids) = remap {
+        // Not live: HV stays as it is.
+        apply(ctx, &ids, false);
     }
 }
 
@@ -71,7 +73,7 @@ pub fn on_active_electrodes(ctx: &Arc<Ctx>, msg: &BusMessage) {
         return;
     }
     ctx.update(|m| m.active_electrodes = Some(ids.clone()));
-    apply(ctx, &ids, None);
+    apply(ctx, &ids, true);
 }
 
 /// `microdrop/electrodes-model/state/voltage` or `.../frequency` (`"100 V"`, `"1000 Hz"`):
@@ -118,21 +120,23 @@ fn apply_setting(ctx: &Arc<Ctx>, property: Property, value: &Value) -> bool {
             return false;
         }
     };
-    let target = match property {
-        Property::Voltage => Target {
-            voltage: Some(value),
-            ..Target::default()
-        },
-        _ => Target {
-            frequency: Some(value),
-            ..Target::default()
-        },
+    let (voltage, frequency) = match property {
+        Property::Voltage => (Some(value), None),
+        _ => (None, Some(value)),
     };
-    ctx.update(|m| m.remember_settings(&target));
-    if ctx.current_board().is_some() {
+    ctx.update(|m| m.remember_settings(voltage, frequency));
+    if ctx.has_board() {
         // Submitted here, in message order; only the wait is spawned.
-        match ctx.submit(target) {
-            Ok(generation) => confirm_later(ctx.clone(), property.name(), generation),
+        match ctx.submit(Ordered::Waveform { voltage, frequency }) {
+            Ok(pending) => {
+                let ctx = ctx.clone();
+                let name = property.name();
+                tokio::spawn(async move {
+                    if let Err(e) = ctx.answer(pending, Some(ctx.behaviour.apply_timeout)).await {
+                        ctx.report_error(name, &e);
+                    }
+                });
+            }
             Err(e) => ctx.report_error(property.name(), &e),
         }
     }
@@ -140,60 +144,68 @@ fn apply_setting(ctx: &Arc<Ctx>, property: Property, value: &Value) -> bool {
 }
 
 /// The step runner's `execute`: apply the step's electrodes, voltage and frequency (already
-/// sent to us as electrodes-model state) and answer once the board has them. With no board
+/// sent to us as electrodes-model state), hold them for the step's duration (the electrodes
+/// model's `min-duration`) on the engine's clock, and answer when it is over. With no board
 /// the step still answers, with a warning, so protocols can be run without hardware.
-pub async fn execute(ctx: &Ctx) -> Result<Value, RequestError> {
+pub fn execute(ctx: &Arc<Ctx>) -> Answer {
     if let Err(e) = ctx.board() {
-        return Ok(json!({"applied": false, "warning": format!("{e}: step not applied")}));
+        let warning = json!({"applied": false, "warning": format!("{e}: step not applied")});
+        return Answer::Now(Ok(warning));
     }
-    let (ids, voltage, frequency) = {
+    let (ids, voltage, frequency, duration, actuated) = {
         let m = ctx.model();
         (
             m.active_electrodes.clone(),
             m.voltage_setting,
             m.frequency_setting,
+            m.step_duration,
+            m.actuated.clone(),
         )
     };
-    let channels = ids
-        .as_deref()
-        .map(|ids| channels_for(ctx, ids))
-        .transpose()?;
-    let confirmed = ctx
-        .actuate(Target {
-            channels,
-            voltage,
-            frequency,
-            ..Target::default()
-        })
-        .await?;
-    let capacitance = match ctx.board() {
-        Ok(board) => board.capacitance(0).await.ok().map(f64::from),
-        Err(_) => None,
+    let channels = match ids.as_deref().map(|ids| channels_for(ctx, ids)).transpose() {
+        Ok(channels) => channels.unwrap_or(actuated),
+        Err(e) => return Answer::Now(Err(e)),
     };
-    if let Some(farads) = capacitance {
-        super::telemetry::publish_capacitance(ctx, farads, None);
-    }
-    Ok(json!({
-        "applied": true,
-        "electrodes": ids,
-        "channels": ctx.model().actuated.clone(),
-        "voltage": confirmed.voltage,
-        "frequency": confirmed.frequency,
-        "hv_output_enabled": confirmed.hv_output_enabled,
-        "capacitance": capacitance,
+    let phase = Phase {
+        voltage,
+        frequency,
+        label: Some("step".into()),
+        ..Phase::timed(channels, duration.unwrap_or(Duration::ZERO))
+    };
+    let program = Program {
+        needs_hv: false,
+        ..Program::new(vec![phase])
+    };
+    let pending = match ctx.submit(Ordered::Run(program)) {
+        Ok(p) => p,
+        Err(e) => return Answer::Now(Err(e)),
+    };
+    let ctx = ctx.clone();
+    Answer::Later(Box::pin(async move {
+        let report = match ctx.answer(pending, None).await? {
+            Response::Sequence(report) => report,
+            _ => return Err(RequestError::Busy("unexpected answer".into())),
+        };
+        if let Some(error) = &report.error {
+            return Err(RequestError::Busy(error.clone()));
+        }
+        let m = ctx.model();
+        Ok(json!({
+            "applied": true,
+            "electrodes": ids,
+            "channels": m.actuated,
+            "voltage": m.voltage,
+            "frequency": m.frequency,
+            "hv_output_enabled": m.hv_output_enabled,
+            "capacitance": report.phases.first().and_then(|p| p.capacitance),
+        }))
     }))
 }
 
-/// Submit the channels of `ids` now, in message order, with HV as given or by the auto-HV
-/// rule; errors go to the `active-electrodes` error topic.
-fn apply(ctx: &Arc<Ctx>, ids: &[String], hv_output_enabled: Option<bool>) {
-    let submitted = channels_for(ctx, ids).and_then(|channels| {
-        ctx.submit(Target {
-            channels: Some(channels),
-            hv_output_enabled,
-            ..Target::default()
-        })
-    });
+/// Submit the channels of `ids` now, in message order; `live` requests may turn HV on by
+/// the auto-HV rule. Errors go to the `active-electrodes` error topic.
+fn apply(ctx: &Arc<Ctx>, ids: &[String], live: bool) {
+    let submitted = channels_for(ctx, ids).and_then(|channels| ctx.submit_level(channels, live));
     match submitted {
         Ok(generation) => confirm_later(ctx.clone(), "active-electrodes", generation),
         Err(e) => ctx.report_error("active-electrodes", &e),
@@ -203,7 +215,7 @@ fn apply(ctx: &Arc<Ctx>, ids: &[String], hv_output_enabled: Option<bool>) {
 /// Wait for the board in the background; a failure goes to `error/<property>`.
 fn confirm_later(ctx: Arc<Ctx>, property: &'static str, generation: u64) {
     tokio::spawn(async move {
-        if let Err(e) = ctx.confirm(generation).await {
+        if let Err(e) = ctx.confirm_level(generation).await {
             ctx.report_error(property, &e);
         }
     });

@@ -6,6 +6,8 @@
 //! - [`properties`]: settable properties: schema, validation, limits.
 //! - [`requests`]: puts and triggers.
 //! - [`electrodes`]: device and electrodes models, the step runner's `execute`.
+//! - [`sequences`], [`runs`]: `run-sequence` and `run-routes` (through
+//!   [`crate::actuation::routes`]), `stop`, `pause`, `resume`.
 //! - [`telemetry`]: board events to readings and signals.
 //! - [`model`]: the model every retained state is derived from.
 //! - [`service`]: the main loop and the safe shutdown.
@@ -16,6 +18,8 @@ pub mod model;
 pub mod properties;
 pub mod requests;
 pub mod routes;
+pub mod runs;
+pub mod sequences;
 pub mod service;
 pub mod telemetry;
 
@@ -31,4 +35,10 @@ pub enum PluginError {
     /// The board could not be put in the safe state on the way out.
     #[error("board: {0}")]
     Board(#[from] crate::board::BoardError),
+    /// The actuation engine could not start.
+    #[error("actuation: {0}")]
+    Actuation(#[from] crate::actuation::ActuationError),
+    /// The board supervisor ended on its own (it should only end at shutdown).
+    #[error("the board supervisor stopped unexpectedly")]
+    SupervisorGone,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::properties::{schema, Limits};
-use crate::actuation::{Confirmed, Target};
+use crate::actuation::{Picture, SequenceState};
 use crate::board::{BoardInfo, BoardStatus};
 use crate::device::Device;
 
@@ -23,14 +23,7 @@ pub enum Link {
     Disconnected { reason: String },
 }
 
-/// Why the board halted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Halt {
-    /// `output-current-exceeded`, `chip-load-saturated`, `requested`, ...
-    pub reason: String,
-    /// Details from the board.
-    pub detail: Value,
-}
+pub use crate::actuation::Halt;
 
 /// The model.
 #[derive(Debug, Clone)]
@@ -65,8 +58,14 @@ pub struct Model {
     pub voltage_setting: Option<f32>,
     /// Frequency asked by MicroDrop's models or puts, applied on every (re)connection.
     pub frequency_setting: Option<f32>,
-    /// Newest actuation generation taken into the model.
-    pub applied_generation: u64,
+    /// How long a protocol step holds its electrodes (the electrodes model's `min-duration`).
+    pub step_duration: Option<std::time::Duration>,
+    /// The sequence the engine runs.
+    pub sequence: SequenceState,
+    /// Which board connection this describes.
+    connection: Option<u64>,
+    /// Revision of the newest engine picture taken.
+    picture_revision: u64,
 }
 
 impl Model {
@@ -88,8 +87,16 @@ impl Model {
             active_electrodes: None,
             voltage_setting: None,
             frequency_setting: None,
-            applied_generation: 0,
+            step_duration: None,
+            sequence: SequenceState::Idle,
+            connection: None,
+            picture_revision: 0,
         }
+    }
+
+    /// Which connection the model follows (the engine's pictures of others are ignored).
+    pub fn connection(&self) -> Option<u64> {
+        self.connection
     }
 
     /// The connected board's info.
@@ -100,10 +107,11 @@ impl Model {
         }
     }
 
-    /// Follow a supervisor transition. A new connection starts from the safe state the
-    /// supervisor put the board in; a lost one forgets everything the board had confirmed.
-    /// A halt is kept either way.
-    pub fn on_status(&mut self, status: &BoardStatus) {
+    /// Follow a supervisor transition (`connection` numbers a new board). A new connection
+    /// starts from the safe state the supervisor put the board in; a lost one forgets
+    /// everything the board had confirmed. A halt is kept either way (the engine keeps it).
+    pub fn on_status(&mut self, status: &BoardStatus, connection: Option<u64>) {
+        self.connection = connection;
         self.link = match status {
             BoardStatus::Connected(info) => Link::Connected(info.clone()),
             BoardStatus::Searching { last_error, .. } => Link::Searching {
@@ -144,43 +152,44 @@ impl Model {
         }
     }
 
-    /// Take what the board confirmed up to actuation `generation` (older news is ignored).
-    pub fn on_applied(&mut self, generation: u64, confirmed: &Confirmed) {
-        if generation < self.applied_generation {
+    /// Take the engine's picture of the board (one of another connection, or older than one
+    /// taken already, is ignored).
+    pub fn on_picture(&mut self, p: &Picture) {
+        if p.revision < self.picture_revision {
             return;
         }
-        self.applied_generation = generation;
-        if let Some(channels) = &confirmed.channels {
-            // The board takes the bits but never drives a disabled channel.
-            self.actuated = channels.difference(&self.disabled).copied().collect();
+        self.picture_revision = p.revision;
+        self.halted = p.halted.clone();
+        self.sequence = p.sequence.clone();
+        if p.connection.is_none() || p.connection != self.connection {
+            return;
         }
-        if let Some(hv) = confirmed.hv_output_enabled {
-            self.hv_output_enabled = hv;
+        self.actuated = p.actuated.clone();
+        self.hv_output_enabled = p.hv_output_enabled;
+        self.disabled = p.disabled.clone();
+        if p.voltage.is_some() {
+            self.voltage = p.voltage;
         }
-        if confirmed.voltage.is_some() {
-            self.voltage = confirmed.voltage;
+        if p.frequency.is_some() {
+            self.frequency = p.frequency;
         }
-        if confirmed.frequency.is_some() {
-            self.frequency = confirmed.frequency;
+        if p.capacitance_update_interval_ms.is_some() {
+            self.capacitance_update_interval_ms = p.capacitance_update_interval_ms;
         }
-    }
-
-    /// Remember the voltage and frequency of `target` as MicroDrop's settings (applied again
-    /// on every reconnection).
-    pub fn remember_settings(&mut self, target: &Target) {
-        if target.voltage.is_some() {
-            self.voltage_setting = target.voltage;
-        }
-        if target.frequency.is_some() {
-            self.frequency_setting = target.frequency;
+        if p.chip_inserted.is_some() {
+            self.chip_inserted = p.chip_inserted;
         }
     }
 
-    /// The board halted itself (or was halted): HV off, channels off.
-    pub fn on_halt(&mut self, halt: Halt) {
-        self.hv_output_enabled = false;
-        self.actuated.clear();
-        self.halted = Some(halt);
+    /// Remember a voltage and/or frequency as MicroDrop's settings (applied again on every
+    /// reconnection).
+    pub fn remember_settings(&mut self, voltage: Option<f32>, frequency: Option<f32>) {
+        if voltage.is_some() {
+            self.voltage_setting = voltage;
+        }
+        if frequency.is_some() {
+            self.frequency_setting = frequency;
+        }
     }
 
     /// The `status` value.
@@ -269,6 +278,7 @@ impl Model {
                     |h| json!({"reason": h.reason, "detail": h.detail}),
                 ),
             ),
+            ("sequence", json!(self.sequence)),
         ])
     }
 }

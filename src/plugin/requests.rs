@@ -1,38 +1,41 @@
-//! Puts and triggers: validate, carry out, answer with a notify (and an error topic on failure).
+//! Puts and triggers: validated and handed to the engine right away, in the order they
+//! arrived (so "HV on" then "HV off" ends with HV off); only the wait for the board's answer
+//! and the notify reply run in a task, and at most `max_in_flight` of those at once.
 
-use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::context::{Ctx, RequestError};
-use super::model::Halt;
 use super::properties::{self, schema, InputError, Property, PropertyValue};
 use super::routes::{Action, Route};
-use crate::actuation::{ActuationError, Target};
-use crate::bus::{BusMessage, ReplyStatus};
+use crate::actuation::{Halt, Ordered, Response};
+use crate::bus::{BusMessage, Envelope, ReplyStatus};
 
 /// Longest settle time per channel accepted by `detect-shorts`, ms (the firmware takes a u8).
 const MAX_SHORTS_DELAY_MS: u64 = 255;
 
-/// Handle one put or trigger and answer it.
-pub async fn handle(ctx: Arc<Ctx>, route: Route, msg: BusMessage) {
+/// A request's answer: now, or once the board has it.
+pub enum Answer {
+    /// Known at once.
+    Now(Result<Value, RequestError>),
+    /// After the board.
+    Later(Pin<Box<dyn Future<Output = Result<Value, RequestError>> + Send>>),
+}
+
+fn later<F>(f: F) -> Answer
+where
+    F: Future<Output = Result<Value, RequestError>> + Send + 'static,
+{
+    Answer::Later(Box::pin(f))
+}
+
+/// Handle one put or trigger: validate, submit, and answer (now or from a task).
+pub fn handle(ctx: &Arc<Ctx>, route: Route, msg: BusMessage) {
     let name = route.name();
-    let limit = ctx.behaviour.max_request_payload;
-    let envelope = if msg.payload.len() > limit {
-        let size = msg.payload.len();
-        Err(InputError::new(
-            name,
-            format!("payload of {size} bytes is too large"),
-            format!("at most {limit} bytes"),
-        ))
-    } else {
-        msg.envelope().map_err(|e| {
-            let allowed = "a JSON object with __head__.plugin_name, as MicroDrop's clients send";
-            InputError::new(name, format!("unreadable request: {e}"), allowed)
-        })
-    };
-    let envelope = match envelope {
+    let envelope = match read(ctx, name, &msg) {
         Ok(envelope) => envelope,
         Err(error) => {
             ctx.report_error(name, &error);
@@ -46,19 +49,66 @@ pub async fn handle(ctx: Arc<Ctx>, route: Route, msg: BusMessage) {
             return;
         }
     };
-    let result = match route {
-        Route::Put(property) => put(&ctx, property, envelope.put_value(property.name())).await,
-        Route::Trigger(action) => trigger(&ctx, action, envelope.trigger_value()).await,
+    // Permits are taken before anything is submitted: a request refused as busy has not
+    // touched the board.
+    let permit = match ctx.in_flight.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            let busy = RequestError::Busy(format!(
+                "{} requests are being carried out; try again",
+                ctx.behaviour.max_in_flight
+            ));
+            return reply(ctx, &envelope, route, Err(busy));
+        }
+    };
+    let answer = match route {
+        Route::Put(property) => put(ctx, property, envelope.put_value(property.name())),
+        Route::Trigger(action) => trigger(ctx, action, envelope.trigger_value()),
         _ => return,
     };
+    match answer {
+        Answer::Now(result) => reply(ctx, &envelope, route, result),
+        Answer::Later(fut) => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let result = fut.await;
+                reply(&ctx, &envelope, route, result);
+                drop(permit);
+            });
+        }
+    }
+}
+
+fn read(ctx: &Ctx, name: &str, msg: &BusMessage) -> Result<Envelope, InputError> {
+    let limit = ctx.behaviour.max_request_payload;
+    if msg.payload.len() > limit {
+        let size = msg.payload.len();
+        return Err(InputError::new(
+            name,
+            format!("payload of {size} bytes is too large"),
+            format!("at most {limit} bytes"),
+        ));
+    }
+    msg.envelope().map_err(|e| {
+        let allowed = "a JSON object with __head__.plugin_name, as MicroDrop's clients send";
+        InputError::new(name, format!("unreadable request: {e}"), allowed)
+    })
+}
+
+fn reply(ctx: &Ctx, envelope: &Envelope, route: Route, result: Result<Value, RequestError>) {
+    let name = route.name();
     let (status, response) = match result {
         Ok(response) => (ReplyStatus::Success, response),
         Err(e) => {
             ctx.report_error(name, &e);
-            (ReplyStatus::Failed, json!(e.to_string()))
+            let response = match e {
+                RequestError::SequenceEnded { report, .. } => report,
+                e => json!(e.to_string()),
+            };
+            (ReplyStatus::Failed, response)
         }
     };
-    if let Err(e) = ctx.bus.reply(&envelope, name, status, response) {
+    if let Err(e) = ctx.bus.reply(envelope, name, status, response) {
         tracing::warn!(name, error = %e, "could not send the reply");
     }
     if route == Route::Trigger(Action::Exit) {
@@ -67,99 +117,105 @@ pub async fn handle(ctx: Arc<Ctx>, route: Route, msg: BusMessage) {
     }
 }
 
-async fn put(ctx: &Ctx, property: Property, value: &Value) -> Result<Value, RequestError> {
+fn put(ctx: &Arc<Ctx>, property: Property, value: &Value) -> Answer {
     let limits = ctx.model().limits;
-    let parsed = property.parse(value, &limits)?;
+    let parsed = match property.parse(value, &limits) {
+        Ok(parsed) => parsed,
+        Err(e) => return Answer::Now(Err(e.into())),
+    };
     match parsed {
-        PropertyValue::Voltage(v) => {
-            let c = setting(
-                ctx,
-                Target {
-                    voltage: Some(v),
-                    ..Target::default()
-                },
-            )
-            .await?;
-            Ok(json!(c.voltage))
-        }
-        PropertyValue::Frequency(f) => {
-            let c = setting(
-                ctx,
-                Target {
-                    frequency: Some(f),
-                    ..Target::default()
-                },
-            )
-            .await?;
-            Ok(json!(c.frequency))
-        }
+        PropertyValue::Voltage(v) => waveform(ctx, Some(v), None, |m| json!(m.voltage)),
+        PropertyValue::Frequency(f) => waveform(ctx, None, Some(f), |m| json!(m.frequency)),
         PropertyValue::HvOutputEnabled(on) => {
-            if on {
-                // An explicit request to turn HV on is how a user resumes after a halt.
-                ctx.update(|m| m.halted = None);
-            }
-            let c = ctx
-                .actuate(Target {
-                    hv_output_enabled: Some(on),
-                    ..Target::default()
-                })
-                .await?;
-            Ok(json!(c.hv_output_enabled))
+            // An explicit request to turn HV on is how a user resumes after a halt.
+            let pending = match on {
+                true => ctx.submit(Ordered::HvOn),
+                false => ctx.board().map(|()| ctx.actuator.hv_off()),
+            };
+            board_answer(ctx, pending, |ctx, _| json!(ctx.model().hv_output_enabled))
         }
         PropertyValue::Channels(channels) => {
-            ctx.actuate(Target {
-                channels: Some(channels),
-                ..Target::default()
-            })
-            .await?;
-            // What is really on: the model leaves out the disabled channels.
-            Ok(json!(ctx.model().actuated))
+            let generation = match ctx.submit_level(channels, true) {
+                Ok(g) => g,
+                Err(e) => return Answer::Now(Err(e)),
+            };
+            let ctx = ctx.clone();
+            // What is really on: the board leaves out the disabled channels.
+            later(async move { Ok(json!(ctx.confirm_level(generation).await?.actuated)) })
         }
         PropertyValue::CapacitanceUpdateIntervalMs(ms) => {
-            let board = ctx.board()?;
-            board.set_capacitance_update_interval_ms(ms).await?;
-            ctx.update(|m| m.capacitance_update_interval_ms = Some(ms));
-            Ok(json!(ms))
+            let pending = ctx.submit(Ordered::Stream(ms));
+            board_answer(ctx, pending, |ctx, _| {
+                json!(ctx.model().capacitance_update_interval_ms)
+            })
         }
         PropertyValue::DisabledChannels(channels) => {
-            let board = ctx.board()?;
-            board.set_disabled_channels(&channels).await?;
-            let disabled = board.disabled_channels().await?;
-            ctx.update(|m| m.disabled = disabled.clone());
-            Ok(json!(disabled))
+            let pending = ctx.submit(Ordered::Disabled(channels));
+            board_answer(ctx, pending, |ctx, _| json!(ctx.model().disabled))
         }
     }
 }
 
 /// Voltage and/or frequency: remembered as MicroDrop's settings, then applied.
-async fn setting(ctx: &Ctx, target: Target) -> Result<crate::actuation::Confirmed, RequestError> {
-    ctx.update(|m| m.remember_settings(&target));
-    ctx.actuate(target).await
+fn waveform(
+    ctx: &Arc<Ctx>,
+    voltage: Option<f32>,
+    frequency: Option<f32>,
+    answer: fn(&super::model::Model) -> Value,
+) -> Answer {
+    ctx.update(|m| m.remember_settings(voltage, frequency));
+    let pending = ctx.submit(Ordered::Waveform { voltage, frequency });
+    board_answer(ctx, pending, move |ctx, _| answer(&ctx.model()))
 }
 
-async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, RequestError> {
+/// Wait for the engine's answer, then answer with `value` (of the model after it).
+fn board_answer(
+    ctx: &Arc<Ctx>,
+    pending: Result<crate::actuation::Pending, RequestError>,
+    value: impl FnOnce(&Ctx, Response) -> Value + Send + 'static,
+) -> Answer {
+    let pending = match pending {
+        Ok(p) => p,
+        Err(e) => return Answer::Now(Err(e)),
+    };
+    let ctx = ctx.clone();
+    later(async move {
+        let response = ctx
+            .answer(pending, Some(ctx.behaviour.apply_timeout))
+            .await?;
+        Ok(value(&ctx, response))
+    })
+}
+
+fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
+    let now = |v: Value| Answer::Now(Ok(v));
     match action {
-        Action::Ping => Ok(json!("pong")),
-        Action::GetSchema => Ok(schema(&ctx.name, &ctx.model().limits)),
-        Action::GetSubscriptions => Ok(json!(ctx.bus.subscriptions())),
-        Action::UpdateVersion => Ok(value.get("state").cloned().unwrap_or_else(|| json!({}))),
-        // The main loop is told after the reply is queued (see `handle`).
-        Action::Exit => Ok(json!("exiting: HV and channels off")),
-        Action::ConnectDropbot => match ctx.board() {
-            Ok(_) => Ok(ctx.model().status()),
-            Err(e) => Err(e),
-        },
+        Action::Ping => now(json!("pong")),
+        Action::GetSchema => now(schema(&ctx.name, &ctx.model().limits)),
+        Action::GetSubscriptions => now(json!(ctx.bus.subscriptions())),
+        Action::UpdateVersion => now(value.get("state").cloned().unwrap_or_else(|| json!({}))),
+        // The main loop is told after the reply is queued (see `reply`).
+        Action::Exit => now(json!("exiting: HV and channels off")),
+        Action::ConnectDropbot => Answer::Now(ctx.board().map(|()| ctx.model().status())),
         Action::MeasureCapacitance => {
-            let farads = ctx.board()?.capacitance(0).await?;
-            let reading = super::telemetry::publish_capacitance(ctx, f64::from(farads), None);
-            Ok(reading)
+            let pending = ctx.submit(Ordered::Capacitance);
+            board_answer(ctx, pending, |ctx, r| match r {
+                Response::Capacitance(reading) => super::telemetry::publish_capacitance(
+                    ctx,
+                    reading.farads,
+                    reading.stamp.board_us,
+                ),
+                _ => Value::Null,
+            })
         }
         Action::MeasureVoltage => {
-            let volts = ctx.board()?.high_voltage().await?;
-            Ok(super::telemetry::publish_measured_voltage(
-                ctx,
-                f64::from(volts),
-            ))
+            let pending = ctx.submit(Ordered::MeasuredVoltage);
+            board_answer(ctx, pending, |ctx, r| match r {
+                Response::Voltage(v) => {
+                    super::telemetry::publish_measured_voltage(ctx, f64::from(v))
+                }
+                _ => Value::Null,
+            })
         }
         Action::PutVoltageFrequency => {
             let limits = ctx.model().limits;
@@ -172,85 +228,87 @@ async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, Requ
                     )
                 })
             };
-            let v = properties::voltage(field("voltage")?, &limits)?;
-            let f = properties::frequency(field("frequency")?, &limits)?;
-            let c = setting(
-                ctx,
-                Target {
-                    voltage: Some(v),
-                    frequency: Some(f),
-                    ..Target::default()
-                },
-            )
-            .await?;
-            Ok(json!({"voltage": c.voltage, "frequency": c.frequency}))
+            let parsed = field("voltage")
+                .and_then(|v| properties::voltage(v, &limits))
+                .and_then(|v| Ok((v, properties::frequency(field("frequency")?, &limits)?)));
+            match parsed {
+                Ok((v, f)) => waveform(
+                    ctx,
+                    Some(v),
+                    Some(f),
+                    |m| json!({"voltage": m.voltage, "frequency": m.frequency}),
+                ),
+                Err(e) => Answer::Now(Err(e.into())),
+            }
         }
         Action::DetectShorts => {
             let allowed = format!("{{\"delay_ms\": 0 to {MAX_SHORTS_DELAY_MS}}} or nothing");
             let delay = match value.get("delay_ms") {
                 None => 5,
-                Some(d) => d
-                    .as_u64()
-                    .filter(|d| *d <= MAX_SHORTS_DELAY_MS)
-                    .ok_or_else(|| {
-                        InputError::new(
+                Some(d) => match d.as_u64().filter(|d| *d <= MAX_SHORTS_DELAY_MS) {
+                    Some(d) => d as u8,
+                    None => {
+                        let e = InputError::new(
                             "detect-shorts",
                             format!("delay_ms {d} is not usable"),
                             &allowed,
-                        )
-                    })?,
-            } as u8;
-            let board = ctx.board()?;
-            let shorts = board.detect_shorts(delay).await?;
-            let disabled = board.disabled_channels().await?;
-            ctx.update(|m| m.disabled = disabled);
-            let _ = ctx
-                .bus
-                .signal("shorts-detected", &json!({"channels": shorts}));
-            Ok(json!(shorts))
+                        );
+                        return Answer::Now(Err(e.into()));
+                    }
+                },
+            };
+            let pending = ctx.submit(Ordered::DetectShorts { delay_ms: delay });
+            board_answer(ctx, pending, |ctx, r| {
+                let shorts = match r {
+                    Response::Shorts(shorts, _) => shorts,
+                    _ => Vec::new(),
+                };
+                let _ = ctx
+                    .bus
+                    .signal("shorts-detected", &json!({"channels": shorts}));
+                json!(shorts)
+            })
         }
         Action::Halt => {
-            let board = ctx.board()?;
-            let halt = Halt {
-                reason: "requested".into(),
-                detail: json!("halt trigger"),
-            };
-            // Marked before anything else: from here on no target with channels is taken.
-            ctx.update(|m| m.halted = Some(halt.clone()));
-            let reason = ActuationError::Board("board halted: requested".into());
-            ctx.actuator.exclusive(reason, board.halt()).await?;
-            ctx.update(|m| m.on_halt(halt));
-            let _ = ctx.bus.signal("halted", &json!({"reason": "requested"}));
-            Ok(json!("halted: HV off, all channels off"))
+            let halt = Halt::new("requested", json!("halt trigger"));
+            let pending = ctx.board().map(|()| ctx.actuator.halt(halt));
+            board_answer(ctx, pending, |_, _| {
+                json!("halted: HV off, all channels off")
+            })
         }
         Action::AllOff => {
-            let c = ctx
-                .actuate(Target {
-                    channels: Some(BTreeSet::new()),
-                    hv_output_enabled: Some(false),
-                    ..Target::default()
-                })
-                .await?;
-            Ok(json!({"channels": c.channels, "hv_output_enabled": c.hv_output_enabled}))
+            let pending = ctx.board().map(|()| ctx.actuator.all_off());
+            board_answer(ctx, pending, |ctx, _| {
+                let m = ctx.model();
+                json!({"channels": m.actuated, "hv_output_enabled": m.hv_output_enabled})
+            })
         }
         Action::ScanCapacitances => {
-            let board = ctx.board()?;
-            let count = board.info().channel_count;
+            let limits = ctx.model().limits;
             let channels: Vec<u16> = match value.get("channels") {
-                Some(list) => properties::channels("scan-capacitances", list, &ctx.model().limits)?
-                    .into_iter()
-                    .collect(),
-                None => (0..count).collect(),
+                Some(list) => match properties::channels("scan-capacitances", list, &limits) {
+                    Ok(set) => set.into_iter().collect(),
+                    Err(e) => return Answer::Now(Err(e.into())),
+                },
+                None => (0..limits.channel_count).collect(),
             };
-            let values = board.channel_capacitances(&channels).await?;
-            let map: serde_json::Map<String, Value> = channels
-                .iter()
-                .zip(values)
-                .map(|(c, f)| (c.to_string(), json!(f)))
-                .collect();
-            Ok(Value::Object(map))
+            let pending = ctx.submit(Ordered::Scan(channels));
+            board_answer(ctx, pending, |_, r| match r {
+                Response::Scan(values) => Value::Object(
+                    values
+                        .into_iter()
+                        .map(|(c, f)| (c.to_string(), json!(f)))
+                        .collect(),
+                ),
+                _ => Value::Null,
+            })
         }
-        Action::Execute => super::electrodes::execute(ctx).await,
+        Action::Execute => super::electrodes::execute(ctx),
+        Action::RunSequence => super::runs::run_sequence(ctx, value),
+        Action::RunRoutes => super::runs::run_routes(ctx, value),
+        Action::Stop => super::runs::stop(ctx),
+        Action::Pause => super::runs::pause(ctx),
+        Action::Resume => super::runs::resume(ctx),
     }
 }
 

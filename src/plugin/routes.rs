@@ -39,11 +39,21 @@ pub enum Action {
     ScanCapacitances,
     /// MicroDrop's step runner: apply the step, answer when applied.
     Execute,
+    /// Runs a sequence of phases; answers when it ends.
+    RunSequence,
+    /// Runs MicroDrop 3 routes; answers when they end.
+    RunRoutes,
+    /// Stops the running sequence (its electrodes off).
+    Stop,
+    /// Holds the running sequence.
+    Pause,
+    /// Goes on with a held sequence.
+    Resume,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 19] = [
         Action::Ping,
         Action::GetSchema,
         Action::GetSubscriptions,
@@ -58,6 +68,11 @@ impl Action {
         Action::AllOff,
         Action::ScanCapacitances,
         Action::Execute,
+        Action::RunSequence,
+        Action::RunRoutes,
+        Action::Stop,
+        Action::Pause,
+        Action::Resume,
     ];
 
     /// The action's name in topics.
@@ -77,6 +92,11 @@ impl Action {
             Action::AllOff => "all-off",
             Action::ScanCapacitances => "scan-capacitances",
             Action::Execute => "execute",
+            Action::RunSequence => "run-sequence",
+            Action::RunRoutes => "run-routes",
+            Action::Stop => "stop",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
         }
     }
 }

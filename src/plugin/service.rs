@@ -1,4 +1,6 @@
-//! The plugin's main loop: bus messages in, board transitions, shutdown.
+//! The plugin's main loop: bus messages in (handled in arrival order), board transitions (the
+//! board handed to the actuation engine), the engine's picture into the model, its notices
+//! and samples onto the bus, the bus-loss policy, and the safe shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -6,25 +8,25 @@ use std::time::Duration;
 
 use firmware_protocol::events::{EVENT_CHANNELS_UPDATED, EVENT_ENABLE};
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, mpsc};
 
 use super::context::{Behaviour, Ctx};
 use super::model::offline_status;
 use super::routes::{self, Route};
 use super::{electrodes, requests, telemetry, PluginError};
-use crate::actuation::{ActuationError, Actuator, Target};
-use crate::board::{BoardStatus, BoardSupervisor, SupervisorOptions};
-use crate::bus::{BusClient, BusMessage, BusOptions, Farewell, Topic, Will};
+use crate::actuation::{Actuator, DropBotBoard, EngineOptions, Halt, Ordered};
+use crate::board::{BoardStatus, BoardSupervisor, SupervisorHandle, SupervisorOptions};
+use crate::bus::{BusClient, BusMessage, BusOptions, ConnectionState, Farewell, Topic, Will};
 
 /// Gated events the plugin wants: shorts and drops (channel updates are read back instead).
 const EVENT_MASK: u32 = !EVENT_CHANNELS_UPDATED | EVENT_ENABLE;
 
 /// Run the plugin until `shutdown` resolves, the `exit` trigger, or the bus client ends.
-/// On the way out: all channels off, HV off, retained status offline.
+/// On the way out: all channels off, HV off, the board's failsafe handed back, retained state
+/// saying nothing is on, status offline.
 pub async fn run(
     mut bus_options: BusOptions,
-    supervisor: SupervisorOptions,
+    mut supervisor: SupervisorOptions,
     behaviour: Behaviour,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PluginError> {
@@ -36,58 +38,93 @@ pub async fn run(
     });
     let mut client = BusClient::start(bus_options)?;
     let bus = client.handle();
+    // The engine owns the board's command stream, keep-alive included.
+    supervisor.heartbeat = None;
     let supervisor = BoardSupervisor::spawn(supervisor);
-    let board = supervisor.watch_board();
-    let actuator = Actuator::spawn(move || board.borrow().clone());
+    let (actuator, mut streams) = Actuator::spawn(EngineOptions {
+        auto_hv: behaviour.auto_hv,
+        failsafe: behaviour.failsafe,
+        keepalive: behaviour.failsafe.map_or(Duration::from_secs(1), |t| {
+            (t / 3).min(Duration::from_secs(1))
+        }),
+        ..EngineOptions::default()
+    })?;
     let router = routes::router(&name)?;
     let (exit_tx, mut exit_rx) = mpsc::channel(1);
-    let ctx = Ctx::new(
-        bus.clone(),
-        supervisor.watch_board(),
-        actuator,
-        router,
-        behaviour,
-        exit_tx,
-    );
+    let ctx = Ctx::new(bus.clone(), actuator, router, behaviour, exit_tx);
     bus.subscribe_router(&ctx.router)?;
     ctx.update(|_| ());
     tracing::info!(%name, "plugin running");
 
-    let mut status = supervisor.status();
-    let mut applied = ctx.actuator.subscribe();
-    let mut events: Option<JoinHandle<()>> = None;
+    let mut transitions = supervisor.transitions();
+    let mut picture = ctx.actuator.picture();
+    let mut connection = bus.connection();
+    let mut bus_lost_since: Option<tokio::time::Instant> = None;
+    let mut next_connection = 0u64;
+    on_status(
+        &ctx,
+        &supervisor,
+        supervisor.status().borrow().clone(),
+        &mut next_connection,
+    );
     tokio::pin!(shutdown);
-    loop {
+    let outcome = loop {
+        let bus_deadline = bus_lost_since.map(|t| t + ctx.behaviour.safe_after_bus_loss);
         tokio::select! {
-            () = &mut shutdown => break,
-            _ = exit_rx.recv() => break,
+            () = &mut shutdown => break Ok(()),
+            _ = exit_rx.recv() => break Ok(()),
             msg = client.recv() => match msg {
                 Some(msg) => dispatch(&ctx, msg),
-                None => break,
+                None => break Ok(()),
             },
-            Ok(()) = status.changed() => {
-                let s = status.borrow_and_update().clone();
-                on_status(&ctx, s, &mut events);
-            }
-            Ok(()) = applied.changed() => {
-                let a = applied.borrow_and_update().clone();
-                // Usually the waiter took it already; this catches outcomes nobody waited for.
-                if ctx.model().applied_generation < a.generation {
-                    ctx.update(|m| m.on_applied(a.generation, &a.picture));
+            t = transitions.recv() => match t {
+                Ok(status) => on_status(&ctx, &supervisor, status, &mut next_connection),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(lost = n, "board transitions lagged; taking the latest");
+                    let status = supervisor.status().borrow().clone();
+                    on_status(&ctx, &supervisor, status, &mut next_connection);
                 }
+                Err(broadcast::error::RecvError::Closed) => {
+                    break Err(PluginError::SupervisorGone);
+                }
+            },
+            Ok(()) = picture.changed() => {
+                let p = picture.borrow_and_update().clone();
+                ctx.take_picture(&p);
+            }
+            Some(notice) = streams.notices.recv() => telemetry::on_notice(&ctx, notice),
+            Some(sample) = streams.samples.recv() => telemetry::on_sample(&ctx, &sample),
+            Ok(()) = connection.changed() => {
+                let up = matches!(*connection.borrow_and_update(), ConnectionState::Connected { .. });
+                bus_lost_since = match (up, bus_lost_since) {
+                    (true, _) => None,
+                    (false, None) => Some(tokio::time::Instant::now()),
+                    (false, since) => since,
+                };
+            }
+            () = sleep_until(bus_deadline) => {
+                bus_lost_since = None;
+                on_bus_lost(&ctx);
             }
         }
-    }
+    };
     tracing::info!("shutting down: channels off, HV off");
-    if let Some(task) = events.take() {
-        task.abort();
+    let mut ctx = ctx;
+    let safe_engine = match Arc::get_mut(&mut ctx) {
+        Some(ctx) => ctx.actuator.shutdown().await.map(|_| ()),
+        None => Err(crate::actuation::ActuationError::Busy(
+            "requests still running at shutdown".into(),
+        )),
+    };
+    if let Err(e) = &safe_engine {
+        tracing::warn!(error = %e, "the engine could not confirm the safe state; the supervisor tries again");
     }
-    // Nothing of ours may follow the safe state: the applier stops first.
-    ctx.actuator.stop().await;
     let safe = supervisor.shutdown().await;
     if let Err(e) = &safe {
         tracing::error!(error = %e, "could not confirm the safe state");
     }
+    // No retained state may say HV is on or channels are actuated once we are gone.
+    ctx.update(|m| m.on_status(&BoardStatus::Stopped, None));
     let farewell = [Farewell {
         topic: status_topic,
         value: offline_status(),
@@ -96,7 +133,15 @@ pub async fn run(
     if let Err(e) = client.disconnect(&farewell, Duration::from_secs(2)).await {
         tracing::warn!(error = %e, "broker did not take our goodbye (the will says offline)");
     }
+    outcome?;
     safe.map_err(PluginError::from)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn dispatch(ctx: &Arc<Ctx>, msg: BusMessage) {
@@ -109,26 +154,39 @@ fn dispatch(ctx: &Arc<Ctx>, msg: BusMessage) {
         Route::ActiveElectrodes => electrodes::on_active_electrodes(ctx, &msg),
         Route::StepSetting(p) => electrodes::on_step_setting(ctx, &msg, p),
         Route::OwnState(p) => electrodes::on_own_state(ctx, &msg, p),
-        Route::Put(_) | Route::Trigger(_) => {
-            tokio::spawn(requests::handle(ctx.clone(), route, msg));
-        }
+        Route::Put(_) | Route::Trigger(_) => requests::handle(ctx, route, msg),
     }
 }
 
-fn on_status(ctx: &Arc<Ctx>, status: BoardStatus, events: &mut Option<JoinHandle<()>>) {
-    if let Some(task) = events.take() {
-        task.abort();
+fn on_status(
+    ctx: &Arc<Ctx>,
+    supervisor: &SupervisorHandle,
+    status: BoardStatus,
+    next_connection: &mut u64,
+) {
+    let old = ctx.model().connection();
+    if let Some(old) = old {
+        // Whatever was pending belonged to the previous board.
+        ctx.actuator.detach(old);
     }
-    // Whatever was pending belonged to the previous board (or to none).
-    ctx.actuator.clear(ActuationError::NoBoard);
     let was_connected = ctx.model().board().is_some();
-    ctx.update(|m| m.on_status(&status));
-    match (&status, ctx.current_board()) {
-        (BoardStatus::Connected(info), Some(board)) => {
-            tracing::info!(uuid = %info.uuid, firmware = %info.identity, "board connected");
+    let board = match &status {
+        BoardStatus::Connected(_) => supervisor.board(),
+        _ => None,
+    };
+    let connection = board.as_ref().map(|_| {
+        *next_connection += 1;
+        *next_connection
+    });
+    // The model starts from the safe state before the engine may touch the new board.
+    ctx.update(|m| m.on_status(&status, connection));
+    match (board, connection) {
+        (Some(board), Some(id)) => {
+            tracing::info!(uuid = %board.info().uuid, firmware = %board.info().identity, "board connected");
             let _ = ctx.bus.signal("board-connected", &ctx.model().status());
-            *events = Some(telemetry::spawn_board_events(ctx.clone(), &board));
-            tokio::spawn(prepare(ctx.clone(), board));
+            let driver = DropBotBoard::new(board, tokio::runtime::Handle::current(), EVENT_MASK);
+            ctx.actuator.attach(Box::new(driver), id);
+            reapply_settings(ctx);
         }
         _ if was_connected => {
             tracing::warn!(?status, "board lost");
@@ -141,30 +199,44 @@ fn on_status(ctx: &Arc<Ctx>, status: BoardStatus, events: &mut Option<JoinHandle
     }
 }
 
-/// After a (re)connection: enable the events we use, learn the disabled channels, and apply the
-/// voltage and frequency settings MicroDrop asked for. HV and channels stay off.
-async fn prepare(ctx: Arc<Ctx>, board: crate::board::DropBot) {
-    if let Err(e) = board.set_event_mask(EVENT_MASK).await {
-        tracing::warn!(error = %e, "could not set the event mask");
-    }
-    match board.disabled_channels().await {
-        Ok(disabled) => ctx.update(|m| m.disabled = disabled),
-        Err(e) => tracing::warn!(error = %e, "could not read the disabled channels"),
-    }
+/// After a (re)connection: the voltage and frequency MicroDrop asked for. HV and channels
+/// stay off.
+fn reapply_settings(ctx: &Arc<Ctx>) {
     let (voltage, frequency) = {
         let m = ctx.model();
         (m.voltage_setting, m.frequency_setting)
     };
-    if voltage.is_some() || frequency.is_some() {
-        if let Err(e) = ctx
-            .actuate(Target {
-                voltage,
-                frequency,
-                ..Target::default()
-            })
-            .await
-        {
+    if voltage.is_none() && frequency.is_none() {
+        return;
+    }
+    let pending = ctx
+        .actuator
+        .submit(Ordered::Waveform { voltage, frequency });
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        if let Err(e) = ctx.answer(pending, Some(ctx.behaviour.apply_timeout)).await {
             ctx.report_error("voltage", &e);
         }
-    }
+    });
+}
+
+/// The broker has been gone for the configured time: nobody can switch the board off from
+/// the bus, so it goes safe and stays halted until a user resumes.
+fn on_bus_lost(ctx: &Arc<Ctx>) {
+    let after = ctx.behaviour.safe_after_bus_loss;
+    tracing::warn!(
+        ?after,
+        "the broker is gone: HV and channels off, halted until resumed"
+    );
+    let halt = Halt::new(
+        "bus-lost",
+        json!(format!("the MQTT broker was unreachable for {after:?}")),
+    );
+    let pending = ctx.actuator.halt(halt);
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        if let Err(e) = ctx.answer(pending, None).await {
+            tracing::warn!(error = %e, "could not confirm the safe state after losing the bus");
+        }
+    });
 }

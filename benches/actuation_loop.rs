@@ -1,0 +1,257 @@
+//! The timed actuation loop against the simulator over a real pty, beside a naive loop
+//! measured in the same run:
+//!
+//! - phase-start lateness (planned start -> frame written) over N phases at a 10 ms period,
+//!   and the drift at the end, for the engine and for the naive loop MicroDrop 2 uses (write,
+//!   await the acknowledgement, sleep one period);
+//! - feedback reaction (the capacitance sample that reaches the target arrives -> the next
+//!   phase's frame written);
+//! - sustained electrode updates per second through the coalescing slot, frames that reached
+//!   the board, and the process's resident memory.
+//!
+//! `cargo bench --bench actuation_loop` (`ACT_BENCH_PHASES`, default 10000; `ACT_BENCH_FEEDBACK`,
+//! default 3000; `ACT_BENCH_FLOOD_S`, default 3).
+
+use std::collections::BTreeSet;
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+use dropbot_plugin::actuation::{
+    Actuator, DropBotBoard, EngineOptions, LevelTarget, Ordered, Phase, Program, Response,
+    SequenceReport,
+};
+use dropbot_plugin::board::{DropBot, LinkOptions};
+use dropbot_plugin::device::Device;
+use dropbot_plugin::sim::{self, SimHandle, SimOptions, Timing};
+use dropbot_plugin::testkit::bench::{histogram, micros, row};
+use firmware_protocol::TableSet;
+use hdrhistogram::Histogram;
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+const PERIOD: Duration = Duration::from_millis(10);
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn board(timing: Timing) -> Result<(SimHandle, DropBot, Device)> {
+    let device = Device::microdrop3_default()?;
+    let sim = sim::spawn_pty(SimOptions {
+        timing,
+        device: Some(device.clone()),
+        ..SimOptions::default()
+    })
+    .await?;
+    let path = sim.path().display().to_string();
+    let bot = DropBot::open(&path, &TableSet::builtin(), LinkOptions::default()).await?;
+    Ok((sim, bot, device))
+}
+
+fn engine(bot: DropBot) -> Result<Actuator> {
+    let (actuator, streams) = Actuator::spawn(EngineOptions::default())?;
+    // Nobody reads them here; the engine drops what does not fit.
+    drop(streams);
+    actuator.attach(
+        Box::new(DropBotBoard::new(bot, tokio::runtime::Handle::current(), 0)),
+        1,
+    );
+    Ok(actuator)
+}
+
+fn alternating(n: usize, duration: Duration) -> Vec<Phase> {
+    (0..n)
+        .map(|i| {
+            let channels: BTreeSet<u16> = BTreeSet::from([(i % 2) as u16 * 2, 1 + (i % 3) as u16]);
+            Phase::timed(channels, duration)
+        })
+        .collect()
+}
+
+async fn run(actuator: &Actuator, program: Program) -> Result<SequenceReport> {
+    match actuator
+        .submit(Ordered::Run(program))
+        .wait(Some(Duration::from_secs(3600)))
+        .await?
+    {
+        Response::Sequence(report) => Ok(report),
+        other => Err(format!("unexpected answer {other:?}").into()),
+    }
+}
+
+/// Lateness of each phase's write, and the drift of the last start from the ideal schedule.
+fn lateness(report: &SequenceReport) -> Result<(Histogram<u64>, Duration)> {
+    let mut h = histogram()?;
+    for p in &report.phases {
+        let late = p.started.saturating_duration_since(p.planned_start);
+        if late > Duration::from_millis(5) && std::env::var("ACT_BENCH_DEBUG").is_ok() {
+            eprintln!(
+                "phase {} late {:?} confirmed after {:?}",
+                p.index,
+                late,
+                p.confirmed.saturating_duration_since(p.started)
+            );
+        }
+        h.record(micros(late))?;
+    }
+    let first = report.phases.first().ok_or("no phases")?;
+    let last = report.phases.last().ok_or("no phases")?;
+    let ideal = first.started + PERIOD * u32::try_from(report.phases.len() - 1)?;
+    Ok((h, last.started.saturating_duration_since(ideal)))
+}
+
+/// MicroDrop 2's loop: write, await the acknowledgement, sleep one period.
+async fn naive(bot: &DropBot, n: usize) -> Result<(Histogram<u64>, Duration)> {
+    let mut h = histogram()?;
+    let start = Instant::now();
+    let mut last = start;
+    for (i, phase) in alternating(n, PERIOD).iter().enumerate() {
+        let planned = start + PERIOD * u32::try_from(i)?;
+        let timing = bot.set_channels(&phase.channels).await?;
+        h.record(micros(timing.written.saturating_duration_since(planned)))?;
+        last = timing.written;
+        tokio::time::sleep(PERIOD).await;
+    }
+    let ideal = start + PERIOD * u32::try_from(n - 1)?;
+    Ok((h, last.saturating_duration_since(ideal)))
+}
+
+async fn phases(n: usize, timing: Timing) -> Result<()> {
+    let (_sim, bot, _) = board(timing).await?;
+    let actuator = engine(bot.clone())?;
+    let report = run(&actuator, Program::new(alternating(n, PERIOD))).await?;
+    let (engine_h, engine_drift) = lateness(&report)?;
+    actuator.shutdown().await?;
+    let (naive_h, naive_drift) = naive(&bot, n).await?;
+    println!("\nphase-start lateness, {n} phases at 10 ms ({timing:?} simulator), µs:");
+    println!("| loop | n | p50 | p99 | max |\n|---|---|---|---|---|");
+    println!(
+        "{}",
+        row("engine (dedicated thread, absolute deadlines)", &engine_h)
+    );
+    println!("{}", row("naive (write, await ack, sleep 10 ms)", &naive_h));
+    println!(
+        "drift at the end: engine {} µs, naive {} µs",
+        engine_drift.as_micros(),
+        naive_drift.as_micros()
+    );
+    Ok(())
+}
+
+async fn feedback(n: usize) -> Result<()> {
+    let (sim, bot, device) = board(Timing::Fast).await?;
+    let electrode = device.by_id("electrode030").ok_or("no electrode030")?;
+    let channel = *electrode
+        .channels
+        .first()
+        .ok_or("electrode030 has no channel")?;
+    sim.add_droplet(
+        "electrode030".to_owned(),
+        sim.unit_volume("electrode030".to_owned())?,
+    )?;
+    let actuator = engine(bot)?;
+    let mut phases = Vec::new();
+    for _ in 0..n {
+        phases.push(Phase {
+            until_farads: Some(2e-12),
+            ..Phase::timed(BTreeSet::from([channel]), Duration::from_secs(2))
+        });
+        phases.push(Phase::timed(BTreeSet::new(), Duration::from_millis(2)));
+    }
+    actuator
+        .submit(Ordered::Stream(1))
+        .wait(Some(Duration::from_secs(10)))
+        .await?;
+    let report = run(&actuator, Program::new(phases)).await?;
+    let mut h = histogram()?;
+    let mut reached = 0;
+    for pair in report.phases.windows(2) {
+        if pair[0].reason == dropbot_plugin::actuation::EndReason::Reached {
+            reached += 1;
+            h.record(micros(
+                pair[1].started.saturating_duration_since(pair[0].ended),
+            ))?;
+        }
+    }
+    actuator.shutdown().await?;
+    println!("\nfeedback reaction (target-reaching sample arrived -> next frame written), µs:");
+    println!("| reaction | n | p50 | p99 | max |\n|---|---|---|---|---|");
+    println!("{}", row("engine", &h));
+    println!("{reached} of {n} feedback phases ended on the target");
+    Ok(())
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+async fn flood(seconds: usize) -> Result<()> {
+    let (sim, bot, _) = board(Timing::Realistic).await?;
+    let actuator = engine(bot)?;
+    let rss_before = rss_kib("VmRSS:");
+    let end = Instant::now() + Duration::from_secs(seconds as u64);
+    let mut submitted = 0u64;
+    let mut last = 0;
+    let started = Instant::now();
+    while Instant::now() < end {
+        let i = (submitted % 119) as u16;
+        last = actuator.submit_level(LevelTarget {
+            channels: BTreeSet::from([i, i + 1]),
+            live: false,
+        });
+        submitted += 1;
+        if submitted % 64 == 0 {
+            // Let the runtime breathe, as a bus client would between messages.
+            tokio::task::yield_now().await;
+        }
+    }
+    let elapsed = started.elapsed();
+    let picture = actuator.wait_level(last, Duration::from_secs(30)).await?;
+    let frames = sim
+        .trace()
+        .iter()
+        .filter(|r| matches!(&r.entry, dropbot_plugin::sim::TraceEntry::Channels { .. }))
+        .count();
+    actuator.shutdown().await?;
+    println!("\nelectrode updates through the coalescing slot for {seconds} s:");
+    println!(
+        "| submitted | per second | board frames (in the trace window) | final state newest | RSS before / after / peak KiB |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {submitted} | {:.0} | {frames} | {} | {rss_before} / {} / {} |",
+        submitted as f64 / elapsed.as_secs_f64(),
+        picture.actuated.len() == 2,
+        rss_kib("VmRSS:"),
+        rss_kib("VmHWM:"),
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        flood(env("ACT_BENCH_FLOOD_S", 3)).await?;
+        feedback(env("ACT_BENCH_FEEDBACK", 3000)).await?;
+        // Fast: the board answers at once, so this is the engine's own timing. Realistic:
+        // the simulated board takes ~5 ms per channel update, as a DropBot does, and on a
+        // loaded machine its (tokio-timed) replies can come later than the 10 ms period.
+        let n = env("ACT_BENCH_PHASES", 10_000);
+        phases(n, Timing::Fast).await?;
+        phases(n / 5, Timing::Realistic).await?;
+        Ok(())
+    })
+}

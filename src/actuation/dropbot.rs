@@ -1,0 +1,232 @@
+//! The DropBot behind the engine's board trait. The typed API is async (the link's reader is a
+//! tokio task); the engine's thread drives each call to completion with the runtime's
+//! `Handle::block_on`, so the frame is written from the engine's thread itself, at its
+//! deadline, with no hop through another task.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+
+use super::board::{BoardSummary, DmfBoard, KeepAlive, Reading, Stamp};
+use crate::board::{BoardError, CallTiming, DropBot, EventSink, LinkError};
+use firmware_protocol::State;
+
+/// A board clock that jumped back by more than this means the board restarted.
+const RESET_TOLERANCE_US: u64 = 500_000;
+/// The watchdog timeout the firmware sets itself at boot, ms (dropbot.py `dropbot.ino`
+/// `setup()`: `watchdog_enable(0, 10000)`, a 1 kHz clock).
+const FIRMWARE_WATCHDOG_MS: u32 = 10_000;
+
+/// A [`DropBot`] driven by blocking calls.
+pub struct DropBotBoard {
+    bot: DropBot,
+    rt: Handle,
+    /// False once the runtime drops its tasks (it is shutting down): no more calls.
+    runtime_alive: Arc<AtomicBool>,
+    event_mask: u32,
+    /// The MCU watchdog is ours to refresh (its automatic refresh is off).
+    failsafe: bool,
+}
+
+impl DropBotBoard {
+    /// Drive `bot` from the engine's thread; `rt` runs its link; `event_mask` says which
+    /// gated events the board should send (set when the engine takes it).
+    pub fn new(bot: DropBot, rt: Handle, event_mask: u32) -> Self {
+        let runtime_alive = Arc::new(AtomicBool::new(true));
+        let guard = Lifeline(runtime_alive.clone());
+        // A task that never ends: the runtime drops it when it shuts down.
+        rt.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        DropBotBoard {
+            bot,
+            rt,
+            runtime_alive,
+            event_mask,
+            failsafe: false,
+        }
+    }
+
+    /// Drive one call of the async API to completion on this thread. A runtime that is
+    /// shutting down (the process is ending) makes tokio panic inside; that is a link that
+    /// is gone, not a reason for this thread to die.
+    fn block<T>(&self, call: impl Future<Output = Result<T, BoardError>>) -> Result<T, BoardError> {
+        if !self.runtime_alive.load(Ordering::Acquire) {
+            return Err(BoardError::Link(LinkError::Closed));
+        }
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.block_on(call)))
+            .unwrap_or(Err(BoardError::Link(LinkError::Closed)))
+    }
+
+    fn stamp(&self, t: CallTiming) -> Stamp {
+        Stamp {
+            written: t.written,
+            confirmed: t.received,
+            board_us: self.bot.board_time_at(t.written),
+        }
+    }
+
+    fn state(&mut self, update: State) -> Result<Stamp, BoardError> {
+        let t = self.block(self.bot.update_state(&update))?;
+        Ok(self.stamp(t))
+    }
+}
+
+/// Clears the flag when dropped.
+struct Lifeline(Arc<AtomicBool>);
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl DmfBoard for DropBotBoard {
+    fn summary(&self) -> BoardSummary {
+        let info = self.bot.info();
+        BoardSummary {
+            channel_count: info.channel_count,
+            identity: info.identity.clone(),
+        }
+    }
+
+    fn prepare(&mut self) -> Result<(), BoardError> {
+        self.block(self.bot.set_event_mask(self.event_mask))
+            .map(|_| ())
+    }
+
+    fn set_channels(&mut self, channels: &BTreeSet<u16>) -> Result<Stamp, BoardError> {
+        let t = self.block(self.bot.set_channels(channels))?;
+        Ok(self.stamp(t))
+    }
+
+    fn set_waveform(
+        &mut self,
+        voltage: Option<f32>,
+        frequency: Option<f32>,
+    ) -> Result<Stamp, BoardError> {
+        self.state(State {
+            voltage,
+            frequency,
+            ..State::default()
+        })
+    }
+
+    fn set_hv(&mut self, on: bool) -> Result<Stamp, BoardError> {
+        self.state(State {
+            hv_output_enabled: Some(on),
+            ..State::default()
+        })
+    }
+
+    fn halt(&mut self) -> Result<(), BoardError> {
+        self.block(self.bot.halt())
+    }
+
+    /// The firmware's MCU watchdog resets the board unless refreshed in time; its own main
+    /// loop refreshes it (dropbot.py `dropbot.ino` `loop()`, while `watchdog_refresh_`).
+    /// With that automatic refresh off, only this host refreshes it: if the host dies or
+    /// hangs, the board restarts, and a restarted board has HV and every channel off.
+    fn arm_failsafe(&mut self, timeout: Duration) -> Result<bool, BoardError> {
+        let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        match self.block(self.bot.watchdog_enable(0, ms)) {
+            Ok(()) => {}
+            Err(BoardError::NoTable(_) | BoardError::Unsupported { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.block(self.bot.watchdog_auto_refresh(false))?;
+        self.failsafe = true;
+        Ok(true)
+    }
+
+    /// Back to the firmware's own behaviour: its loop refreshes the watchdog, with the
+    /// timeout (or the disabled watchdog) it sets at boot.
+    fn disarm_failsafe(&mut self) -> Result<(), BoardError> {
+        if !std::mem::take(&mut self.failsafe) {
+            return Ok(());
+        }
+        if self.bot.info().config.watchdog_enabled() {
+            self.block(self.bot.watchdog_enable(0, FIRMWARE_WATCHDOG_MS))?;
+            self.block(self.bot.watchdog_auto_refresh(true)).map(|_| ())
+        } else {
+            self.block(self.bot.watchdog_disable())
+        }
+    }
+
+    fn keepalive(&mut self) -> Result<KeepAlive, BoardError> {
+        if self.failsafe {
+            self.block(self.bot.watchdog_refresh())?;
+        }
+        let expected = self.bot.board_time_now();
+        let now = self.block(self.bot.sync_time())?;
+        let board_reset = expected.is_some_and(|e| now + RESET_TOLERANCE_US < e);
+        Ok(KeepAlive { board_reset })
+    }
+
+    fn disabled_channels(&mut self) -> Result<BTreeSet<u16>, BoardError> {
+        self.block(self.bot.disabled_channels())
+    }
+
+    fn set_disabled_channels(&mut self, channels: &BTreeSet<u16>) -> Result<(), BoardError> {
+        self.block(self.bot.set_disabled_channels(channels))
+    }
+
+    fn detect_shorts(&mut self, delay_ms: u8) -> Result<Vec<u16>, BoardError> {
+        self.block(self.bot.detect_shorts(delay_ms))
+    }
+
+    fn channel_capacitances(&mut self, channels: &[u16]) -> Result<Vec<f32>, BoardError> {
+        self.block(self.bot.channel_capacitances(channels))
+    }
+
+    fn capacitance(&mut self) -> Result<Reading, BoardError> {
+        let sent = Instant::now();
+        let farads = self.block(self.bot.capacitance(0))?;
+        let confirmed = Instant::now();
+        Ok(Reading {
+            farads: f64::from(farads),
+            stamp: Stamp {
+                written: sent,
+                confirmed,
+                board_us: self.bot.board_time_at(sent),
+            },
+        })
+    }
+
+    fn measured_voltage(&mut self) -> Result<f32, BoardError> {
+        self.block(self.bot.high_voltage())
+    }
+
+    fn set_capacitance_stream(&mut self, interval_ms: u32) -> Result<(), BoardError> {
+        self.state(State {
+            capacitance_update_interval_ms: Some(interval_ms),
+            ..State::default()
+        })
+        .map(|_| ())
+    }
+
+    fn set_capacitance_target(&mut self, farads: f32) -> Result<bool, BoardError> {
+        // One sample at or above the target is enough: the engine reacts to the first.
+        let target_count = (farads > 0.0).then_some(1.0);
+        self.state(State {
+            target_capacitance: Some(farads),
+            target_count,
+            ..State::default()
+        })
+        .map(|_| true)
+    }
+
+    fn board_time(&self, at: Instant) -> Option<u64> {
+        self.bot.board_time_at(at)
+    }
+
+    fn set_event_sink(&mut self, sink: Option<EventSink>) {
+        self.bot.link().set_event_sink(sink);
+    }
+}

@@ -1,0 +1,464 @@
+//! The engine's thread: the one owner of the board's command stream.
+//!
+//! Each turn of the loop takes, in this order: control requests (halt, HV off, all off, stop,
+//! pause, resume, attach, detach, shutdown), board events (halts, interlock, shorts, samples),
+//! a due sequence phase, a due keep-alive, then one ordered or level request (whichever
+//! arrived first). Then it sleeps until the next deadline or a ring. Phase starts are written
+//! at absolute deadlines: the thread parks until shortly before, then spin-sleeps to the
+//! instant (see [`super::timing`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::board::DmfBoard;
+use super::inbox::{lock, Control, Inbox, LevelOutcome, Ordered, Response};
+use super::outputs::{Notice, Outputs};
+use super::picture::{Halt, Picture, SequenceState};
+use super::policy::Policy;
+use super::run::Run;
+use super::timing;
+use super::{ActuationError, EngineOptions};
+use crate::board::BoardError;
+
+/// Whether the loop goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    Continue,
+    Exit,
+}
+
+/// The board the engine drives now.
+pub(super) struct Attached {
+    pub board: Box<dyn DmfBoard>,
+    pub channel_count: u16,
+}
+
+/// The engine's state, owned by its thread.
+pub(super) struct Engine {
+    pub inbox: Arc<Inbox>,
+    pub out: Outputs,
+    pub options: EngineOptions,
+    pub board: Option<Attached>,
+    pub policy: Policy,
+    pub picture: Picture,
+    pub run: Option<Run>,
+    /// The channels the user disabled (kept across chip insertions and halts).
+    pub user_disabled: BTreeSet<u16>,
+    /// The disabled mask before the board's own halt disabled every channel.
+    pub mask_before_halt: Option<BTreeSet<u16>>,
+    pub next_keepalive: Instant,
+    /// A sequence phase just started: one waiting request may go before the next deadline.
+    pub slot_after_phase: bool,
+    /// The actuated set samples are tagged with (shared until it changes).
+    pub actuated_tag: Arc<BTreeSet<u16>>,
+}
+
+impl Engine {
+    pub fn new(inbox: Arc<Inbox>, out: Outputs, options: EngineOptions) -> Self {
+        Engine {
+            inbox,
+            out,
+            policy: Policy::new(options.auto_hv),
+            options,
+            board: None,
+            picture: Picture::default(),
+            run: None,
+            user_disabled: BTreeSet::new(),
+            mask_before_halt: None,
+            next_keepalive: Instant::now(),
+            slot_after_phase: false,
+            actuated_tag: Arc::default(),
+        }
+    }
+
+    /// The thread's body.
+    pub fn run_loop(mut self) {
+        timing::prepare_thread(self.options.realtime);
+        loop {
+            if self.take_control() == Flow::Exit {
+                return;
+            }
+            self.take_events();
+            if self.step_sequence() || self.keepalive_if_due() || self.next_request() {
+                continue;
+            }
+            self.sleep();
+        }
+    }
+
+    /// Publish the picture (after every change).
+    pub fn publish(&mut self) {
+        self.picture.revision += 1;
+        self.out.picture.send_replace(self.picture.clone());
+    }
+
+    /// The attached board, or why there is none.
+    pub fn board(&mut self) -> Result<&mut Attached, ActuationError> {
+        self.board.as_mut().ok_or(ActuationError::NoBoard)
+    }
+
+    /// A board call that failed: a link that is gone means the board is gone.
+    pub fn board_failed(&mut self, e: BoardError) -> ActuationError {
+        if e.is_gone() {
+            tracing::warn!(error = %e, "board link gone");
+        }
+        ActuationError::Board(e)
+    }
+
+    fn take_control(&mut self) -> Flow {
+        loop {
+            let next = lock(&self.inbox.control).pop_front();
+            let Some(control) = next else {
+                return Flow::Continue;
+            };
+            if self.control(control) == Flow::Exit {
+                return Flow::Exit;
+            }
+        }
+    }
+
+    /// Between chunks of a long operation: take control requests; true if one of them
+    /// should end the operation (anything that changes what is on: halt, off, stop, detach).
+    pub fn interrupted(&mut self) -> bool {
+        if lock(&self.inbox.control).is_empty() {
+            return false;
+        }
+        let before = (self.picture.connection, self.policy.halted().is_some());
+        let exit = self.take_control() == Flow::Exit;
+        exit || before != (self.picture.connection, self.policy.halted().is_some())
+    }
+
+    fn control(&mut self, control: Control) -> Flow {
+        match control {
+            Control::Attach { board, connection } => self.attach(board, connection),
+            Control::Detach { connection } => {
+                if self.picture.connection == Some(connection) {
+                    self.detach("the board was disconnected");
+                }
+            }
+            Control::Halt { halt, reply } => {
+                let result = self.halt(halt);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result.map(Response::Picture));
+                }
+            }
+            Control::HvOff { seq, reply } => {
+                self.cancel_older(seq, false, "switching HV off");
+                self.policy.hv_off_by_user();
+                self.end_run(super::program::EndReason::Stopped, None);
+                let result = self.hv_off();
+                let _ = reply.send(result.map(Response::Picture));
+            }
+            Control::AllOff { seq, reply } => {
+                self.cancel_older(seq, true, "all off");
+                self.policy.hv_off_by_user();
+                self.end_run(super::program::EndReason::Stopped, None);
+                let result = self.all_off();
+                let _ = reply.send(result.map(Response::Picture));
+            }
+            Control::Stop { seq, reply } => {
+                // A stop covers the sequences asked before it, not only the running one.
+                let stop = ActuationError::Superseded("stop".into());
+                self.cancel_queued(seq, &stop, |o| matches!(o, Ordered::Run(_)));
+                let result = match self.run.is_some() {
+                    true => {
+                        self.end_run(super::program::EndReason::Stopped, None);
+                        self.channels_off()
+                    }
+                    false => Ok(self.picture.clone()),
+                };
+                let _ = reply.send(result.map(Response::Picture));
+            }
+            Control::Pause(reply) => {
+                let _ = reply.send(self.pause().map(Response::Picture));
+            }
+            Control::Resume(reply) => {
+                let _ = reply.send(self.resume_run().map(Response::Picture));
+            }
+            Control::Shutdown(reply) => {
+                self.end_run(super::program::EndReason::Stopped, None);
+                let result = self.shutdown();
+                let _ = reply.send(result.map(Response::Picture));
+                return Flow::Exit;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn attach(&mut self, board: Box<dyn DmfBoard>, connection: u64) {
+        if self.board.is_some() {
+            self.detach("replaced by a new board");
+        }
+        let summary = board.summary();
+        let inbox = self.inbox.clone();
+        let mut attached = Attached {
+            board,
+            channel_count: summary.channel_count,
+        };
+        attached
+            .board
+            .set_event_sink(Some(Arc::new(move |e| inbox.push_event(e))));
+        self.board = Some(attached);
+        self.policy.on_connect();
+        self.picture.forget_board(Some(connection));
+        self.mask_before_halt = None;
+        tracing::info!(identity = %summary.identity, channels = summary.channel_count,
+            "actuation engine attached to the board");
+        if let Err(e) = self.board().map(|a| a.board.prepare()) {
+            tracing::warn!(error = %e, "board setup failed");
+        }
+        self.arm_failsafe();
+        self.read_mask();
+        self.keep_user_disabled();
+        self.next_keepalive = Instant::now() + self.options.keepalive;
+        self.publish();
+    }
+
+    fn arm_failsafe(&mut self) {
+        let Some(timeout) = self.options.failsafe else {
+            return;
+        };
+        let Ok(attached) = self.board() else { return };
+        match attached.board.arm_failsafe(timeout) {
+            Ok(armed) => {
+                self.picture.failsafe_armed = armed;
+                if armed {
+                    tracing::info!(
+                        ?timeout,
+                        "board failsafe armed: HV goes off if this host goes silent"
+                    );
+                } else {
+                    tracing::warn!(
+                        "this board has no failsafe: if this host dies, HV stays as it is"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not arm the board's failsafe"),
+        }
+    }
+
+    /// Forget the board: fail what waits for it, so nothing of it reaches the next board.
+    pub fn detach(&mut self, why: &str) {
+        self.end_run(super::program::EndReason::Failed, Some(why.to_owned()));
+        if let Some(mut attached) = self.board.take() {
+            attached.board.set_event_sink(None);
+        }
+        self.fail_pending(ActuationError::NoBoard);
+        lock(&self.inbox.events).clear();
+        lock(&self.inbox.samples).clear();
+        self.picture.forget_board(None);
+        self.publish();
+    }
+
+    /// Fail every queued request and the level slot.
+    pub fn fail_pending(&mut self, error: ActuationError) {
+        let queued: Vec<_> = lock(&self.inbox.ordered).drain(..).collect();
+        for (_, _, reply) in queued {
+            let _ = reply.send(Err(error.clone()));
+        }
+        self.fail_level(error);
+    }
+
+    /// Answer the pending level request (if any) with `error`.
+    pub fn fail_level(&mut self, error: ActuationError) {
+        let pending = lock(&self.inbox.level).pending.take();
+        if let Some((_, generation, _)) = pending {
+            self.out.level.send_replace(LevelOutcome {
+                generation,
+                result: Err(error),
+            });
+        }
+    }
+
+    /// Cancel what an "off" overtakes: energising requests that arrived before `seq` (and,
+    /// for all-off, the pending electrodes).
+    fn cancel_older(&mut self, seq: u64, electrodes_too: bool, by: &str) {
+        let superseded = ActuationError::Superseded(by.to_owned());
+        self.cancel_queued(seq, &superseded, Ordered::energises);
+        let older_level = lock(&self.inbox.level)
+            .pending
+            .as_ref()
+            .is_some_and(|(s, _, _)| *s < seq);
+        if electrodes_too && older_level {
+            self.fail_level(ActuationError::Superseded(by.to_owned()));
+        }
+    }
+
+    /// Answer `error` to the queued requests that arrived before `seq` and match `which`.
+    pub(super) fn cancel_queued(
+        &mut self,
+        seq: u64,
+        error: &ActuationError,
+        which: impl Fn(&Ordered) -> bool,
+    ) {
+        let cancelled: Vec<_> = {
+            let mut queue = lock(&self.inbox.ordered);
+            let (old, keep): (Vec<_>, Vec<_>) =
+                queue.drain(..).partition(|(s, o, _)| *s < seq && which(o));
+            queue.extend(keep);
+            old
+        };
+        for (_, _, reply) in cancelled {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Latch a halt and make the board safe: the board's own halt for a requested one, the
+    /// safe state otherwise (the board already halted itself, or the host decided).
+    pub fn halt(&mut self, halt: Halt) -> Result<Picture, ActuationError> {
+        tracing::warn!(reason = %halt.reason, "halt");
+        let requested = halt.reason == "requested";
+        self.policy.halt(halt.clone());
+        self.picture.halted = self.policy.halted().cloned();
+        self.end_run(super::program::EndReason::Halted, Some(halt.reason.clone()));
+        self.fail_level(ActuationError::Halted(halt.reason.clone()));
+        let _ = self.out.notices.try_send(Notice::Halted(halt));
+        let result = match self.board.as_mut() {
+            None => Ok(()),
+            Some(_) if requested => {
+                self.mask_before_halt
+                    .get_or_insert_with(|| self.picture.disabled.clone());
+                let r = self.board()?.board.halt();
+                r.map_err(|e| self.board_failed(e))
+            }
+            Some(_) => self.board_safe(),
+        };
+        self.picture.hv_output_enabled = false;
+        self.picture.channels.clear();
+        if requested {
+            self.read_mask();
+        }
+        self.picture.refresh_actuated();
+        self.publish();
+        result.map(|()| self.picture.clone())
+    }
+
+    fn board_safe(&mut self) -> Result<(), ActuationError> {
+        let r = self.board()?.board.safe_state();
+        r.map_err(|e| self.board_failed(e))
+    }
+
+    fn hv_off(&mut self) -> Result<Picture, ActuationError> {
+        let r = self.board()?.board.set_hv(false);
+        r.map_err(|e| self.board_failed(e))?;
+        self.picture.hv_output_enabled = false;
+        self.publish();
+        Ok(self.picture.clone())
+    }
+
+    fn all_off(&mut self) -> Result<Picture, ActuationError> {
+        let hv = self.hv_off();
+        let channels = self.channels_off();
+        hv.and(channels)
+    }
+
+    /// Every channel off.
+    pub fn channels_off(&mut self) -> Result<Picture, ActuationError> {
+        let r = self.board()?.board.set_channels(&BTreeSet::new());
+        r.map_err(|e| self.board_failed(e))?;
+        self.picture.channels.clear();
+        self.picture.refresh_actuated();
+        self.publish();
+        Ok(self.picture.clone())
+    }
+
+    fn shutdown(&mut self) -> Result<Picture, ActuationError> {
+        self.fail_pending(ActuationError::Stopped);
+        let result = match self.board.as_mut() {
+            Some(attached) => {
+                let safe = attached.board.safe_state();
+                let disarm = attached.board.disarm_failsafe();
+                safe.and(disarm).map_err(ActuationError::Board)
+            }
+            None => Ok(()),
+        };
+        if let Some(mut attached) = self.board.take() {
+            attached.board.set_event_sink(None);
+        }
+        self.picture.forget_board(None);
+        self.picture.sequence = SequenceState::Idle;
+        self.publish();
+        result.map(|()| self.picture.clone())
+    }
+
+    /// Read the board's disabled mask into the picture.
+    pub fn read_mask(&mut self) {
+        let Ok(attached) = self.board() else { return };
+        match attached.board.disabled_channels() {
+            Ok(mask) => {
+                self.picture.disabled = mask;
+                self.picture.refresh_actuated();
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the disabled channels"),
+        }
+    }
+
+    /// The board replaced its mask (chip insertion, short detection): keep the channels the
+    /// user disabled disabled.
+    pub fn keep_user_disabled(&mut self) {
+        if self.user_disabled.is_subset(&self.picture.disabled) {
+            return;
+        }
+        let mask: BTreeSet<u16> = self
+            .picture
+            .disabled
+            .union(&self.user_disabled)
+            .copied()
+            .collect();
+        let Ok(attached) = self.board() else { return };
+        match attached.board.set_disabled_channels(&mask) {
+            Ok(()) => self.read_mask(),
+            Err(e) => tracing::warn!(error = %e, "could not keep the user's disabled channels"),
+        }
+    }
+
+    fn keepalive_if_due(&mut self) -> bool {
+        let now = Instant::now();
+        if self.board.is_none() || now < self.next_keepalive {
+            return false;
+        }
+        // Like requests, out of a sequence's way; but never so late that the board's
+        // failsafe fires (it is armed for at least three periods).
+        let overdue = now >= self.next_keepalive + self.options.keepalive;
+        if !overdue && !self.room_for(super::ops::KEEPALIVE_BUDGET) {
+            return false;
+        }
+        self.next_keepalive = now + self.options.keepalive;
+        let Ok(attached) = self.board() else {
+            return false;
+        };
+        match attached.board.keepalive() {
+            Ok(k) if k.board_reset => {
+                tracing::warn!("the board restarted: everything it was told is gone");
+                self.picture.hv_output_enabled = false;
+                self.picture.channels.clear();
+                let _ = self.halt(Halt::new(
+                    "board-reset",
+                    json!("the board restarted (its watchdog fired, or it lost power)"),
+                ));
+                self.arm_failsafe();
+                self.read_mask();
+                self.publish();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "board keep-alive failed"),
+        }
+        true
+    }
+
+    fn sleep(&mut self) {
+        let run_deadline = self.run.as_ref().and_then(Run::deadline);
+        let keepalive = self.board.as_ref().map(|_| self.next_keepalive);
+        match (run_deadline, keepalive) {
+            (Some(t), k) if k.is_none_or(|k| t <= k) => timing::sleep_until(&self.inbox, t),
+            (_, Some(k)) => self.inbox.wait(Some(k)),
+            (r, None) => self.inbox.wait(r),
+        }
+    }
+}
+
+/// How long a control request may wait behind the final spin to a deadline.
+pub(super) const SPIN_WINDOW: Duration = Duration::from_millis(2);

@@ -11,10 +11,12 @@ use crate::device::Device;
 /// How long the simulated hardware takes for things (see [`TimingParams`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Timing {
-    /// As the real board: channel update ~5 ms, capacitance tick 25 ms, HV ramp 200 ms.
+    /// As the real board: channel update ~5 ms, HV enable sequence 200 ms, short detection
+    /// ~1.2 s, replies over 64 bytes in USB pieces ~5 ms apart (see `src/sim/FIRMWARE.md`).
     #[default]
     Realistic,
-    /// No artificial delays (benchmarks, quick tests); droplets still move at their speed.
+    /// No artificial delays (benchmarks, quick tests): every firmware action is instant,
+    /// packets leave whole, a reset re-enumerates at once; droplets still move at their speed.
     Fast,
 }
 
@@ -35,20 +37,23 @@ impl FromStr for Timing {
 /// The time costs of one [`Timing`] mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimingParams {
-    /// Reply delay of `set_state_of_channels` (I2C to the switching boards).
+    /// One `_update_channels()` over three switching boards (15 I2C writes, each followed by
+    /// 200 µs); fewer boards take proportionally less.
     pub channel_update: Duration,
-    /// Period of the capacitance sampling tick (the stream never runs faster).
-    pub capacitance_tick: Duration,
-    /// Time for the measured HV to reach a new target.
-    pub hv_ramp: Duration,
+    /// Period of the firmware's sampling timer (capacitance, chip load).
+    pub sample_tick: Duration,
+    /// Each of the two waits of the HV enable sequence.
+    pub hv_step: Duration,
     /// Debounce of the chip interlock before `output_enabled` / `output_disabled`.
     pub chip_debounce: Duration,
     /// Cost of one 50-sample capacitance reading.
     pub capacitance_reading: Duration,
-    /// Cost per channel of `channel_capacitances`.
+    /// Cost per channel of a per-channel capacitance scan.
     pub per_channel_capacitance: Duration,
-    /// Cost per channel of `detect_shorts`.
-    pub per_channel_short_test: Duration,
+    /// Send replies and events in 64-byte USB packets with the ~5 ms flush timer.
+    pub usb_split: bool,
+    /// From an MCU reset until the USB device is back (the Teensy's startup delays).
+    pub reenumeration: Duration,
 }
 
 impl Timing {
@@ -57,21 +62,23 @@ impl Timing {
         match self {
             Timing::Realistic => TimingParams {
                 channel_update: Duration::from_millis(5),
-                capacitance_tick: Duration::from_millis(25),
-                hv_ramp: Duration::from_millis(200),
+                sample_tick: Duration::from_millis(25),
+                hv_step: Duration::from_millis(100),
                 chip_debounce: Duration::from_secs(1),
                 capacitance_reading: Duration::from_millis(1),
                 per_channel_capacitance: Duration::from_micros(5500),
-                per_channel_short_test: Duration::from_millis(10),
+                usb_split: true,
+                reenumeration: Duration::from_millis(300),
             },
             Timing::Fast => TimingParams {
                 channel_update: Duration::ZERO,
-                capacitance_tick: Duration::from_millis(1),
-                hv_ramp: Duration::ZERO,
+                sample_tick: Duration::from_millis(1),
+                hv_step: Duration::ZERO,
                 chip_debounce: Duration::ZERO,
                 capacitance_reading: Duration::ZERO,
                 per_channel_capacitance: Duration::ZERO,
-                per_channel_short_test: Duration::ZERO,
+                usb_split: false,
+                reenumeration: Duration::ZERO,
             },
         }
     }
@@ -138,8 +145,13 @@ impl Default for PhysicsParams {
 /// Everything a simulated board is made of.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
-    /// Channels of the board (a multiple of 8; a DropBot has 120).
+    /// Channels of the switching boards (40 per board, 1 to 3 boards; a DropBot has 120).
     pub channels: u16,
+    /// The switching boards came up after the control board booted: the boot-time scan finds
+    /// none, so the board reports 0 channels until `initialize_switching_boards` rescans.
+    pub switching_boards_late: bool,
+    /// The board's input supply, volts (12 V; 0 = no power supply connected).
+    pub supply_v: f64,
     /// Realistic or fast hardware timing.
     pub timing: Timing,
     /// Seed of every random choice (noise, faults, the default uuid).
@@ -170,6 +182,8 @@ impl Default for SimOptions {
     fn default() -> Self {
         Self {
             channels: 120,
+            switching_boards_late: false,
+            supply_v: super::hv::SUPPLY_V,
             timing: Timing::Realistic,
             seed: 0,
             device: None,

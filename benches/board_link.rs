@@ -122,7 +122,12 @@ async fn run() -> Result<()> {
     let table = bot.table().clone();
     let trivial_len = packet_len(Microseconds {}.encode(&table)?)?;
     let all: Vec<u8> = vec![0xFF; usize::from(bot.info().channel_count / 8)];
-    let update_len = packet_len(SetStateOfChannels { states: all }.encode(&table)?)?;
+    let update_len = packet_len(
+        SetStateOfChannels {
+            channel_states: all,
+        }
+        .encode(&table)?,
+    )?;
 
     let mut echo = echo_pty()?;
     let Pair {

@@ -131,7 +131,7 @@ async fn state_voltage_frequency_and_hv() {
     assert_eq!(state.hv_output_enabled, Some(true));
     let snap = sim.snapshot();
     assert!(snap.hv_enabled && (snap.voltage_target - 90.0).abs() < 1e-3);
-    let measured = bot.measured_voltage().await.unwrap();
+    let measured = bot.high_voltage().await.unwrap();
     assert!(measured.is_finite() && measured >= 0.0, "{measured}");
     assert!(bot.min_waveform_voltage().await.unwrap() > 0.0);
     bot.update_state(&State {
@@ -165,7 +165,7 @@ async fn the_board_saying_no_is_a_refusal() {
         ..Config::default()
     };
     let payload = UpdateConfig {
-        config: update.to_bytes(),
+        serialized: update.to_bytes(),
     }
     .encode(bot.table())
     .unwrap();
@@ -200,7 +200,7 @@ async fn measurements_shorts_halt_and_watchdogs() {
         .is_superset(&BTreeSet::from([5, 17])));
     assert!(bot.output_current().await.unwrap() >= 0.0);
     assert!(bot.input_current().await.unwrap() > 0.0);
-    assert!(bot.temperature().await.unwrap().is_finite());
+    assert!(bot.measure_temperature().await.unwrap().is_finite());
     bot.set_target_capacitance(1e-9).await.unwrap();
     bot.set_capacitance_update_interval_ms(50).await.unwrap();
     bot.set_event_mask(EVENT_ENABLE).await.unwrap();
@@ -208,16 +208,13 @@ async fn measurements_shorts_halt_and_watchdogs() {
     assert_eq!(state.target_capacitance, Some(1e-9));
     assert_eq!(state.capacitance_update_interval_ms, Some(50));
     assert_eq!(state.event_mask, Some(EVENT_ENABLE));
-    bot.watchdog_enable().await.unwrap();
-    bot.watchdog_reset().await.unwrap();
+    bot.watchdog_enable(0, 1000).await.unwrap();
+    assert!(matches!(
+        bot.watchdog_enable(16, 1000).await,
+        Err(BoardError::OutOfRange { .. })
+    ));
+    bot.watchdog_refresh().await.unwrap();
     bot.watchdog_disable().await.unwrap();
-    bot.set_host_watchdog(Duration::from_millis(750))
-        .await
-        .unwrap();
-    assert_eq!(
-        sim.snapshot().host_watchdog,
-        Some(Duration::from_millis(750))
-    );
     bot.set_channels(&BTreeSet::from([1, 2])).await.unwrap();
     bot.set_hv_output_enabled(true).await.unwrap();
     bot.halt().await.unwrap();
@@ -265,12 +262,12 @@ async fn a_stalled_board_times_out_reads_retry_once_writes_never() {
         ..Faults::default()
     });
     let before = bot.stats();
-    let err = bot.temperature().await.unwrap_err();
+    let err = bot.measure_temperature().await.unwrap_err();
     assert!(
         matches!(
             err,
             BoardError::Link(LinkError::Timeout {
-                command: "temperature",
+                command: "measure_temperature",
                 ..
             })
         ),
@@ -291,12 +288,12 @@ async fn a_stalled_board_times_out_reads_retry_once_writes_never() {
     );
     // The default gives up after 3 timeouts in a row: the link now counts as gone.
     assert!(!bot.is_connected());
-    assert!(bot.temperature().await.unwrap_err().is_gone());
+    assert!(bot.measure_temperature().await.unwrap_err().is_gone());
     // A new connection works once the board answers again.
     sim.set_faults(Faults::default());
     bot.disconnect().await;
     let bot = open(&sim, link_options()).await.unwrap();
-    assert!(bot.temperature().await.is_ok());
+    assert!(bot.measure_temperature().await.is_ok());
 }
 
 #[tokio::test]

@@ -94,7 +94,7 @@ async fn unplug_is_reported_and_requests_fail_fast() {
         .expect("closed is signalled")
         .unwrap();
     assert!(matches!(reason, CloseReason::Gone(_)), "{reason:?}");
-    let err = bot.temperature().await.unwrap_err();
+    let err = bot.measure_temperature().await.unwrap_err();
     assert!(err.is_gone(), "{err:?}");
     assert!(err.to_string().contains("gone"), "{err}");
 }

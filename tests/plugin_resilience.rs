@@ -337,16 +337,3 @@ async fn plugin_survives_a_payload_over_the_mqtt_packet_limit() {
     assert_eq!(h.sim.snapshot().voltage_target, 100.0);
     assert!(!h.is_finished());
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugin_arms_the_boards_host_watchdog() {
-    let h = harness().await;
-    // If this process dies with HV on, the board turns it off by itself after the timeout.
-    for _ in 0..100 {
-        if h.sim.snapshot().host_watchdog.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(h.sim.snapshot().host_watchdog, Some(Duration::from_secs(5)));
-}

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use dropbot_plugin::testkit::sim_host::{connect, fast_virtual, SimHostError};
 use firmware_protocol::commands::*;
-use firmware_protocol::{CommandName, Request, WireValue};
+use firmware_protocol::{CommandName, Request};
 
 type R = Result<(), SimHostError>;
 
@@ -14,41 +14,61 @@ type R = Result<(), SimHostError>;
 async fn every_command_of_the_table_gets_a_well_formed_reply() -> R {
     let (sim, mut host) = connect(fast_virtual()).await?;
     let requests: Vec<Request> = vec![
+        BaseNodeSoftwareVersion {}.into(),
+        PackageName {}.into(),
+        DisplayName {}.into(),
+        Manufacturer {}.into(),
         SoftwareVersion {}.into(),
+        Url {}.into(),
+        Microseconds {}.into(),
+        Milliseconds {}.into(),
+        DigitalRead { pin: 22 }.into(),
+        EchoArray { array: vec![1, 2] }.into(),
+        StrEcho { msg: vec![3] }.into(),
+        SerializeConfig {}.into(),
+        UpdateConfig { serialized: vec![] }.into(),
+        SaveConfig {}.into(),
+        SerializeState {}.into(),
+        UpdateState { serialized: vec![] }.into(),
+        MeasureTemperature {}.into(),
+        HighVoltage {}.into(),
+        OutputCurrentRms {}.into(),
+        OutputCurrent {}.into(),
+        InputCurrentRms {}.into(),
+        InputCurrent {}.into(),
+        NumberOfChannels {}.into(),
         HardwareVersion {}.into(),
         Uuid {}.into(),
-        Microseconds {}.into(),
-        NumberOfChannels {}.into(),
+        DetectShorts { delay_ms: 1 }.into(),
+        MinWaveformVoltage {}.into(),
+        InitializeSwitchingBoards {}.into(),
+        Capacitance { n_samples: 10 }.into(),
+        WatchdogAutoRefresh { value: false }.into(),
+        WatchdogEnable {
+            prescaler: 0,
+            timeout: 1000,
+        }
+        .into(),
+        WatchdogDisable {}.into(),
+        WatchdogRefresh {}.into(),
+        ChannelCapacitances {
+            channels: vec![1, 2],
+        }
+        .into(),
         StateOfChannels {}.into(),
-        SetStateOfChannels {
-            states: vec![0; 15],
+        SetDisabledChannelsMask {
+            disabled_channels_mask: vec![0; 15],
         }
         .into(),
         DisabledChannelsMask {}.into(),
-        SetDisabledChannelsMask { mask: vec![0; 15] }.into(),
-        TurnOffAllChannels {}.into(),
-        MeasureVoltage {}.into(),
-        MinWaveformVoltage {}.into(),
-        Capacitance { n_samples: 10 }.into(),
-        ChannelCapacitances {
-            channels: vec![1, 2],
-            n_samples: 10,
+        SetStateOfChannels {
+            channel_states: vec![0; 15],
         }
         .into(),
-        DetectShorts { delay_ms: 1 }.into(),
+        SyncTime { wall_time: 1.5e9 }.into(),
+        WallTime {}.into(),
+        TurnOffAllChannels {}.into(),
         Halt {}.into(),
-        OutputCurrent {}.into(),
-        InputCurrent {}.into(),
-        Temperature {}.into(),
-        WatchdogEnable {}.into(),
-        WatchdogDisable {}.into(),
-        WatchdogReset {}.into(),
-        SetHostWatchdog { timeout_ms: 0 }.into(),
-        SerializeState {}.into(),
-        UpdateState { state: vec![] }.into(),
-        SerializeConfig {}.into(),
-        UpdateConfig { config: vec![] }.into(),
-        SaveConfig {}.into(),
     ];
     let mut covered: BTreeSet<CommandName> = requests.iter().map(Request::name).collect();
     covered.insert(CommandName::Reboot);
@@ -60,39 +80,18 @@ async fn every_command_of_the_table_gets_a_well_formed_reply() -> R {
     for request in requests {
         let payload = request.encode(host.table()).map_err(SimHostError::Table)?;
         let reply = host.call_raw(payload).await?;
-        let ok = match &request {
-            Request::SoftwareVersion(_) | Request::HardwareVersion(_) => {
-                String::decode_reply(&reply).is_ok()
-            }
-            Request::Uuid(_) => reply.len() == 16,
-            Request::Microseconds(_) => u32::decode_reply(&reply).is_ok(),
-            Request::NumberOfChannels(_) => u16::decode_reply(&reply).is_ok(),
-            Request::StateOfChannels(_) | Request::DisabledChannelsMask(_) => reply.len() == 15,
-            Request::DetectShorts(_) | Request::SerializeState(_) | Request::SerializeConfig(_) => {
-                true
-            }
-            Request::SetStateOfChannels(_)
-            | Request::SetDisabledChannelsMask(_)
-            | Request::SetHostWatchdog(_)
-            | Request::UpdateState(_)
-            | Request::UpdateConfig(_) => bool::decode_reply(&reply) == Ok(true),
-            Request::TurnOffAllChannels(_)
-            | Request::Halt(_)
-            | Request::WatchdogEnable(_)
-            | Request::WatchdogDisable(_)
-            | Request::WatchdogReset(_)
-            | Request::SaveConfig(_)
-            | Request::Reboot(_) => reply.is_empty(),
-            Request::ChannelCapacitances(_) => {
-                Vec::<f32>::decode_reply(&reply).map(|v| v.len()) == Ok(2)
-            }
-            Request::MeasureVoltage(_)
-            | Request::MinWaveformVoltage(_)
-            | Request::Capacitance(_)
-            | Request::OutputCurrent(_)
-            | Request::InputCurrent(_)
-            | Request::Temperature(_) => f32::decode_reply(&reply).is_ok(),
-        };
+        let ok = request.check_reply(&reply).is_ok()
+            && match &request {
+                Request::Uuid(_) => reply.len() == 16,
+                Request::StateOfChannels(_) | Request::DisabledChannelsMask(_) => reply.len() == 15,
+                Request::SetStateOfChannels(_) => reply == [1],
+                Request::UpdateState(_) | Request::UpdateConfig(_) => reply == [1],
+                Request::ChannelCapacitances(_) => reply.len() == 2 * 4,
+                Request::EchoArray(_) => reply == [1, 0, 0, 0, 2, 0, 0, 0],
+                Request::StrEcho(_) => reply == [3],
+                Request::WatchdogEnable(_) => reply == [0],
+                _ => true,
+            };
         assert!(ok, "{:?}: reply {reply:?}", request.name());
     }
     sim.shutdown().await;

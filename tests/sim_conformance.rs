@@ -92,29 +92,29 @@ async fn channels_round_trip_and_disabled_channels_never_actuate() -> R {
     assert!(
         !host
             .call(SetStateOfChannels {
-                states: vec![0xFF; 14]
+                channel_states: vec![0xFF; 14]
             })
             .await?
     );
     assert!(
         !host
             .call(SetStateOfChannels {
-                states: vec![0xFF; 16]
+                channel_states: vec![0xFF; 16]
             })
             .await?
     );
     assert_eq!(host.channels().await?, vec![0, 7, 8, 119]);
     // Disabling a channel turns it off and keeps it off.
     let mask = firmware_protocol::channels::pack([7, 9], 120).map_err(SimHostError::Channels)?;
-    assert!(
-        host.call(SetDisabledChannelsMask { mask: mask.clone() })
-            .await?
-    );
-    assert!(
-        !host
-            .call(SetDisabledChannelsMask { mask: vec![0; 3] })
-            .await?
-    );
+    host.call(SetDisabledChannelsMask {
+        disabled_channels_mask: mask.clone(),
+    })
+    .await?;
+    // The wrong byte count: ignored (the firmware answers nothing either way).
+    host.call(SetDisabledChannelsMask {
+        disabled_channels_mask: vec![0; 3],
+    })
+    .await?;
     assert_eq!(host.call(DisabledChannelsMask {}).await?, mask);
     assert_eq!(host.channels().await?, vec![0, 8, 119]);
     assert!(host.set_channels(&[7, 9, 10]).await?);
@@ -145,8 +145,7 @@ async fn capacitance_sees_a_droplet_under_actuated_electrodes_only() -> R {
     assert!(empty < 0.3e-12, "{empty}");
     let per_channel = host
         .call(ChannelCapacitances {
-            channels: vec![10, 12, 500],
-            n_samples: 50,
+            channels: vec![10, 12, 200],
         })
         .await?;
     assert_eq!(per_channel.len(), 3);
@@ -229,12 +228,12 @@ async fn update_state_follows_the_firmware_validation_rules() -> R {
         assert_eq!(host.state().await?, before, "refused update left a trace");
     }
     // Not a protobuf message at all.
-    assert!(
-        !host
-            .call(UpdateState {
-                state: vec![0xFF, 0xFF, 0xFF]
-            })
-            .await?
+    assert_eq!(
+        host.call(UpdateState {
+            serialized: vec![0xFF, 0xFF, 0xFF]
+        })
+        .await?,
+        0
     );
     let update = State {
         voltage: Some(90.0),
@@ -265,11 +264,12 @@ async fn config_round_trips_and_limits_the_state() -> R {
         id: Some("bench-3".into()),
         ..Config::default()
     };
-    assert!(
+    assert_eq!(
         host.call(UpdateConfig {
-            config: update.encode_to_vec()
+            serialized: update.encode_to_vec()
         })
-        .await?
+        .await?,
+        1
     );
     let config =
         Config::from_bytes(&host.call(SerializeConfig {}).await?).map_err(SimHostError::State)?;
@@ -294,14 +294,20 @@ async fn config_round_trips_and_limits_the_state() -> R {
         min_frequency: Some(20_000.0),
         ..Config::default()
     };
-    assert!(
-        !host
-            .call(UpdateConfig {
-                config: crossed.encode_to_vec()
-            })
-            .await?
+    assert_eq!(
+        host.call(UpdateConfig {
+            serialized: crossed.encode_to_vec()
+        })
+        .await?,
+        0
     );
-    assert!(!host.call(UpdateConfig { config: vec![0xFF] }).await?);
+    assert_eq!(
+        host.call(UpdateConfig {
+            serialized: vec![0xFF]
+        })
+        .await?,
+        0
+    );
     host.call(SaveConfig {}).await?;
     sim.shutdown().await;
     Ok(())
@@ -318,11 +324,11 @@ async fn halt_turns_hv_and_channels_off() -> R {
         .await?
     );
     assert!(host.set_channels(&[1, 2]).await?);
-    assert_eq!(host.call(MeasureVoltage {}).await?, 100.0);
+    assert_eq!(host.call(HighVoltage {}).await?, 100.0);
     host.call(Halt {}).await?;
     assert_eq!(host.state().await?.hv_output_enabled, Some(false));
     assert!(host.channels().await?.is_empty());
-    assert_eq!(host.call(MeasureVoltage {}).await?, 0.0);
+    assert_eq!(host.call(HighVoltage {}).await?, 0.0);
     let snap = sim.snapshot();
     assert!(!snap.hv_on && snap.actuated.is_empty());
     sim.shutdown().await;
@@ -346,16 +352,16 @@ async fn voltage_ramps_currents_and_temperature_are_plausible() -> R {
         })
         .await?
     );
-    assert_eq!(host.call(MeasureVoltage {}).await?, 0.0);
+    assert_eq!(host.call(HighVoltage {}).await?, 0.0);
     sim.advance(100 * MS);
-    let half = host.call(MeasureVoltage {}).await?;
+    let half = host.call(HighVoltage {}).await?;
     assert!((half - 50.0).abs() < 0.5, "{half}");
     sim.advance(150 * MS);
-    assert_eq!(host.call(MeasureVoltage {}).await?, 100.0);
+    assert_eq!(host.call(HighVoltage {}).await?, 100.0);
     assert!(host.set_channels(&[5]).await?);
     let out = host.call(OutputCurrent {}).await?;
     assert!(out > 0.0 && out < 0.025, "{out}");
-    let t = host.call(Temperature {}).await?;
+    let t = host.call(MeasureTemperature {}).await?;
     assert!((20.0..60.0).contains(&t), "{t}");
     sim.shutdown().await;
     Ok(())

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use dropbot_plugin::sim::{PhysicsParams, SimOptions, Timing, TraceEntry};
 use dropbot_plugin::testkit::sim_host::{connect, SimHostError};
-use firmware_protocol::commands::{Microseconds, SetHostWatchdog};
 use firmware_protocol::events::{HaltReason, EVENT_CHANNELS_UPDATED, EVENT_ENABLE};
 use firmware_protocol::{Event, State};
 
@@ -187,10 +186,10 @@ async fn a_shorted_channel_raises_the_current_until_the_board_halts() -> R {
     sim.advance(1000 * MS);
     match host.next_event(WAIT).await? {
         Event::Halted {
-            error: HaltReason::OutputCurrentExceeded { current, limit },
+            error: HaltReason::OutputCurrentExceeded { output_current },
             wall_time,
         } => {
-            assert!(current.unwrap_or(0.0) > 0.025 && limit == Some(0.025f32 as f64));
+            assert!(output_current.unwrap_or(0.0) > 0.025);
             assert!(
                 (wall_time - 1.0).abs() < 1e-9,
                 "checked every second: {wall_time}"
@@ -263,61 +262,10 @@ async fn drops_detected_reports_the_droplets_channels() -> R {
     match host.next_event(WAIT).await? {
         Event::DropsDetected { drops, .. } => {
             assert_eq!(drops.channels, vec![vec![44]]);
-            assert!((drops.capacitances[0] - 5.76e-12).abs() < 1e-15);
+            assert!((drops.capacitances[0][0] - 5.76e-12).abs() < 1e-15);
         }
         other => panic!("unexpected {other:?}"),
     }
-    sim.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test]
-async fn host_watchdog_turns_hv_and_channels_off_after_silence() -> R {
-    let (sim, mut host) = connect(virtual_clock(Timing::Fast)).await?;
-    assert!(host.call(SetHostWatchdog { timeout_ms: 100 }).await?);
-    assert!(host.update_state(hv_on()).await?);
-    assert!(host.set_channels(&[1, 2, 3]).await?);
-    sim.advance(80 * MS);
-    host.call(Microseconds {}).await?; // any packet keeps it fed
-    sim.advance(80 * MS);
-    assert!(sim.snapshot().hv_on, "fed in time");
-    sim.advance(30 * MS);
-    let snap = sim.snapshot();
-    assert!(!snap.hv_on && snap.actuated.is_empty(), "{snap:?}");
-    assert_eq!(host.state().await?.hv_output_enabled, Some(false));
-    // Disabled: silence is harmless.
-    assert!(host.call(SetHostWatchdog { timeout_ms: 0 }).await?);
-    assert!(host.update_state(hv_on()).await?);
-    sim.advance(10_000 * MS);
-    assert!(sim.snapshot().hv_on);
-    sim.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test]
-async fn host_watchdog_in_real_time() -> R {
-    let opts = SimOptions {
-        timing: Timing::Fast,
-        ..SimOptions::default()
-    };
-    let (sim, mut host) = connect(opts).await?;
-    assert!(host.call(SetHostWatchdog { timeout_ms: 50 }).await?);
-    assert!(host.update_state(hv_on()).await?);
-    assert!(host.set_channels(&[1]).await?);
-    let mut trace = sim.subscribe_trace();
-    let watchdog = async {
-        loop {
-            match trace.recv().await {
-                Ok(r) if matches!(&r.entry, TraceEntry::Note { message } if message.contains("host watchdog: silent")) => {
-                    return true
-                }
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    };
-    assert!(tokio::time::timeout(WAIT, watchdog).await.unwrap_or(false));
-    assert!(!sim.snapshot().hv_on);
     sim.shutdown().await;
     Ok(())
 }

@@ -144,22 +144,24 @@ async fn reboot_restores_defaults_and_keeps_the_saved_config() -> R {
         max_voltage: Some(140.0),
         ..Config::default()
     };
-    assert!(
+    assert_eq!(
         host.call(UpdateConfig {
-            config: config.encode_to_vec()
+            serialized: config.encode_to_vec()
         })
-        .await?
+        .await?,
+        1
     );
     host.call(SaveConfig {}).await?;
     let unsaved = Config {
         id: Some("not saved".into()),
         ..Config::default()
     };
-    assert!(
+    assert_eq!(
         host.call(UpdateConfig {
-            config: unsaved.encode_to_vec()
+            serialized: unsaved.encode_to_vec()
         })
-        .await?
+        .await?,
+        1
     );
     let update = State {
         voltage: Some(90.0),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::{DropletView, SimOptions, Timing, TraceEntry, TraceRecord};
 use dropbot_plugin::testkit::sim_host::{connect, SimHostError};
-use firmware_protocol::commands::{Capacitance, Temperature};
+use firmware_protocol::commands::{Capacitance, MeasureTemperature};
 use firmware_protocol::State;
 
 type R = Result<(), SimHostError>;
@@ -152,7 +152,7 @@ async fn scenario(seed: u64) -> Result<Vec<TraceRecord>, SimHostError> {
     assert!(host.set_channels(&[54, 56]).await?); // split
     sim.advance(500 * MS);
     host.call(Capacitance { n_samples: 10 }).await?;
-    host.call(Temperature {}).await?;
+    host.call(MeasureTemperature {}).await?;
     assert!(host.set_channels(&[55, 90]).await?); // merge back, and a short
     sim.advance(1500 * MS);
     let _ = host.take_events();

@@ -85,7 +85,7 @@ macro_rules! commands {
         pub enum CommandName { $($(#[doc = $doc])* $name),* }
 
         impl CommandName {
-            /// Every command, in the order of the simulator's table.
+            /// Every command, grouped by firmware class in declaration order.
             pub const ALL: &'static [CommandName] = &[$(CommandName::$name),*];
 
             /// The name used in command tables, e.g. `set_state_of_channels`.
@@ -128,6 +128,11 @@ macro_rules! commands {
                 match self { $(Request::$name(c) => c.encode(table)),* }
             }
 
+            /// Check that `reply` decodes as this command's reply type.
+            pub fn check_reply(&self, reply: &[u8]) -> Result<(), RpcError> {
+                match self { $(Request::$name(_) => $name::decode_reply(reply).map(drop)),* }
+            }
+
             /// This request's command name.
             pub fn name(&self) -> CommandName {
                 match self { $(Request::$name(_) => CommandName::$name),* }
@@ -143,66 +148,102 @@ macro_rules! commands {
 }
 
 commands! {
-    /// Firmware version text, e.g. `1.0.0-sim`.
+    // BaseNode (base-node-rpc `BaseNode.h`): identity strings, time, pins, echo.
+    /// Version of the base-node-rpc library the firmware was built with.
+    BaseNodeSoftwareVersion = "base_node_software_version" {} -> String;
+    /// Package name, `dropbot`.
+    PackageName = "package_name" {} -> String;
+    /// Display name, `DropBot`.
+    DisplayName = "display_name" {} -> String;
+    /// Manufacturer, e.g. `Sci-Bots Inc.`.
+    Manufacturer = "manufacturer" {} -> String;
+    /// Firmware version text, e.g. `1.73.6`.
     SoftwareVersion = "software_version" {} -> String;
-    /// Hardware version text, e.g. `3.1`.
-    HardwareVersion = "hardware_version" {} -> String;
-    /// The board's 16-byte UUID.
-    Uuid = "uuid" {} -> Vec<u8>;
+    /// Project URL.
+    Url = "url" {} -> String;
     /// The board's free-running 32-bit microsecond counter (wraps every ~71.6 minutes).
     Microseconds = "microseconds" {} -> u32;
-    /// Number of electrode channels (a multiple of 40 on a DropBot).
-    NumberOfChannels = "number_of_channels" {} -> u16;
-    /// Actuated channels, bit-packed (channel n is bit n%8 of byte n/8).
-    StateOfChannels = "state_of_channels" {} -> Vec<u8>;
-    /// Set actuated channels, bit-packed, exactly channel_count/8 bytes; false if refused.
-    SetStateOfChannels = "set_state_of_channels" { states: Vec<u8> } -> bool;
-    /// Disabled channels, bit-packed.
-    DisabledChannelsMask = "disabled_channels_mask" {} -> Vec<u8>;
-    /// Set disabled channels, bit-packed; false if refused.
-    SetDisabledChannelsMask = "set_disabled_channels_mask" { mask: Vec<u8> } -> bool;
-    /// Turn every channel off.
-    TurnOffAllChannels = "turn_off_all_channels" {} -> ();
-    /// Measured RMS output voltage in volts.
-    MeasureVoltage = "measure_voltage" {} -> f32;
-    /// Lowest RMS voltage the waveform can produce, in volts.
-    MinWaveformVoltage = "min_waveform_voltage" {} -> f32;
-    /// Capacitance of the actuated electrodes in farads, averaged over `n_samples` (0: config default).
-    Capacitance = "capacitance" { n_samples: u16 } -> f32;
-    /// Capacitance of each listed channel actuated alone, in farads.
-    ChannelCapacitances = "channel_capacitances" { channels: Vec<u16>, n_samples: u16 } -> Vec<f32>;
-    /// Find shorted channels (each tested for `delay_ms`); adds them to the disabled mask.
-    DetectShorts = "detect_shorts" { delay_ms: u8 } -> Vec<u8>;
-    /// HV off and all channels disabled.
-    Halt = "halt" {} -> ();
-    /// RMS output current in amperes.
-    OutputCurrent = "output_current" {} -> f32;
-    /// Input supply current in amperes.
-    InputCurrent = "input_current" {} -> f32;
-    /// MCU temperature in degrees Celsius.
-    Temperature = "temperature" {} -> f32;
-    /// Enable the MCU hang watchdog.
-    WatchdogEnable = "watchdog_enable" {} -> ();
-    /// Disable the MCU hang watchdog.
-    WatchdogDisable = "watchdog_disable" {} -> ();
-    /// Refresh the MCU hang watchdog.
-    WatchdogReset = "watchdog_reset" {} -> ();
-    /// Optional host-liveness watchdog: HV and channels off when no packet has arrived for
-    /// `timeout_ms` (0 disables); true if set. A firmware without it answers an empty reply,
-    /// which decodes as [`RpcError::ReplyLength`] with `got: 0`.
-    SetHostWatchdog = "set_host_watchdog" { timeout_ms: u32 } -> bool;
-    /// Restart the firmware (no reply is guaranteed).
-    Reboot = "reboot" {} -> ();
-    /// The board state as a protobuf `State`.
-    SerializeState = "serialize_state" {} -> Vec<u8>;
-    /// Merge a protobuf `State` into the board state; false if a value was refused.
-    UpdateState = "update_state" { state: Vec<u8> } -> bool;
-    /// The board configuration as a protobuf `Config`.
-    SerializeConfig = "serialize_config" {} -> Vec<u8>;
-    /// Merge a protobuf `Config` into the configuration; false if a value was refused.
-    UpdateConfig = "update_config" { config: Vec<u8> } -> bool;
+    /// The board's free-running 32-bit millisecond counter.
+    Milliseconds = "milliseconds" {} -> u32;
+    /// Level of a digital pin (0 or 1); pin 22 is the chip interlock, low when a chip is in.
+    DigitalRead = "digital_read" { pin: u8 } -> u8;
+    /// The array, returned as sent.
+    EchoArray = "echo_array" { array: Vec<u32> } -> Vec<u32>;
+    /// The bytes, returned as sent.
+    StrEcho = "str_echo" { msg: Vec<u8> } -> Vec<u8>;
+
+    // BaseNodeConfig (`BaseNodeConfig.h`).
     /// Save the configuration to EEPROM.
     SaveConfig = "save_config" {} -> ();
+    /// The board configuration as a protobuf `Config`.
+    SerializeConfig = "serialize_config" {} -> Vec<u8>;
+    /// Merge a protobuf `Config` into the configuration; nonzero if it decoded.
+    UpdateConfig = "update_config" { serialized: Vec<u8> } -> u8;
+
+    // BaseNodeState (`BaseNodeState.h`).
+    /// The board state as a protobuf `State`.
+    SerializeState = "serialize_state" {} -> Vec<u8>;
+    /// Merge a protobuf `State` into the board state; nonzero if it decoded (a field whose
+    /// change the firmware refuses is skipped without saying so).
+    UpdateState = "update_state" { serialized: Vec<u8> } -> u8;
+
+    // dropbot::Node (dropbot.py `src/Node.h`).
+    /// MCU temperature in degrees Celsius.
+    MeasureTemperature = "measure_temperature" {} -> f32;
+    /// Measured RMS output voltage in volts (the supply voltage passes through while HV is off).
+    HighVoltage = "high_voltage" {} -> f32;
+    /// RMS output current in amperes.
+    OutputCurrentRms = "output_current_rms" {} -> f32;
+    /// Peak output current in amperes.
+    OutputCurrent = "output_current" {} -> f32;
+    /// RMS input supply current in amperes.
+    InputCurrentRms = "input_current_rms" {} -> f32;
+    /// Peak input supply current in amperes.
+    InputCurrent = "input_current" {} -> f32;
+    /// Number of electrode channels found by the last switching-board scan (a multiple of 8).
+    NumberOfChannels = "number_of_channels" {} -> u16;
+    /// Hardware version text, e.g. `3.6`.
+    HardwareVersion = "hardware_version" {} -> String;
+    /// The board's 16-byte UUID.
+    Uuid = "_uuid" {} -> Vec<u8>;
+    /// Find shorted channels (each tested for `delay_ms`); the disabled mask becomes exactly
+    /// the shorted channels.
+    DetectShorts = "detect_shorts" { delay_ms: u8 } -> Vec<u8>;
+    /// Lowest RMS voltage the waveform can produce, in volts.
+    MinWaveformVoltage = "min_waveform_voltage" {} -> f32;
+    /// Scan the I2C bus for HV switching boards; returns the new channel count.
+    InitializeSwitchingBoards = "initialize_switching_boards" {} -> u16;
+    /// Capacitance of the actuated electrodes in farads, averaged over `n_samples` (0: config default).
+    Capacitance = "capacitance" { n_samples: u16 } -> f32;
+    /// Whether the main loop refreshes the MCU watchdog; true if the setting changed.
+    WatchdogAutoRefresh = "watchdog_auto_refresh" { value: bool } -> bool;
+    /// Enable the MCU watchdog (`prescaler` at most 15; `timeout` in watchdog clock ticks) and
+    /// its automatic refresh; 0 if set, -1 if `prescaler` is over 15.
+    WatchdogEnable = "watchdog_enable" { prescaler: u8, timeout: u32 } -> i8;
+    /// Disable the MCU watchdog and its automatic refresh.
+    WatchdogDisable = "watchdog_disable" {} -> ();
+    /// Refresh the MCU watchdog.
+    WatchdogRefresh = "watchdog_refresh" {} -> ();
+    /// Restart the firmware (it never replies).
+    Reboot = "reboot" {} -> ();
+    /// Capacitance of each listed channel actuated alone, in farads.
+    ChannelCapacitances = "channel_capacitances" { channels: Vec<u8> } -> Vec<f32>;
+    /// Actuated channels, bit-packed (channel n is bit n%8 of byte n/8).
+    StateOfChannels = "state_of_channels" {} -> Vec<u8>;
+    /// Set disabled channels, bit-packed, channel_count/8 bytes.
+    SetDisabledChannelsMask = "set_disabled_channels_mask" { disabled_channels_mask: Vec<u8> } -> ();
+    /// Disabled channels, bit-packed.
+    DisabledChannelsMask = "disabled_channels_mask" {} -> Vec<u8>;
+    /// Set actuated channels, bit-packed, exactly channel_count/8 bytes; false if refused.
+    SetStateOfChannels = "set_state_of_channels" { channel_states: Vec<u8> } -> bool;
+    /// Set the board's wall clock to `wall_time` (Unix seconds); returns its millisecond counter.
+    SyncTime = "sync_time" { wall_time: f64 } -> u32;
+    /// The board's wall clock, Unix seconds (seconds since boot until `sync_time`).
+    WallTime = "wall_time" {} -> f64;
+    /// Turn every channel off.
+    TurnOffAllChannels = "turn_off_all_channels" {} -> ();
+    /// HV off and every channel disabled (the disabled mask becomes all ones).
+    Halt = "halt" {} -> ();
 }
 
 impl fmt::Display for CommandName {
@@ -228,7 +269,6 @@ mod tests {
         let table = CommandTable::simulator();
         let request: Request = ChannelCapacitances {
             channels: vec![1, 2, 119],
-            n_samples: 50,
         }
         .into();
         let bytes = request.encode(&table).unwrap();

@@ -7,7 +7,9 @@
 //! is bounded by one maximum-size packet. A candidate still open when the line goes idle is
 //! given up with [`Decoder::flush`], which releases a real packet a false start was holding.
 
-use crate::packet::{crc16, Packet, PacketType, HEADER_LEN, MAX_PAYLOAD};
+use crate::packet::{
+    crc16, Packet, PacketType, HEADER_LEN, MAX_REPLY_PAYLOAD, MAX_REQUEST_PAYLOAD,
+};
 
 /// Counters of what the decoder saw besides good packets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,9 +63,16 @@ impl Default for Decoder {
 }
 
 impl Decoder {
-    /// A decoder accepting payloads up to [`MAX_PAYLOAD`].
+    /// A host's decoder: payloads up to [`MAX_REPLY_PAYLOAD`], the largest reply or event a
+    /// board sends.
     pub fn new() -> Self {
-        Self::with_max_payload(MAX_PAYLOAD)
+        Self::with_max_payload(MAX_REPLY_PAYLOAD)
+    }
+
+    /// A board's decoder: payloads up to [`MAX_REQUEST_PAYLOAD`], the firmware's receive
+    /// buffer (a longer request is dropped as a false start, as the firmware drops it).
+    pub fn board() -> Self {
+        Self::with_max_payload(MAX_REQUEST_PAYLOAD)
     }
 
     /// A decoder accepting payloads up to `max_payload` bytes (capped at `u16::MAX`).
@@ -360,7 +369,26 @@ mod tests {
         let mut d = Decoder::new();
         assert_eq!(d.decode(&stream), vec![data(1, b"z")]);
         assert_eq!(d.stats().oversized, 1);
-        assert!(d.buffered() <= HEADER_LEN + MAX_PAYLOAD + 2);
+        assert!(d.buffered() <= HEADER_LEN + MAX_REPLY_PAYLOAD + 2);
+    }
+
+    #[test]
+    fn host_takes_8k_replies_and_a_board_only_1k_requests() {
+        let reply = data(0, &vec![7; MAX_REPLY_PAYLOAD]);
+        let wire = reply.to_bytes().unwrap();
+        assert_eq!(Decoder::new().decode(&wire), vec![reply]);
+        let mut board = Decoder::board();
+        assert!(board.decode(&wire).is_empty());
+        assert_eq!(board.stats().oversized, 1);
+        let request = data(1, &vec![7; MAX_REQUEST_PAYLOAD]);
+        assert_eq!(
+            board.decode(&request.to_bytes().unwrap()),
+            vec![request.clone()]
+        );
+        let too_long = data(2, &vec![7; MAX_REQUEST_PAYLOAD + 1]);
+        let mut board = Decoder::board();
+        assert!(board.decode(&too_long.to_bytes().unwrap()).is_empty());
+        assert!(board.buffered() <= HEADER_LEN + MAX_REQUEST_PAYLOAD + 2);
     }
 
     #[test]

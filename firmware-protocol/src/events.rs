@@ -24,26 +24,28 @@ pub enum EventError {
     Json(#[from] serde_json::Error),
 }
 
-/// Why the board halted.
+/// Why the board halted (the `error` object of `halted` and `capacitance_saturated`).
+///
+/// The fields are optional so that a halt is never lost to a missing key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name")]
 pub enum HaltReason {
     /// RMS output current over `output_current_limit` (checked every second).
     #[serde(rename = "output-current-exceeded")]
     OutputCurrentExceeded {
-        /// Measured current, amperes.
+        /// Measured RMS output current, amperes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        current: Option<f64>,
-        /// The limit, amperes.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        limit: Option<f64>,
+        output_current: Option<f64>,
     },
-    /// The chip load saturated the capacitance front end.
+    /// The chip load reading came within `margin` of either end of the ADC range.
     #[serde(rename = "chip-load-saturated")]
     ChipLoadSaturated {
-        /// Measured capacitance, farads.
+        /// The differential chip-load reading, ADC counts.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        capacitance: Option<f64>,
+        chip_load: Option<i32>,
+        /// `chip_load_range_margin` in ADC counts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        margin: Option<i32>,
     },
 }
 
@@ -52,8 +54,8 @@ pub enum HaltReason {
 pub struct Drops {
     /// Channels of each drop.
     pub channels: Vec<Vec<u16>>,
-    /// Capacitance of each drop, farads.
-    pub capacitances: Vec<f64>,
+    /// Capacitance of each channel of each drop, farads (same shape as `channels`).
+    pub capacitances: Vec<Vec<f64>>,
 }
 
 /// Every event the board sends.
@@ -102,6 +104,15 @@ pub enum Event {
         /// Board time of the halt, seconds.
         wall_time: f64,
         /// Why.
+        error: HaltReason,
+    },
+    /// The chip load saturated while `halt_on_chip_load_saturated` is false: reported, not
+    /// halted (Blue-Ocean-Technologies-Inc/dropbot.py fork only).
+    #[serde(rename = "capacitance_saturated")]
+    CapacitanceSaturated {
+        /// Board time, seconds.
+        wall_time: f64,
+        /// The reading (always `chip-load-saturated`).
         error: HaltReason,
     },
     /// Channels found shorted (after `detect_shorts` and on chip insertion).
@@ -154,6 +165,7 @@ impl Event {
             Event::CapacitanceUpdated { .. } => "capacitance-updated",
             Event::CapacitanceExceeded { .. } => "capacitance-exceeded",
             Event::Halted { .. } => "halted",
+            Event::CapacitanceSaturated { .. } => "capacitance_saturated",
             Event::ShortsDetected { .. } => "shorts-detected",
             Event::ChannelsUpdated { .. } => "channels-updated",
             Event::DropsDetected { .. } => "drops-detected",
@@ -188,16 +200,57 @@ mod tests {
         let e = Event::parse(br#"{"event":"capacitance-updated","new_value":1.5e-12,"time_us":10,"n_samples":50,"V_a":100.0}"#).unwrap();
         assert!(matches!(e, Event::CapacitanceUpdated { n_samples: 50, .. }));
         let h = Event::parse(
-            br#"{"event":"halted","wall_time":1.0,"error":{"name":"output-current-exceeded"}}"#,
+            br#"{"event": "halted", "wall_time": 12.500000, "error": {"name": "output-current-exceeded", "output_current": 0.0312}}"#,
         )
         .unwrap();
-        assert!(matches!(
+        assert_eq!(
             h,
             Event::Halted {
-                error: HaltReason::OutputCurrentExceeded { .. },
+                wall_time: 12.5,
+                error: HaltReason::OutputCurrentExceeded {
+                    output_current: Some(0.0312)
+                },
+            }
+        );
+        let chip = br#"{"event": "halted", "wall_time": 3.000000, "error": {"name": "chip-load-saturated", "chip_load": 32000, "margin": 983}}"#;
+        let error = HaltReason::ChipLoadSaturated {
+            chip_load: Some(32000),
+            margin: Some(983),
+        };
+        assert_eq!(
+            Event::parse(chip).unwrap(),
+            Event::Halted {
+                wall_time: 3.0,
+                error: error.clone()
+            }
+        );
+        let saturated = br#"{"event": "capacitance_saturated", "wall_time": 3.000000, "error": {"name": "chip-load-saturated", "chip_load": -32000, "margin": 983}}"#;
+        assert!(matches!(
+            Event::parse(saturated).unwrap(),
+            Event::CapacitanceSaturated { .. }
+        ));
+        // A halt missing its detail is still a halt.
+        let bare =
+            br#"{"event":"halted","wall_time":1.0,"error":{"name":"output-current-exceeded"}}"#;
+        assert!(matches!(
+            Event::parse(bare).unwrap(),
+            Event::Halted {
+                error: HaltReason::OutputCurrentExceeded {
+                    output_current: None
+                },
                 ..
             }
         ));
+        // drops-detected as the firmware formats it (dropbot.py src/format.h).
+        let drops = br#"{"event":"drops-detected", "drops": {"channels": [[1, 2], [9]], "capacitances": [[3.1e-12, 4e-12], [5e-12]]}, "start": 10, "end": 20}"#;
+        match Event::parse(drops).unwrap() {
+            Event::DropsDetected { drops, start, end } => {
+                assert_eq!(drops.channels, vec![vec![1, 2], vec![9]]);
+                assert_eq!(drops.capacitances, vec![vec![3.1e-12, 4e-12], vec![5e-12]]);
+                assert_eq!((start, end), (10, 20));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
         assert_eq!(
             Event::parse(br#"{"event":"output_enabled"}"#).unwrap(),
             Event::OutputEnabled
@@ -235,12 +288,23 @@ mod tests {
     fn every_event_names_itself_and_its_gate() {
         let halted = Event::Halted {
             wall_time: 1.0,
-            error: HaltReason::ChipLoadSaturated { capacitance: None },
+            error: HaltReason::ChipLoadSaturated {
+                chip_load: Some(1),
+                margin: None,
+            },
+        };
+        let saturated = Event::CapacitanceSaturated {
+            wall_time: 2.0,
+            error: HaltReason::ChipLoadSaturated {
+                chip_load: Some(-5),
+                margin: Some(3),
+            },
         };
         let cases = [
             (Event::OutputEnabled, None),
             (Event::OutputDisabled, None),
             (halted, None),
+            (saturated, None),
             (Event::ShortsDetected { values: vec![1] }, Some(28)),
             (
                 Event::ChannelsUpdated {
@@ -255,7 +319,7 @@ mod tests {
                 Event::DropsDetected {
                     drops: Drops {
                         channels: vec![vec![1]],
-                        capacitances: vec![1e-12],
+                        capacitances: vec![vec![1e-12]],
                     },
                     start: 0,
                     end: 1,

@@ -28,7 +28,9 @@ pub use channels::ChannelError;
 pub use commands::{Command, CommandName, Request, RequestError};
 pub use decoder::{Decoder, DecoderStats};
 pub use events::{Event, EventError};
-pub use packet::{crc16, EncodeError, Packet, PacketType, MAX_PAYLOAD, START};
+pub use packet::{
+    crc16, EncodeError, Packet, PacketType, MAX_REPLY_PAYLOAD, MAX_REQUEST_PAYLOAD, START,
+};
 pub use rpc::{CallBuilder, CallReader, RpcError, WireValue};
 pub use state::StateError;
 pub use state::{Config, State};

@@ -10,8 +10,13 @@ use thiserror::Error;
 /// The start marker of every packet.
 pub const START: [u8; 3] = *b"|||";
 
-/// Largest payload accepted or produced (the firmware's packet buffer is 1024 bytes).
-pub const MAX_PAYLOAD: usize = 1024;
+/// Largest request payload a board accepts: the firmware's receive buffer (`PACKET_SIZE`
+/// 1024 in dropbot.py `build_flags.py`); its parser drops a packet whose length is larger.
+pub const MAX_REQUEST_PAYLOAD: usize = 1024;
+
+/// Largest payload a board sends: replies and events are built in the firmware's 8 KiB buffer
+/// (`BUFFER_SIZE` in dropbot.py `src/Node.h`). Also the largest payload this crate encodes.
+pub const MAX_REPLY_PAYLOAD: usize = 8192;
 
 /// Bytes before the payload of a packet with a body: start, id, type, length.
 pub const HEADER_LEN: usize = 3 + 2 + 1 + 2;
@@ -90,14 +95,14 @@ pub enum Packet {
     /// Acknowledgement.
     Ack { id: u16 },
     /// Negative acknowledgement with the payload length it refers to (at most
-    /// [`MAX_PAYLOAD`]).
+    /// [`MAX_REPLY_PAYLOAD`]).
     Nack { id: u16, length: u16 },
 }
 
 /// A packet that cannot be encoded.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum EncodeError {
-    /// The payload (or a NACK's length) is larger than [`MAX_PAYLOAD`].
+    /// The payload (or a NACK's length) is larger than [`MAX_REPLY_PAYLOAD`].
     #[error("payload of {len} bytes exceeds the maximum of {max} bytes")]
     PayloadTooLarge { len: usize, max: usize },
     /// Ids whose high byte is `'|'` are reserved: a decoder aligns a start marker on the last
@@ -165,10 +170,10 @@ impl Packet {
             Packet::Nack { length, .. } => usize::from(*length),
             _ => payload.len(),
         };
-        if len > MAX_PAYLOAD {
+        if len > MAX_REPLY_PAYLOAD {
             return Err(EncodeError::PayloadTooLarge {
                 len,
-                max: MAX_PAYLOAD,
+                max: MAX_REPLY_PAYLOAD,
             });
         }
         out.reserve(HEADER_LEN + payload.len() + 2);
@@ -177,7 +182,7 @@ impl Packet {
         let packet_type = self.packet_type();
         out.push(packet_type.byte());
         if packet_type.has_payload() {
-            // Fits: checked against MAX_PAYLOAD above.
+            // Fits: checked against MAX_REPLY_PAYLOAD above.
             out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
             out.extend_from_slice(payload);
             out.extend_from_slice(&crc16(payload).to_be_bytes());
@@ -235,7 +240,7 @@ mod tests {
     fn rejects_oversized_payload() {
         let p = Packet::Stream {
             id: 0,
-            payload: vec![0; MAX_PAYLOAD + 1],
+            payload: vec![0; MAX_REPLY_PAYLOAD + 1],
         };
         assert!(matches!(
             p.to_bytes(),
@@ -247,18 +252,18 @@ mod tests {
     fn nack_length_obeys_the_payload_limit() {
         let at_limit = Packet::Nack {
             id: 0,
-            length: MAX_PAYLOAD as u16,
+            length: MAX_REPLY_PAYLOAD as u16,
         };
         assert!(at_limit.to_bytes().is_ok());
         assert_eq!(
             Packet::Nack {
                 id: 0,
-                length: MAX_PAYLOAD as u16 + 1
+                length: MAX_REPLY_PAYLOAD as u16 + 1
             }
             .to_bytes(),
             Err(EncodeError::PayloadTooLarge {
-                len: MAX_PAYLOAD + 1,
-                max: MAX_PAYLOAD
+                len: MAX_REPLY_PAYLOAD + 1,
+                max: MAX_REPLY_PAYLOAD
             })
         );
     }

@@ -112,8 +112,15 @@ fn packet_vectors() -> Value {
         ("DATA payload containing |||", data(3, b"a|||b")),
         ("DATA payload of '|' only", data(4, b"||||||")),
         (
-            "DATA maximum payload",
+            "DATA maximum request payload (1024 bytes)",
             data(5, &(0..1024).map(|i| i as u8).collect::<Vec<_>>()),
+        ),
+        (
+            "STREAM maximum payload (8192 bytes)",
+            Packet::Stream {
+                id: 0,
+                payload: (0..8192).map(|i| (i % 251) as u8).collect(),
+            },
         ),
         (
             "DATA highest id below the reserved range",
@@ -154,10 +161,10 @@ fn packet_vectors() -> Value {
     let refused = json!([
         { "name": "reserved id (high byte '|')", "type": "ACK", "id": 0x7C01, "error": "reserved_id" },
         { "name": "reserved id 0x7C7C", "type": "DATA", "id": 0x7C7C, "payload_hex": "00", "error": "reserved_id" },
-        { "name": "payload over the maximum", "type": "DATA", "id": 1, "payload_hex": hex(&[0; 1025]), "error": "payload_too_large" },
-        { "name": "NACK length over the maximum", "type": "NACK", "id": 1, "length": 1025, "error": "payload_too_large" },
+        { "name": "payload over the maximum", "type": "DATA", "id": 1, "payload_hex": hex(&[0; 8193]), "error": "payload_too_large" },
+        { "name": "NACK length over the maximum", "type": "NACK", "id": 1, "length": 8193, "error": "payload_too_large" },
     ]);
-    json!({ "max_payload": 1024, "packets": packets, "refused": refused })
+    json!({ "max_payload": 8192, "max_request_payload": 1024, "packets": packets, "refused": refused })
 }
 
 /// A stream vector: segments (garbage or packets) and the packets a decoder must return, then
@@ -214,7 +221,7 @@ fn stream_vectors() -> Value {
                 id: 0,
                 payload: Event::OutputEnabled.to_payload(),
             }),
-            g("header with a length over 1024", b"|||\x00\x04d\xff\xff"),
+            g("header with a length over 8192", b"|||\x00\x04d\xff\xff"),
             p(Packet::Nack { id: 4, length: 12 }),
             g(
                 "false start whose length (32) covers the next packet",

@@ -10,7 +10,7 @@ use firmware_protocol::packet::HEADER_LEN;
 use firmware_protocol::rpc::CallReader;
 use firmware_protocol::{
     channels, parse_identity, CommandName, CommandTable, Config, Decoder, Event, Packet,
-    PacketType, Request, State, WireValue, MAX_PAYLOAD,
+    PacketType, Request, State, WireValue, MAX_REPLY_PAYLOAD,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -19,7 +19,7 @@ use proptest::prelude::*;
 const LONG_CASES: u32 = 1_000_000;
 
 /// The most a decoder may hold: one maximum-size packet.
-const MAX_BUFFERED: usize = HEADER_LEN + MAX_PAYLOAD + 2;
+const MAX_BUFFERED: usize = HEADER_LEN + MAX_REPLY_PAYLOAD + 2;
 
 const TYPES: [PacketType; 6] = [
     PacketType::Data,
@@ -44,12 +44,17 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         8 => vec(any::<u8>(), 0..=32),
         2 => vec(prop_oneof![Just(b'|'), any::<u8>()], 0..=64),
-        1 => vec(any::<u8>(), 0..=MAX_PAYLOAD),
+        1 => vec(any::<u8>(), 0..=MAX_REPLY_PAYLOAD),
     ]
 }
 
 fn any_packet() -> impl Strategy<Value = Packet> {
-    (0..TYPES.len(), any_id(), payload(), 0..=MAX_PAYLOAD as u16)
+    (
+        0..TYPES.len(),
+        any_id(),
+        payload(),
+        0..=MAX_REPLY_PAYLOAD as u16,
+    )
         .prop_map(|(t, id, payload, len)| Packet::from_parts(TYPES[t], id, payload, len))
 }
 
@@ -70,7 +75,7 @@ fn garbage() -> impl Strategy<Value = Vec<u8>> {
         // A plausible header whose length swallows what follows.
         2 => (any::<u16>(), prop::sample::select(b"dsIn".to_vec()), any::<u16>())
             .prop_map(|(id, t, len)| {
-                let len = len % (MAX_PAYLOAD as u16 + 1);
+                let len = len % (MAX_REPLY_PAYLOAD as u16 + 1);
                 [b"|||".as_slice(), &id.to_be_bytes(), &[t], &len.to_be_bytes()].concat()
             }),
         // A packet cut short.
@@ -199,65 +204,101 @@ fn check_garbage(
 #[derive(Debug, Clone)]
 struct Args {
     bytes: Vec<u8>,
-    words: Vec<u16>,
+    longs: Vec<u32>,
     small: u8,
     word: u16,
     long: u32,
+    flag: bool,
+    double: f64,
 }
 
 fn args() -> impl Strategy<Value = Args> {
     (
         vec(any::<u8>(), 0..64),
-        vec(any::<u16>(), 0..64),
+        vec(any::<u32>(), 0..64),
         any::<u8>(),
         any::<u16>(),
         any::<u32>(),
+        any::<bool>(),
+        any::<f64>().prop_filter("NaN never equals itself", |d| !d.is_nan()),
     )
-        .prop_map(|(bytes, words, small, word, long)| Args {
+        .prop_map(|(bytes, longs, small, word, long, flag, double)| Args {
             bytes,
-            words,
+            longs,
             small,
             word,
             long,
+            flag,
+            double,
         })
 }
 
 /// One request of every command (the match is exhaustive, so a new command must be added).
 fn request(name: CommandName, a: Args) -> Request {
+    use CommandName as N;
     match name {
-        CommandName::SoftwareVersion => SoftwareVersion {}.into(),
-        CommandName::HardwareVersion => HardwareVersion {}.into(),
-        CommandName::Uuid => Uuid {}.into(),
-        CommandName::Microseconds => Microseconds {}.into(),
-        CommandName::NumberOfChannels => NumberOfChannels {}.into(),
-        CommandName::StateOfChannels => StateOfChannels {}.into(),
-        CommandName::SetStateOfChannels => SetStateOfChannels { states: a.bytes }.into(),
-        CommandName::DisabledChannelsMask => DisabledChannelsMask {}.into(),
-        CommandName::SetDisabledChannelsMask => SetDisabledChannelsMask { mask: a.bytes }.into(),
-        CommandName::TurnOffAllChannels => TurnOffAllChannels {}.into(),
-        CommandName::MeasureVoltage => MeasureVoltage {}.into(),
-        CommandName::MinWaveformVoltage => MinWaveformVoltage {}.into(),
-        CommandName::Capacitance => Capacitance { n_samples: a.word }.into(),
-        CommandName::ChannelCapacitances => ChannelCapacitances {
-            channels: a.words,
-            n_samples: a.word,
+        N::BaseNodeSoftwareVersion => BaseNodeSoftwareVersion {}.into(),
+        N::PackageName => PackageName {}.into(),
+        N::DisplayName => DisplayName {}.into(),
+        N::Manufacturer => Manufacturer {}.into(),
+        N::SoftwareVersion => SoftwareVersion {}.into(),
+        N::Url => Url {}.into(),
+        N::Microseconds => Microseconds {}.into(),
+        N::Milliseconds => Milliseconds {}.into(),
+        N::DigitalRead => DigitalRead { pin: a.small }.into(),
+        N::EchoArray => EchoArray { array: a.longs }.into(),
+        N::StrEcho => StrEcho { msg: a.bytes }.into(),
+        N::SaveConfig => SaveConfig {}.into(),
+        N::SerializeConfig => SerializeConfig {}.into(),
+        N::UpdateConfig => UpdateConfig {
+            serialized: a.bytes,
         }
         .into(),
-        CommandName::DetectShorts => DetectShorts { delay_ms: a.small }.into(),
-        CommandName::Halt => Halt {}.into(),
-        CommandName::OutputCurrent => OutputCurrent {}.into(),
-        CommandName::InputCurrent => InputCurrent {}.into(),
-        CommandName::Temperature => Temperature {}.into(),
-        CommandName::WatchdogEnable => WatchdogEnable {}.into(),
-        CommandName::WatchdogDisable => WatchdogDisable {}.into(),
-        CommandName::WatchdogReset => WatchdogReset {}.into(),
-        CommandName::SetHostWatchdog => SetHostWatchdog { timeout_ms: a.long }.into(),
-        CommandName::Reboot => Reboot {}.into(),
-        CommandName::SerializeState => SerializeState {}.into(),
-        CommandName::UpdateState => UpdateState { state: a.bytes }.into(),
-        CommandName::SerializeConfig => SerializeConfig {}.into(),
-        CommandName::UpdateConfig => UpdateConfig { config: a.bytes }.into(),
-        CommandName::SaveConfig => SaveConfig {}.into(),
+        N::SerializeState => SerializeState {}.into(),
+        N::UpdateState => UpdateState {
+            serialized: a.bytes,
+        }
+        .into(),
+        N::MeasureTemperature => MeasureTemperature {}.into(),
+        N::HighVoltage => HighVoltage {}.into(),
+        N::OutputCurrentRms => OutputCurrentRms {}.into(),
+        N::OutputCurrent => OutputCurrent {}.into(),
+        N::InputCurrentRms => InputCurrentRms {}.into(),
+        N::InputCurrent => InputCurrent {}.into(),
+        N::NumberOfChannels => NumberOfChannels {}.into(),
+        N::HardwareVersion => HardwareVersion {}.into(),
+        N::Uuid => Uuid {}.into(),
+        N::DetectShorts => DetectShorts { delay_ms: a.small }.into(),
+        N::MinWaveformVoltage => MinWaveformVoltage {}.into(),
+        N::InitializeSwitchingBoards => InitializeSwitchingBoards {}.into(),
+        N::Capacitance => Capacitance { n_samples: a.word }.into(),
+        N::WatchdogAutoRefresh => WatchdogAutoRefresh { value: a.flag }.into(),
+        N::WatchdogEnable => WatchdogEnable {
+            prescaler: a.small,
+            timeout: a.long,
+        }
+        .into(),
+        N::WatchdogDisable => WatchdogDisable {}.into(),
+        N::WatchdogRefresh => WatchdogRefresh {}.into(),
+        N::Reboot => Reboot {}.into(),
+        N::ChannelCapacitances => ChannelCapacitances { channels: a.bytes }.into(),
+        N::StateOfChannels => StateOfChannels {}.into(),
+        N::SetDisabledChannelsMask => SetDisabledChannelsMask {
+            disabled_channels_mask: a.bytes,
+        }
+        .into(),
+        N::DisabledChannelsMask => DisabledChannelsMask {}.into(),
+        N::SetStateOfChannels => SetStateOfChannels {
+            channel_states: a.bytes,
+        }
+        .into(),
+        N::SyncTime => SyncTime {
+            wall_time: a.double,
+        }
+        .into(),
+        N::WallTime => WallTime {}.into(),
+        N::TurnOffAllChannels => TurnOffAllChannels {}.into(),
+        N::Halt => Halt {}.into(),
     }
 }
 
@@ -387,7 +428,7 @@ fn encoder_refuses_what_a_decoder_could_not_read_back() {
     }
     let big = Packet::Data {
         id: 0,
-        payload: vec![0; MAX_PAYLOAD + 1],
+        payload: vec![0; MAX_REPLY_PAYLOAD + 1],
     };
     assert!(big.to_bytes().is_err());
 }

@@ -148,8 +148,8 @@ fn hand_checked_bytes_match_the_vectors() {
     // slot {15 elements, offset 8}, then the 15 bytes.
     let states = "0302000000000080" /* bytes 0-7 */.to_owned() + "00000000000080" /* 8-14 */;
     let request = "2600".to_owned() + "0f000000" + "08000000" + &states;
-    // channel_capacitances (code 45): slot {3, offset 10}, n_samples 50, then 0, 1, 119.
-    let caps = "2d00".to_owned() + "03000000" + "0a000000" + "3200" + "000001007700";
+    // channel_capacitances (code 45): slot {3 elements, offset 8}, then the u8 channels 0, 1, 119.
+    let caps = "2d00".to_owned() + "03000000" + "08000000" + "000177";
     // update_state (code 57): protobuf voltage=90.0 (key 0x0D, f32 LE) and
     // hv_output_enabled=true (key 0x18), in a slot {7, offset 8}.
     let blob = "0d0000b442".to_owned() + "1801";
@@ -165,7 +165,10 @@ fn hand_checked_bytes_match_the_vectors() {
     let channels = firmware_protocol::channels::pack([0, 1, 9, 63, 119], 120).expect("packs");
     assert_eq!(
         typed,
-        firmware_protocol::commands::SetStateOfChannels { states: channels }.into()
+        firmware_protocol::commands::SetStateOfChannels {
+            channel_states: channels
+        }
+        .into()
     );
     let state = State::from_bytes(&hex::decode(&blob).expect("hex")).expect("decodes");
     assert_eq!(

@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use firmware_protocol::channels::{pack, unpack};
 use firmware_protocol::commands::{
-    Capacitance, ChannelCapacitances, DetectShorts, DisabledChannelsMask, Halt, InputCurrent,
-    MeasureVoltage, MinWaveformVoltage, OutputCurrent, SerializeState, SetDisabledChannelsMask,
-    SetHostWatchdog, SetStateOfChannels, StateOfChannels, Temperature, TurnOffAllChannels,
-    UpdateState, WatchdogDisable, WatchdogEnable, WatchdogReset,
+    Capacitance, ChannelCapacitances, DetectShorts, DisabledChannelsMask, Halt, HighVoltage,
+    MinWaveformVoltage, SerializeState, SetDisabledChannelsMask, SetStateOfChannels,
+    StateOfChannels, TurnOffAllChannels, UpdateState,
 };
 use firmware_protocol::state::StateError;
-use firmware_protocol::{ChannelError, Command, RpcError, State};
+use firmware_protocol::{ChannelError, Command, State};
 
 use super::dropbot::{DropBot, Kind};
 use super::error::BoardError;
+
+mod system;
 
 /// Extra time for a call that switches the HV converter (its enable sequence takes ~200 ms).
 const HV_SWITCH_TIME: Duration = Duration::from_millis(500);
@@ -30,7 +31,13 @@ impl DropBot {
     pub async fn set_channels(&self, channels: &BTreeSet<u16>) -> Result<(), BoardError> {
         let states = self.pack(channels.iter().copied())?;
         let ok = self
-            .call(&SetStateOfChannels { states }, Kind::Write, self.timeout())
+            .call(
+                &SetStateOfChannels {
+                    channel_states: states,
+                },
+                Kind::Write,
+                self.timeout(),
+            )
             .await?;
         self.accepted::<SetStateOfChannels>(ok, || {
             format!(
@@ -57,19 +64,17 @@ impl DropBot {
         Ok(unpack(&bytes))
     }
 
-    /// Set the disabled channels.
+    /// Set the disabled channels (the firmware answers nothing: read the mask back to check).
     pub async fn set_disabled_channels(&self, channels: &BTreeSet<u16>) -> Result<(), BoardError> {
-        let mask = self.pack(channels.iter().copied())?;
-        let ok = self
-            .call(
-                &SetDisabledChannelsMask { mask },
-                Kind::Write,
-                self.timeout(),
-            )
-            .await?;
-        self.accepted::<SetDisabledChannelsMask>(ok, || {
-            format!("disabled mask of {} channels", channels.len())
-        })
+        let disabled_channels_mask = self.pack(channels.iter().copied())?;
+        self.call(
+            &SetDisabledChannelsMask {
+                disabled_channels_mask,
+            },
+            Kind::Write,
+            self.timeout(),
+        )
+        .await
     }
 
     /// Turn every channel off.
@@ -116,11 +121,11 @@ impl DropBot {
         } else {
             self.timeout()
         };
-        let state = update.to_bytes();
-        let ok = self
-            .call(&UpdateState { state }, Kind::Write, timeout)
+        let serialized = update.to_bytes();
+        let decoded = self
+            .call(&UpdateState { serialized }, Kind::Write, timeout)
             .await?;
-        self.accepted::<UpdateState>(ok, || describe_update(&update))
+        self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))
     }
 
     /// Target RMS voltage, volts (0 to the configuration's `max_voltage`).
@@ -186,10 +191,10 @@ impl DropBot {
         .await
     }
 
-    /// Measured RMS output voltage, volts.
-    pub async fn measured_voltage(&self) -> Result<f32, BoardError> {
-        self.call(&MeasureVoltage {}, Kind::Read, self.timeout())
-            .await
+    /// Measured RMS output voltage, volts (`high_voltage`). With HV off the supply voltage
+    /// passes through: under 5 V then means the board has no power (dropbot.py `proxy.py`).
+    pub async fn high_voltage(&self) -> Result<f32, BoardError> {
+        self.call(&HighVoltage {}, Kind::Read, self.timeout()).await
     }
 
     /// Lowest RMS voltage the waveform can produce, volts.
@@ -205,26 +210,38 @@ impl DropBot {
             .await
     }
 
-    /// Capacitance of each channel actuated alone, farads, in the order given.
+    /// Capacitance of each channel actuated alone, farads, in the order given, each averaged
+    /// over the configuration's `capacitance_n_samples`. The board switches HV on for the scan
+    /// if it was off, and back off afterwards.
     pub async fn channel_capacitances(&self, channels: &[u16]) -> Result<Vec<f32>, BoardError> {
         self.pack(channels.iter().copied())?; // range check
-        let timeout = self.timeout() + SCAN_TIME_PER_CHANNEL * len_u32(channels.len());
-        let command = ChannelCapacitances {
-            channels: channels.to_vec(),
-            n_samples: 0,
-        };
-        let values = self.call(&command, Kind::Read, timeout).await?;
-        if values.len() != channels.len() {
+        let channels: Vec<u8> = channels
+            .iter()
+            .map(|&c| {
+                u8::try_from(c).map_err(|_| BoardError::OutOfRange {
+                    what: "channel of a capacitance scan".into(),
+                    value: f64::from(c),
+                    allowed: "0 to 255 (the firmware takes 8-bit channel numbers)".into(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let timeout =
+            self.timeout() + 2 * HV_SWITCH_TIME + SCAN_TIME_PER_CHANNEL * len_u32(channels.len());
+        let count = channels.len();
+        let values = self
+            .call(&ChannelCapacitances { channels }, Kind::Read, timeout)
+            .await?;
+        if values.len() != count {
             return Err(BoardError::BadMessage {
                 command: ChannelCapacitances::NAME.as_str(),
-                detail: format!("{} values for {} channels", values.len(), channels.len()),
+                detail: format!("{} values for {count} channels", values.len()),
             });
         }
         Ok(values)
     }
 
-    /// Test every channel for shorts (each for `delay_ms`); the shorted ones are added to the
-    /// disabled mask and returned.
+    /// Test every channel for shorts (each for `delay_ms`); the disabled mask becomes exactly
+    /// the shorted channels, which are returned.
     pub async fn detect_shorts(&self, delay_ms: u8) -> Result<Vec<u16>, BoardError> {
         let per_channel = SHORTS_TIME_PER_CHANNEL + Duration::from_millis(u64::from(delay_ms));
         let timeout = self.timeout() + per_channel * u32::from(self.info().channel_count);
@@ -237,72 +254,6 @@ impl DropBot {
     /// HV off and every channel disabled, by the board itself.
     pub async fn halt(&self) -> Result<(), BoardError> {
         self.call(&Halt {}, Kind::Write, self.timeout() + HV_SWITCH_TIME)
-            .await
-    }
-
-    /// RMS output current, amperes.
-    pub async fn output_current(&self) -> Result<f32, BoardError> {
-        self.call(&OutputCurrent {}, Kind::Read, self.timeout())
-            .await
-    }
-
-    /// Input supply current, amperes.
-    pub async fn input_current(&self) -> Result<f32, BoardError> {
-        self.call(&InputCurrent {}, Kind::Read, self.timeout())
-            .await
-    }
-
-    /// MCU temperature, degrees Celsius.
-    pub async fn temperature(&self) -> Result<f32, BoardError> {
-        self.call(&Temperature {}, Kind::Read, self.timeout()).await
-    }
-
-    /// Ask the board to cut HV and channels by itself when the host is silent for `timeout`
-    /// (zero disables). Firmware without this feature -> `Unsupported`.
-    pub async fn set_host_watchdog(&self, timeout: Duration) -> Result<(), BoardError> {
-        let name = SetHostWatchdog::NAME.as_str();
-        let timeout_ms =
-            u32::try_from(timeout.as_millis()).map_err(|_| BoardError::OutOfRange {
-                what: "host watchdog timeout (ms)".into(),
-                value: timeout.as_millis() as f64,
-                allowed: format!("0 to {} ms", u32::MAX),
-            })?;
-        let unsupported = |detail: &str| BoardError::Unsupported {
-            command: name,
-            detail: detail.to_owned(),
-        };
-        if !self.table().has(SetHostWatchdog::NAME) {
-            return Err(unsupported("its command table has no such command"));
-        }
-        match self
-            .call(&SetHostWatchdog { timeout_ms }, Kind::Write, self.timeout())
-            .await
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(unsupported("the board answered false")),
-            Err(BoardError::InvalidReply {
-                source: RpcError::ReplyLength { got: 0, .. },
-                ..
-            }) => Err(unsupported("the board sent an empty reply")),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Enable the MCU hang watchdog.
-    pub async fn watchdog_enable(&self) -> Result<(), BoardError> {
-        self.call(&WatchdogEnable {}, Kind::Write, self.timeout())
-            .await
-    }
-
-    /// Disable the MCU hang watchdog.
-    pub async fn watchdog_disable(&self) -> Result<(), BoardError> {
-        self.call(&WatchdogDisable {}, Kind::Write, self.timeout())
-            .await
-    }
-
-    /// Refresh the MCU hang watchdog.
-    pub async fn watchdog_reset(&self) -> Result<(), BoardError> {
-        self.call(&WatchdogReset {}, Kind::Write, self.timeout())
             .await
     }
 
@@ -332,7 +283,7 @@ impl DropBot {
         })
     }
 
-    fn accepted<C: Command>(
+    pub(super) fn accepted<C: Command>(
         &self,
         ok: bool,
         detail: impl FnOnce() -> String,

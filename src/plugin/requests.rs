@@ -155,7 +155,7 @@ async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, Requ
             Ok(reading)
         }
         Action::MeasureVoltage => {
-            let volts = ctx.board()?.measured_voltage().await?;
+            let volts = ctx.board()?.high_voltage().await?;
             Ok(super::telemetry::publish_measured_voltage(
                 ctx,
                 f64::from(volts),

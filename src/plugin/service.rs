@@ -147,12 +147,6 @@ async fn prepare(ctx: Arc<Ctx>, board: crate::board::DropBot) {
     if let Err(e) = board.set_event_mask(EVENT_MASK).await {
         tracing::warn!(error = %e, "could not set the event mask");
     }
-    if let Some(timeout) = ctx.behaviour.host_watchdog {
-        match board.set_host_watchdog(timeout).await {
-            Ok(()) => tracing::info!(?timeout, "board's host watchdog armed"),
-            Err(e) => tracing::info!(error = %e, "no host watchdog on this board"),
-        }
-    }
     match board.disabled_channels().await {
         Ok(disabled) => ctx.update(|m| m.disabled = disabled),
         Err(e) => tracing::warn!(error = %e, "could not read the disabled channels"),

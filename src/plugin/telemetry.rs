@@ -89,6 +89,10 @@ fn on_event(ctx: &Arc<Ctx>, e: BoardEvent) {
             }
             signal("halted", json!({"reason": reason, "detail": detail}));
         }
+        Event::CapacitanceSaturated { error, .. } => {
+            // The fork's report of a saturation it did not halt for.
+            tracing::warn!(?error, "chip load saturated (the board did not halt)");
+        }
         Event::ShortsDetected { values } => {
             signal("shorts-detected", json!({"channels": values}));
         }

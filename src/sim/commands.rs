@@ -17,48 +17,49 @@ const HARDWARE_VERSION: &str = "3.6";
 impl Firmware {
     /// Execute a decoded request; returns the reply payload (events are written meanwhile).
     pub(super) fn execute(&mut self, request: Request) -> Vec<u8> {
+        let strings = self.build_strings();
         match request {
+            // BaseNode.
+            Request::BaseNodeSoftwareVersion(_) => {
+                strings.base_node_software_version.to_owned().encode_reply()
+            }
+            Request::PackageName(_) => strings.package_name.to_owned().encode_reply(),
+            Request::DisplayName(_) => strings.display_name.to_owned().encode_reply(),
+            Request::Manufacturer(_) => strings.manufacturer.to_owned().encode_reply(),
             Request::SoftwareVersion(_) => self.version().encode_reply(),
-            Request::HardwareVersion(_) => HARDWARE_VERSION.to_owned().encode_reply(),
-            Request::Uuid(_) => self.opts.uuid.to_vec().encode_reply(),
-            Request::Microseconds(_) => self.board_us(self.now()).encode_reply(),
-            Request::NumberOfChannels(_) => self.boards.count().encode_reply(),
-            Request::StateOfChannels(_) => {
-                // Reads the boards' output registers back (about as long as a write).
-                let cost = self.channel_update_cost();
-                self.spend(cost, false);
-                let driven = self.boards.read_back();
-                self.packed(driven)
-            }
-            Request::SetStateOfChannels(c) => self.set_state_of_channels(&c.states).encode_reply(),
-            Request::DisabledChannelsMask(_) => {
-                let disabled = self.boards.disabled().clone();
-                self.packed(disabled)
-            }
-            Request::SetDisabledChannelsMask(c) => {
-                self.boards.set_disabled_bytes(&c.mask);
-                self.update_channels();
-                true.encode_reply()
-            }
-            Request::TurnOffAllChannels(_) => {
-                self.boards.turn_off_all();
-                self.update_channels();
+            Request::Url(_) => strings.url.to_owned().encode_reply(),
+            Request::Microseconds(_) => self.micros().encode_reply(),
+            Request::Milliseconds(_) => self.millis().encode_reply(),
+            Request::DigitalRead(c) => self.digital_read(c.pin).encode_reply(),
+            Request::EchoArray(c) => c.array.encode_reply(),
+            Request::StrEcho(c) => c.msg.encode_reply(),
+            // BaseNodeConfig, BaseNodeState.
+            Request::SaveConfig(_) => {
+                self.eeprom = self.config.clone();
                 ().encode_reply()
             }
-            Request::MeasureVoltage(_) => {
+            Request::SerializeConfig(_) => self.config.encode_to_vec().encode_reply(),
+            Request::UpdateConfig(c) => u8::from(self.update_config(&c.serialized)).encode_reply(),
+            Request::SerializeState(_) => self.state.encode_to_vec().encode_reply(),
+            Request::UpdateState(c) => u8::from(self.update_state(&c.serialized)).encode_reply(),
+            // dropbot::Node.
+            Request::MeasureTemperature(_) => {
+                let t = 36.0 + 0.1 * self.physics.gaussian();
+                (t as f32).encode_reply()
+            }
+            Request::HighVoltage(_) => {
                 (self.physics.hv().measured(self.now()) as f32).encode_reply()
             }
-            Request::MinWaveformVoltage(_) => (self.min_waveform_voltage() as f32).encode_reply(),
-            Request::Capacitance(c) => {
-                let n = self.samples(u32::from(c.n_samples));
-                let cost = self.opts.timing.capacitance_reading * n / SAMPLES_PER_READING;
-                self.spend(cost, false);
-                (self.read_capacitance(n) as f32).encode_reply()
+            // The simulator has no waveform: peak and RMS are the same.
+            Request::OutputCurrentRms(_) | Request::OutputCurrent(_) => {
+                (self.output_current() as f32).encode_reply()
             }
-            Request::ChannelCapacitances(c) => {
-                let n = self.samples(u32::from(c.n_samples));
-                self.channel_capacitances(&c.channels, n).encode_reply()
+            Request::InputCurrentRms(_) | Request::InputCurrent(_) => {
+                (self.input_current() as f32).encode_reply()
             }
+            Request::NumberOfChannels(_) => self.boards.count().encode_reply(),
+            Request::HardwareVersion(_) => HARDWARE_VERSION.to_owned().encode_reply(),
+            Request::Uuid(_) => self.opts.uuid.to_vec().encode_reply(),
             Request::DetectShorts(c) => {
                 let shorts = self.detect_shorts(c.delay_ms);
                 let bytes: Vec<u8> = shorts
@@ -67,50 +68,81 @@ impl Firmware {
                     .collect();
                 bytes.encode_reply()
             }
-            Request::Halt(_) => {
-                self.halt();
-                ().encode_reply()
+            Request::MinWaveformVoltage(_) => (self.min_waveform_voltage() as f32).encode_reply(),
+            Request::InitializeSwitchingBoards(_) => {
+                self.initialize_switching_boards().encode_reply()
             }
-            Request::OutputCurrent(_) => (self.output_current() as f32).encode_reply(),
-            Request::InputCurrent(_) => {
-                // Logic supply plus the HV converter's input at 12 V and 85 % efficiency.
+            Request::Capacitance(c) => {
+                let n = self.samples(u32::from(c.n_samples));
+                let cost = self.opts.timing.capacitance_reading * n / SAMPLES_PER_READING;
+                self.spend(cost, false);
+                (self.read_capacitance(n) as f32).encode_reply()
+            }
+            Request::WatchdogAutoRefresh(c) => {
+                self.watchdog.set_auto_refresh(c.value).encode_reply()
+            }
+            Request::WatchdogEnable(c) => {
                 let now = self.now();
-                let hv = self.physics.hv();
-                let base = if hv.is_on() { 0.1 } else { 0.08 };
-                let converted = self.output_current() * hv.output(now) / 12.0 / 0.85;
-                ((base + converted) as f32).encode_reply()
-            }
-            Request::Temperature(_) => {
-                let t = 36.0 + 0.1 * self.physics.gaussian();
-                (t as f32).encode_reply()
-            }
-            Request::WatchdogEnable(_) => {
-                let now = self.now();
-                self.watchdog.enable(0, 10_000, now);
-                ().encode_reply()
+                self.watchdog
+                    .enable(c.prescaler, c.timeout, now)
+                    .encode_reply()
             }
             Request::WatchdogDisable(_) => {
                 self.watchdog.disable();
                 ().encode_reply()
             }
-            Request::WatchdogReset(_) => {
+            Request::WatchdogRefresh(_) => {
                 let now = self.now();
                 self.watchdog.refresh(now);
                 ().encode_reply()
             }
-            // No such command in any real firmware: answered like an unknown code.
-            Request::SetHostWatchdog(_) => Vec::new(),
             // Handled before execution: the MCU restarts without replying.
             Request::Reboot(_) => Vec::new(),
-            Request::SerializeState(_) => self.state.encode_to_vec().encode_reply(),
-            Request::UpdateState(c) => self.update_state(&c.state).encode_reply(),
-            Request::SerializeConfig(_) => self.config.encode_to_vec().encode_reply(),
-            Request::UpdateConfig(c) => self.update_config(&c.config).encode_reply(),
-            Request::SaveConfig(_) => {
-                self.eeprom = self.config.clone();
+            Request::ChannelCapacitances(c) => {
+                let n = self.config.capacitance_n_samples().max(1);
+                self.channel_capacitances(&c.channels, n).encode_reply()
+            }
+            Request::StateOfChannels(_) => {
+                // Reads the boards' output registers back (about as long as a write).
+                let cost = self.channel_update_cost();
+                self.spend(cost, false);
+                let driven = self.boards.read_back();
+                self.packed(driven)
+            }
+            Request::SetDisabledChannelsMask(c) => {
+                self.boards.set_disabled_bytes(&c.disabled_channels_mask);
+                self.update_channels();
+                ().encode_reply()
+            }
+            Request::DisabledChannelsMask(_) => {
+                let disabled = self.boards.disabled().clone();
+                self.packed(disabled)
+            }
+            Request::SetStateOfChannels(c) => {
+                self.set_state_of_channels(&c.channel_states).encode_reply()
+            }
+            Request::SyncTime(c) => self.sync_time(c.wall_time).encode_reply(),
+            Request::WallTime(_) => self.wall_time().encode_reply(),
+            Request::TurnOffAllChannels(_) => {
+                self.boards.turn_off_all();
+                self.update_channels();
+                ().encode_reply()
+            }
+            Request::Halt(_) => {
+                self.halt();
                 ().encode_reply()
             }
         }
+    }
+
+    /// `initialize_switching_boards()`: scan the I2C bus (each board found takes about two
+    /// channel updates of I2C traffic, the first address that does not answer one write).
+    fn initialize_switching_boards(&mut self) -> u16 {
+        let count = self.boards.scan();
+        self.state.channel_count = Some(i32::from(count));
+        let cost = self.channel_update_cost() * 2 + self.opts.timing.channel_update / 15;
+        self.spend(cost, false);
+        count
     }
 
     /// `set_state_of_channels`: exactly `channel_count_ / 8` bytes or false; the
@@ -195,7 +227,7 @@ impl Firmware {
 
     /// `channel_capacitances`: HV on and selected for the scan if needed (and restored, which
     /// re-runs the enable sequence), each enabled channel alone; disabled ones read 0.
-    fn channel_capacitances(&mut self, channels: &[u16], n: u32) -> Vec<f32> {
+    fn channel_capacitances(&mut self, channels: &[u8], n: u32) -> Vec<f32> {
         let restore = !self.physics.hv().enabled() || !self.physics.hv().selected();
         if !self.physics.hv().enabled() {
             self.enable_hv("HV enabled for channel_capacitances");
@@ -205,7 +237,7 @@ impl Firmware {
         }
         let disabled = self.boards.disabled().clone();
         let mut values = Vec::with_capacity(channels.len());
-        for &ch in channels {
+        for ch in channels.iter().map(|&c| u16::from(c)) {
             if ch >= MAX_CHANNELS || disabled.contains(&ch) {
                 values.push(0.0);
                 continue;
@@ -242,6 +274,13 @@ impl Firmware {
     pub(super) fn output_current(&self) -> f64 {
         self.physics
             .output_current(self.now(), f64::from(self.state.frequency()))
+    }
+
+    /// Logic supply plus the HV converter's input at 12 V and 85 % efficiency.
+    fn input_current(&self) -> f64 {
+        let hv = self.physics.hv();
+        let base = if hv.is_on() { 0.1 } else { 0.08 };
+        base + self.output_current() * hv.output(self.now()) / 12.0 / 0.85
     }
 
     /// `update_config`: answers whether the message decoded; every field is copied (the

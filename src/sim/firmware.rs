@@ -74,13 +74,18 @@ pub(super) struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        let d = Config::default();
+        Self::from_config(&Config::default())
+    }
+}
+
+impl Limits {
+    fn from_config(c: &Config) -> Self {
         Self {
-            max_voltage: d.max_voltage(),
-            min_frequency: d.min_frequency(),
-            max_frequency: d.max_frequency(),
-            r7: d.r7(),
-            pot_max: d.pot_max(),
+            max_voltage: c.max_voltage(),
+            min_frequency: c.min_frequency(),
+            max_frequency: c.max_frequency(),
+            r7: c.r7(),
+            pot_max: c.pot_max(),
         }
     }
 }
@@ -161,7 +166,12 @@ impl Firmware {
     /// address, HV and channels off, watchdog enabled, the interlock not yet debounced.
     pub(super) fn boot(&mut self, now: Duration) {
         self.config = self.eeprom.clone();
-        self.limits = Limits::default();
+        // The fork's `begin()` copies the saved limits to `voltage_source`; sci-bots' does not.
+        self.limits = if self.is_fork() {
+            Limits::from_config(&self.config)
+        } else {
+            Limits::default()
+        };
         self.state = boot_state();
         self.boards.power_on();
         if self.config.i2c_address() > 0 {
@@ -169,7 +179,9 @@ impl Firmware {
             self.state.channel_count = Some(i32::from(count));
         }
         self.boot_at = now;
-        self.watchdog = McuWatchdog::boot(self.config.watchdog_enabled(), now);
+        // sci-bots `setup()` always enables it; the fork only while config field 62 says so.
+        let watchdog = !self.is_fork() || self.config.watchdog_enabled();
+        self.watchdog = McuWatchdog::boot(watchdog, now);
         self.wall = (0.0, 0);
         self.sample_timer = now;
         self.current_timer = now;

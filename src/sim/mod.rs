@@ -18,6 +18,7 @@
 //!   control it (unplug, replug, reboot, chip, droplets, virtual time);
 //! - [`cli`]: the `simulate` subcommand; [`control`]: its live fault commands (stdin, `--at`).
 
+pub mod basenode;
 pub mod cli;
 pub mod clock;
 mod commands;

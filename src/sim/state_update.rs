@@ -70,9 +70,12 @@ impl Firmware {
             event_mask,
             drops_update_interval_ms,
             output_current_limit,
-            chip_load_range_margin,
-            halt_on_chip_load_saturated
+            chip_load_range_margin
         );
+        // Field 13 exists in the fork only; sci-bots firmware skips it as unknown.
+        if self.is_fork() && update.halt_on_chip_load_saturated.is_some() {
+            self.state.halt_on_chip_load_saturated = update.halt_on_chip_load_saturated;
+        }
         true
     }
 

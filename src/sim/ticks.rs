@@ -203,13 +203,27 @@ impl Firmware {
         value
     }
 
+    /// The chip-load check: sci-bots firmware halts; the fork halts only while
+    /// `halt_on_chip_load_saturated` and otherwise sends `capacitance_saturated` (every 25 ms
+    /// while saturated).
     fn check_chip_load(&mut self) {
         let margin = self.state.chip_load_range_margin();
-        if self.state.halt_on_chip_load_saturated()
-            && self.physics.chip_load_saturated(f64::from(margin))
-        {
-            let capacitance = Some(self.physics.load_capacitance());
-            self.halt_with(HaltReason::ChipLoadSaturated { capacitance });
+        if self.physics.chip_load_saturated(f64::from(margin)) {
+            // The firmware reports the differential reading and the margin in ADC counts of
+            // its 16-bit range; the simulator has no ADC: the reading is given as the end of
+            // the range it reached.
+            let counts = f64::from(i16::MAX);
+            let margin = (f64::from(margin) * counts) as i32;
+            let error = HaltReason::ChipLoadSaturated {
+                chip_load: Some(i32::from(i16::MAX) - margin / 2),
+                margin: Some(margin),
+            };
+            if !self.is_fork() || self.state.halt_on_chip_load_saturated() {
+                self.halt_with(error);
+            } else {
+                let wall_time = self.wall_time();
+                self.event(Event::CapacitanceSaturated { wall_time, error });
+            }
         }
     }
 
@@ -218,8 +232,7 @@ impl Firmware {
         let limit = self.state.output_current_limit();
         if current > f64::from(limit) {
             let error = HaltReason::OutputCurrentExceeded {
-                current: Some(current),
-                limit: Some(f64::from(limit)),
+                output_current: Some(current),
             };
             self.halt_with(error);
         }
@@ -273,7 +286,7 @@ impl Firmware {
             let c = self.physics.sample_channel(ch, n);
             if c >= DROP_THRESHOLD_F {
                 drops.channels.push(vec![ch]);
-                drops.capacitances.push(c);
+                drops.capacitances.push(vec![c]);
             }
         }
         let end = u64::from(self.board_us(self.now()));

@@ -291,11 +291,11 @@ async fn configure(path: &Path, config: Config) -> Result<(), TestError> {
     let mut host = SimHost::open(path).await.map_err(sim_error)?;
     let accepted = host
         .call(UpdateConfig {
-            config: config.to_bytes(),
+            serialized: config.to_bytes(),
         })
         .await
         .map_err(sim_error)?;
-    if !accepted {
+    if accepted == 0 {
         return Err(sim_error("the board refused the configuration"));
     }
     host.call(SaveConfig {}).await.map_err(sim_error)?;

@@ -267,7 +267,9 @@ impl SimHost {
     /// `update_state` with the fields of `update`; whether the board accepted it.
     pub async fn update_state(&mut self, update: State) -> Result<bool, SimHostError> {
         let state = update.encode_to_vec();
-        self.call(UpdateState { state }).await
+        self.call(UpdateState { serialized: state })
+            .await
+            .map(|decoded| decoded != 0)
     }
 
     /// The board state (`serialize_state`).
@@ -279,7 +281,10 @@ impl SimHost {
     /// `set_state_of_channels` with these channels on.
     pub async fn set_channels(&mut self, channels: &[u16]) -> Result<bool, SimHostError> {
         let states = pack(channels.iter().copied(), self.channel_count)?;
-        self.call(SetStateOfChannels { states }).await
+        self.call(SetStateOfChannels {
+            channel_states: states,
+        })
+        .await
     }
 
     /// The actuated channels (`state_of_channels`).

@@ -65,6 +65,14 @@ fn reply(ty: &str, value: &Value, bytes: &[u8]) -> (Vec<u8>, Value) {
             value.as_bool().expect("bool").encode_reply(),
             json!(bool::decode_reply(bytes).expect("bool")),
         ),
+        "u8" => (
+            (value.as_u64().expect("u8") as u8).encode_reply(),
+            json!(u8::decode_reply(bytes).expect("u8")),
+        ),
+        "i8" => (
+            (value.as_i64().expect("i8") as i8).encode_reply(),
+            json!(i8::decode_reply(bytes).expect("i8")),
+        ),
         "u16" => (
             (value.as_u64().expect("u16") as u16).encode_reply(),
             json!(u16::decode_reply(bytes).expect("u16")),

@@ -81,9 +81,9 @@ pub fn call_vectors() -> Value {
         call_vector(
             "set_state_of_channels: channels 0, 1, 9, 63, 119 of 120 (15 bytes)",
             SetStateOfChannels {
-                states: states.clone(),
+                channel_states: states.clone(),
             },
-            vec![arg("states", "u8[]", json!(hex(&states)))],
+            vec![arg("channel_states", "u8[]", json!(hex(&states)))],
             "bool",
             true,
             json!(true),
@@ -105,15 +105,11 @@ pub fn call_vectors() -> Value {
             f32v(1.5e-12),
         ),
         call_vector(
-            "channel_capacitances: u16 array then a scalar",
+            "channel_capacitances: channels 0, 1, 119 as a u8 array",
             ChannelCapacitances {
                 channels: vec![0, 1, 119],
-                n_samples: 50,
             },
-            vec![
-                arg("channels", "u16[]", json!([0, 1, 119])),
-                arg("n_samples", "u16", json!(50)),
-            ],
+            vec![arg("channels", "u8[]", json!(hex(&[0, 1, 119])))],
             "f32[]",
             caps.clone(),
             Value::Array(caps.iter().map(|c| f32v(*c)).collect()),
@@ -129,12 +125,12 @@ pub fn call_vectors() -> Value {
         call_vector(
             "update_state: voltage 90, hv_output_enabled true",
             UpdateState {
-                state: update.clone(),
+                serialized: update.clone(),
             },
-            vec![arg("state", "u8[]", json!(hex(&update)))],
-            "bool",
-            true,
-            json!(true),
+            vec![arg("serialized", "u8[]", json!(hex(&update)))],
+            "u8",
+            1,
+            json!(1),
         ),
         call_vector(
             "serialize_state: defaults, 120 channels",
@@ -145,12 +141,18 @@ pub fn call_vectors() -> Value {
             json!(hex(&defaults)),
         ),
         call_vector(
-            "set_host_watchdog",
-            SetHostWatchdog { timeout_ms: 500 },
-            vec![arg("timeout_ms", "u32", json!(500))],
-            "bool",
-            true,
-            json!(true),
+            "watchdog_enable: two scalars, an i8 reply",
+            WatchdogEnable {
+                prescaler: 0,
+                timeout: 1000,
+            },
+            vec![
+                arg("prescaler", "u8", json!(0)),
+                arg("timeout", "u32", json!(1000)),
+            ],
+            "i8",
+            0,
+            json!(0),
         ),
         call_vector(
             "turn_off_all_channels",
@@ -162,7 +164,7 @@ pub fn call_vectors() -> Value {
         ),
     ];
     let unknown = json!([{ "name": "unknown command code 0xFFFF", "request_hex": "ffff", "reply_hex": "" },
-        { "name": "set_host_watchdog(500) on a firmware without it (simulator code)", "request_hex": hex(&[&[54, 0][..], &500u32.to_le_bytes()].concat()), "reply_hex": "" }]);
+        { "name": "code 54, unused in the simulator's table, with a u32 argument", "request_hex": hex(&[&[54, 0][..], &500u32.to_le_bytes()].concat()), "reply_hex": "" }]);
     json!({ "table": { "firmware_version": SIMULATOR_VERSION, "codes": codes }, "calls": calls, "unknown_commands": unknown })
 }
 
@@ -325,21 +327,27 @@ pub fn event_vectors() -> Value {
         Event::Halted {
             wall_time: 12.5,
             error: HaltReason::OutputCurrentExceeded {
-                current: Some(0.03),
-                limit: Some(0.025),
+                output_current: Some(0.03),
             },
         },
         Event::Halted {
             wall_time: 13.0,
             error: HaltReason::ChipLoadSaturated {
-                capacitance: Some(4.5e-9),
+                chip_load: Some(32100),
+                margin: Some(983),
+            },
+        },
+        Event::CapacitanceSaturated {
+            wall_time: 13.5,
+            error: HaltReason::ChipLoadSaturated {
+                chip_load: Some(-32100),
+                margin: Some(983),
             },
         },
         Event::Halted {
             wall_time: 14.0,
             error: HaltReason::OutputCurrentExceeded {
-                current: None,
-                limit: None,
+                output_current: None,
             },
         },
         Event::ShortsDetected {
@@ -354,7 +362,7 @@ pub fn event_vectors() -> Value {
         Event::DropsDetected {
             drops: Drops {
                 channels: vec![vec![1, 2], vec![40]],
-                capacitances: vec![2.5e-12, 1e-12],
+                capacitances: vec![vec![2.5e-12, 3e-12], vec![1e-12]],
             },
             start: 100,
             end: 9000,

@@ -23,6 +23,7 @@ pub mod packet;
 pub mod rpc;
 pub mod state;
 pub mod table;
+pub mod table_set;
 
 pub use channels::ChannelError;
 pub use commands::{Command, CommandName, Request, RequestError};
@@ -34,4 +35,5 @@ pub use packet::{
 pub use rpc::{CallBuilder, CallReader, RpcError, WireValue};
 pub use state::StateError;
 pub use state::{Config, State};
-pub use table::{parse_identity, CommandTable, TableError, TableSet, SIMULATOR_VERSION};
+pub use table::{parse_identity, CommandTable, TableError, SIMULATOR_VERSION};
+pub use table_set::TableSet;

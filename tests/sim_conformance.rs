@@ -41,7 +41,7 @@ async fn replies_carry_id_0_whatever_the_request_id() -> R {
         reply,
         Packet::IdResponse {
             id: 0,
-            payload: b"dropbot::1.0.0-sim".to_vec()
+            payload: b"dropbot::1.73.6".to_vec()
         }
     );
     let payload = Microseconds {}
@@ -67,7 +67,7 @@ async fn identity_strings_clocks_echo_and_raw_bytes() -> R {
         ..fast_virtual()
     };
     let (sim, mut host) = connect(opts).await?;
-    assert_eq!(host.call(SoftwareVersion {}).await?, "1.0.0-sim");
+    assert_eq!(host.call(SoftwareVersion {}).await?, "1.73.6");
     assert_eq!(host.call(HardwareVersion {}).await?, "3.6");
     assert_eq!(host.call(Uuid {}).await?, UUID.to_vec());
     // sci-bots/dropbot.py `pavement.py` PROPERTIES.

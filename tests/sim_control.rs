@@ -101,13 +101,13 @@ async fn stdin_commands_stall_unplug_and_replug_the_board() {
     let link = link_in(&dir);
     let mut sim = Controlled::new(simulate(&link, &[]));
     wait_link(&link, true).await;
-    assert_eq!(handshake(&link).await.unwrap(), "dropbot::1.0.0-sim");
+    assert_eq!(handshake(&link).await.unwrap(), "dropbot::1.73.6");
 
     let answer = sim.send("firmware-id teensy::2.0").await;
     assert!(answer.contains("teensy::2.0"), "{answer}");
     let err = handshake(&link).await.unwrap_err();
     assert!(err.contains("teensy"), "{err}");
-    sim.send("firmware-id dropbot::1.0.0-sim").await;
+    sim.send("firmware-id dropbot::1.73.6").await;
 
     assert_eq!(sim.send("stall").await, "stalled");
     let err = handshake(&link).await.unwrap_err();
@@ -184,7 +184,7 @@ async fn ports_probe_names_the_board_behind_a_path() {
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("dropbot::1.0.0-sim (120 channels, uuid "),
+        stdout.contains("dropbot::1.73.6 (120 channels, uuid "),
         "{stdout}"
     );
     assert!(stdout.contains("/dev/null: not a DropBot"), "{stdout}");

@@ -111,7 +111,7 @@ async fn a_stalled_board_answers_nothing_until_it_recovers() -> R {
     ));
     sim.set_faults(Faults::default());
     host.timeout = Duration::from_secs(2);
-    assert_eq!(host.handshake().await?, "dropbot::1.0.0-sim");
+    assert_eq!(host.handshake().await?, "dropbot::1.73.6");
     sim.shutdown().await;
     Ok(())
 }
@@ -266,7 +266,7 @@ async fn replug_serves_a_fresh_board_at_the_same_link() -> R {
     assert_eq!(sim.path(), second);
     assert_eq!(std::fs::read_link(&link)?, second);
     let mut host = SimHost::open(&link).await?;
-    assert_eq!(host.handshake().await?, "dropbot::1.0.0-sim");
+    assert_eq!(host.handshake().await?, "dropbot::1.73.6");
     assert_eq!(host.state().await?.voltage, Some(100.0), "a fresh boot");
     sim.shutdown().await;
     assert!(

@@ -43,7 +43,8 @@ pub struct SimulateArgs {
     /// Delay every reply and event by this many milliseconds.
     #[arg(long, default_value_t = 0)]
     pub reply_delay_ms: u64,
-    /// Answer the ID handshake with this text [default: dropbot::1.0.0-sim].
+    /// Answer the ID handshake with this text and speak that version's command table
+    /// [default: dropbot::1.73.6].
     #[arg(long)]
     pub firmware_id: Option<String>,
     /// Channels shorted to ground, e.g. `3,17`.

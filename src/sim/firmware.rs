@@ -12,11 +12,9 @@
 
 use std::time::Duration;
 
-use firmware_protocol::{
-    parse_identity, CommandTable, Config, Packet, Request, State, SIMULATOR_VERSION,
-};
+use firmware_protocol::{parse_identity, CommandTable, Config, Packet, Request, State};
 
-use super::options::TimingParams;
+use super::options::{table_for_id, TimingParams, DEFAULT_FIRMWARE_VERSION};
 use super::physics::Physics;
 use super::switching::{Switching, PORTS_PER_BOARD};
 use super::ticks::Interlock;
@@ -132,7 +130,7 @@ impl Firmware {
         now: Duration,
     ) -> Self {
         let mut fw = Self {
-            table: CommandTable::simulator(),
+            table: table_for_id(&opts.firmware_id),
             state: State::default(),
             config: Config::default(),
             eeprom: factory_config(),
@@ -381,7 +379,7 @@ impl Firmware {
     pub(super) fn version(&self) -> String {
         parse_identity(&self.opts.firmware_id)
             .map(|(_, v)| v.to_owned())
-            .unwrap_or_else(|_| SIMULATOR_VERSION.to_owned())
+            .unwrap_or_else(|_| DEFAULT_FIRMWARE_VERSION.to_owned())
     }
 
     /// `voltage_source::min_waveform_voltage()`: 1.5 / 2 * (R6 / (pot_max + R7) + 1).

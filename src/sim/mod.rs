@@ -54,7 +54,9 @@ pub use clock::SimClock;
 pub use firmware::{Firmware, FirmwareOptions};
 pub use handle::{ElectrodeRef, SimHandle};
 pub use layout::Layout;
-pub use options::{Faults, PhysicsParams, SimOptions, Timing, TimingParams};
+pub use options::{
+    table_for_id, Faults, PhysicsParams, SimOptions, Timing, TimingParams, DEFAULT_FIRMWARE_VERSION,
+};
 pub use physics::DropletView;
 pub use server::{spawn_at_link, spawn_pty};
 pub use snapshot::SimSnapshot;

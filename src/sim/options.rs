@@ -4,9 +4,25 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use firmware_protocol::SIMULATOR_VERSION;
+use firmware_protocol::{parse_identity, CommandTable, TableSet};
 
 use crate::device::Device;
+
+/// The firmware version a simulated board reports by default: sci-bots' last release, v1.73.6
+/// (its `src/Node.h` is the same as v1.74.0's), served by a built-in command table.
+pub const DEFAULT_FIRMWARE_VERSION: &str = "1.73.6";
+
+/// The command table a board with handshake answer `firmware_id` speaks: the built-in table of
+/// its version, or the default version's if there is none (a board always has its own).
+pub fn table_for_id(firmware_id: &str) -> CommandTable {
+    let tables = TableSet::builtin();
+    let version = parse_identity(firmware_id).map_or(DEFAULT_FIRMWARE_VERSION, |(_, v)| v);
+    tables
+        .for_version(version)
+        .or_else(|_| tables.for_version(DEFAULT_FIRMWARE_VERSION))
+        .cloned()
+        .unwrap_or_else(|_| CommandTable::simulator())
+}
 
 /// How long the simulated hardware takes for things (see [`TimingParams`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -158,7 +174,8 @@ pub struct SimOptions {
     pub seed: u64,
     /// The chip; `None` is the built-in 120-electrode grid with reservoirs.
     pub device: Option<Device>,
-    /// Answer of the ID handshake, `dropbot::<version>`.
+    /// Answer of the ID handshake, `dropbot::<version>`; the board speaks that version's
+    /// built-in command table (see [`table_for_id`]).
     pub firmware_id: String,
     /// The board's uuid; `None` derives one from the seed.
     pub uuid: Option<[u8; 16]>,
@@ -187,7 +204,7 @@ impl Default for SimOptions {
             timing: Timing::Realistic,
             seed: 0,
             device: None,
-            firmware_id: format!("dropbot::{SIMULATOR_VERSION}"),
+            firmware_id: format!("dropbot::{DEFAULT_FIRMWARE_VERSION}"),
             uuid: None,
             trace: None,
             chip_inserted: true,
@@ -197,5 +214,26 @@ impl Default for SimOptions {
             physics: PhysicsParams::default(),
             trace_capacity: 100_000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_firmware_and_any_known_one_have_their_built_in_table() {
+        let default = table_for_id(&SimOptions::default().firmware_id);
+        assert!(default
+            .firmware_versions()
+            .iter()
+            .any(|v| v == DEFAULT_FIRMWARE_VERSION));
+        let fork = table_for_id("dropbot::1.74.3");
+        assert!(fork.firmware_versions().iter().any(|v| v == "1.74.3"));
+        assert_eq!(
+            table_for_id("dropbot::9.9.9"),
+            default,
+            "no table: the default's"
+        );
     }
 }

@@ -19,7 +19,9 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
-use crate::sim::{spawn_pty, SimError, SimHandle, SimOptions};
+use crate::sim::{
+    spawn_pty, table_for_id, SimError, SimHandle, SimOptions, DEFAULT_FIRMWARE_VERSION,
+};
 
 /// How long [`SimHost`] waits for a reply by default.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -72,9 +74,11 @@ pub fn fast_virtual() -> SimOptions {
 /// A simulated board on a fresh pty and a host connected to it.
 pub async fn connect(opts: SimOptions) -> Result<(SimHandle, SimHost), SimHostError> {
     let channels = opts.channels;
+    let table = table_for_id(&opts.firmware_id);
     let sim = spawn_pty(opts).await?;
     let mut host = SimHost::open(&sim.path()).await?;
     host.channel_count = channels;
+    host.table = table;
     Ok((sim, host))
 }
 
@@ -100,7 +104,7 @@ impl SimHost {
         Ok(Self {
             port,
             decoder: Decoder::new(),
-            table: CommandTable::simulator(),
+            table: table_for_id(&format!("dropbot::{DEFAULT_FIRMWARE_VERSION}")),
             packets: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 1,
@@ -109,9 +113,14 @@ impl SimHost {
         })
     }
 
-    /// The command table in use (the simulator's).
+    /// The command table in use (the default firmware version's unless set).
     pub fn table(&self) -> &CommandTable {
         &self.table
+    }
+
+    /// Speak `table` from now on (a board reporting another firmware version).
+    pub fn set_table(&mut self, table: CommandTable) {
+        self.table = table;
     }
 
     /// What the decoder saw (CRC errors and so on).

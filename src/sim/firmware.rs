@@ -5,7 +5,7 @@
 //! A pass is what the firmware's `loop()` does once (sci-bots/dropbot.py `src/dropbot.ino`):
 //! refresh the watchdog if auto-refresh is on, process the one packet the parser holds
 //! ([`Firmware::run_command`]), then `Node::loop()` ([`Firmware::run_loop`]: chip interlock,
-//! timers, drop detection). Work takes simulated time ([`Firmware::spend`]): replies and events
+//! timers, drop detection). Work takes simulated time: replies and events
 //! carry the time they are written, and [`Pass::end`] says when the firmware is free again.
 //! Every reply carries id 0 (sci-bots/base-node-rpc `SerialHandler.h` `serial_write_packet`
 //! defaults `iuid` to 0; request ids are never echoed).
@@ -197,7 +197,7 @@ impl Firmware {
         self.record_hv(now);
     }
 
-    /// Reset the MCU at `at` (watchdog, `reboot`, lost power): see [`Firmware::boot`]. The
+    /// Reset the MCU at `at` (watchdog, `reboot`, lost power): as at power-on. The
     /// caller drops the USB link (the Teensy re-enumerates).
     pub fn reset(&mut self, at: Duration, cause: impl Into<String>) {
         let cause = cause.into();

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use firmware_protocol::{parse_identity, CommandTable, Config, Packet, Request, State};
 
+use super::boot::{factory_config, Limits};
 use super::options::{table_for_id, TimingParams, DEFAULT_FIRMWARE_VERSION};
 use super::physics::Physics;
 use super::switching::{Switching, PORTS_PER_BOARD};
@@ -58,36 +59,6 @@ pub struct Pass {
     pub reset: Option<Reset>,
 }
 
-/// The `voltage_source` limits `_set_voltage` and `set_frequency` check. sci-bots firmware
-/// starts them at the compiled-in defaults whatever the EEPROM holds (`Node::begin` loads the
-/// config without running its callbacks); `update_config` sets them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Limits {
-    pub max_voltage: f32,
-    pub min_frequency: f32,
-    pub max_frequency: f32,
-    pub r7: f32,
-    pub pot_max: f32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self::from_config(&Config::default())
-    }
-}
-
-impl Limits {
-    fn from_config(c: &Config) -> Self {
-        Self {
-            max_voltage: c.max_voltage(),
-            min_frequency: c.min_frequency(),
-            max_frequency: c.max_frequency(),
-            r7: c.r7(),
-            pot_max: c.pot_max(),
-        }
-    }
-}
-
 /// The simulated firmware; see the module docs.
 #[derive(Debug)]
 pub struct Firmware {
@@ -112,11 +83,12 @@ pub struct Firmware {
     pub(super) interlock: Interlock,
     pub(super) physics: Physics,
     pub(super) trace: Tracer,
-    /// The pass being run.
-    t: Duration,
-    yields: bool,
-    out: Vec<(Duration, Packet)>,
-    reset: Option<Reset>,
+    /// The pass being run: its time, whether it waited in `delay()`, what it wrote, whether
+    /// the MCU reset.
+    pub(super) t: Duration,
+    pub(super) yields: bool,
+    pub(super) out: Vec<(Duration, Packet)>,
+    pub(super) reset: Option<Reset>,
 }
 
 impl Firmware {
@@ -157,70 +129,6 @@ impl Firmware {
         fw.boot(now);
         fw.interlock = Interlock::settled(fw.physics.hv().chip());
         fw
-    }
-
-    /// Power on or reset at `now` (`setup()` and `Node::begin()`): RAM state back to
-    /// defaults, config from EEPROM, switching boards scanned if the config has an I2C
-    /// address, HV and channels off, watchdog enabled, the interlock not yet debounced.
-    pub(super) fn boot(&mut self, now: Duration) {
-        self.config = self.eeprom.clone();
-        // The fork's `begin()` copies the saved limits to `voltage_source`; sci-bots' does not.
-        self.limits = if self.is_fork() {
-            Limits::from_config(&self.config)
-        } else {
-            Limits::default()
-        };
-        self.state = boot_state();
-        self.boards.power_on();
-        if self.config.i2c_address() > 0 {
-            let count = self.boards.scan();
-            self.state.channel_count = Some(i32::from(count));
-        }
-        self.boot_at = now;
-        // sci-bots `setup()` always enables it; the fork only while config field 62 says so.
-        let watchdog = !self.is_fork() || self.config.watchdog_enabled();
-        self.watchdog = McuWatchdog::boot(watchdog, now);
-        self.wall = (0.0, 0);
-        self.sample_timer = now;
-        self.current_timer = now;
-        self.capacitance_stamp_ms = 0;
-        self.drops_stamp_ms = 0;
-        self.target_count = 0;
-        self.interlock = Interlock::default();
-        self.physics.advance_to(now);
-        let minimum = self.min_waveform_voltage();
-        let hv = self.physics.hv_mut(now);
-        hv.disable();
-        hv.set_target(f64::from(boot_state().voltage()));
-        hv.select(true, minimum, now);
-        self.apply_channels(now);
-        self.record_hv(now);
-    }
-
-    /// Reset the MCU at `at` (watchdog, `reboot`, lost power): as at power-on. The
-    /// caller drops the USB link (the Teensy re-enumerates).
-    pub fn reset(&mut self, at: Duration, cause: impl Into<String>) {
-        let cause = cause.into();
-        self.record(
-            at,
-            TraceEntry::Reset {
-                cause: cause.clone(),
-            },
-        );
-        self.out.retain(|(t, _)| *t <= at);
-        self.boot(at);
-        self.t = at;
-        self.reset = Some(Reset { at, cause });
-    }
-
-    /// USB power lost at `now`: the MCU stops; HV and the boards' outputs go off.
-    pub fn power_off(&mut self, now: Duration) {
-        self.physics.advance_to(now);
-        self.physics.hv_mut(now).disable();
-        self.state.hv_output_enabled = Some(false);
-        self.boards.turn_off_all();
-        self.apply_channels(now);
-        self.record_hv(now);
     }
 
     /// The answer to the ID handshake (a wrong-id fault may override it).
@@ -439,30 +347,5 @@ impl Firmware {
             yields: self.yields,
             reset: self.reset.take(),
         }
-    }
-}
-
-/// The state after `Node::begin()`: the fields it marks present (`has_*`) at their defaults;
-/// the others are absent from `serialize_state` until set.
-fn boot_state() -> State {
-    let d = State::default();
-    State {
-        voltage: Some(d.voltage()),
-        frequency: Some(d.frequency()),
-        hv_output_enabled: Some(false),
-        hv_output_selected: Some(true),
-        event_mask: Some(d.event_mask()),
-        output_current_limit: Some(d.output_current_limit()),
-        chip_load_range_margin: Some(d.chip_load_range_margin()),
-        ..State::default()
-    }
-}
-
-/// A board as it leaves the bench: the defaults, with the I2C address set (the vendor's
-/// notebooks set 10; the driver refuses a board with none, `I2cAddressNotSet`).
-pub(super) fn factory_config() -> Config {
-    Config {
-        i2c_address: Some(10),
-        ..Config::with_defaults()
     }
 }

@@ -19,6 +19,7 @@
 //! - [`cli`]: the `simulate` subcommand; [`control`]: its live fault commands (stdin, `--at`).
 
 pub mod basenode;
+mod boot;
 pub mod cli;
 pub mod clock;
 mod commands;

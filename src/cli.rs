@@ -47,6 +47,32 @@ enum Command {
     Simulate(SimulateArgs),
     /// List USB serial ports (DropBots show as 16c0:0483).
     Ports(PortsArgs),
+    /// Bring-up report of a board: identity, table, readings, timing (turns nothing on unless
+    /// asked with --actuate).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Which board (as for `run`) [default: the one DropBot present].
+    #[arg(long, value_name = "SELECTOR")]
+    port: Option<String>,
+    /// Command table of a firmware build (TOML); repeatable.
+    #[arg(long, value_name = "FILE")]
+    command_table: Vec<PathBuf>,
+    /// Drive this channel alone with HV (at the board's voltage setting) for --actuate-ms, then
+    /// turn HV and every channel off.
+    #[arg(long, value_name = "CHANNEL")]
+    actuate: Option<u16>,
+    /// How long --actuate keeps the channel on, ms.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    actuate_ms: u64,
+    /// Round trips timed per call.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    samples: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +202,47 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo(args).await,
         Command::Simulate(args) => Ok(sim::run_simulate(args).await?),
         Command::Ports(args) => ports(args).await,
+        Command::Check(args) => check(args).await,
+    }
+}
+
+async fn check(args: CheckArgs) -> Result<()> {
+    use dropbot_plugin::board::check::{check, CheckOptions, Item};
+    let stop = shutdown_signal()?;
+    let selector = match &args.port {
+        Some(s) => s.parse()?,
+        None => Selector::default(),
+    };
+    let probe = Probe::new(Arc::new(load_tables(&args.command_table)?));
+    let bot = dropbot_plugin::board::discover(&SystemPorts, &selector, &probe).await?;
+    let options = CheckOptions {
+        samples: args.samples.max(1),
+        actuate: args.actuate,
+        actuate_for: std::time::Duration::from_millis(args.actuate_ms),
+    };
+    let report = tokio::select! {
+        report = check(&bot, &options) => report,
+        () = stop => {
+            let off = bot.safe_state().await;
+            bot.disconnect().await;
+            anyhow::bail!("interrupted; HV and channels off: {}", if off.is_ok() { "yes" } else { "not confirmed" });
+        }
+    };
+    bot.disconnect().await;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    match report.actuation {
+        None => Ok(()),
+        Some(a) if a.all_off_after != Item::Ok(true) => {
+            anyhow::bail!("the board did not confirm HV and channels off after --actuate")
+        }
+        Some(a) => match a.error {
+            Some(e) => anyhow::bail!("--actuate {}: {e}", a.channel),
+            None => Ok(()),
+        },
     }
 }
 
@@ -378,13 +445,19 @@ fn tls_transport(_: &PathBuf) -> Result<dropbot_plugin::bus::BusTransport> {
     anyhow::bail!("this build has no TLS: rebuild with `cargo build --release --features tls`")
 }
 
-fn supervisor_options(args: &BoardArgs, selector: Selector) -> Result<SupervisorOptions> {
+/// The built-in command tables and those in `paths` (which take precedence).
+fn load_tables(paths: &[PathBuf]) -> Result<TableSet> {
     let mut tables = TableSet::builtin();
-    for path in &args.command_table {
+    for path in paths {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         tables.add(CommandTable::from_toml(&text).with_context(|| path.display().to_string())?);
     }
+    Ok(tables)
+}
+
+fn supervisor_options(args: &BoardArgs, selector: Selector) -> Result<SupervisorOptions> {
+    let tables = load_tables(&args.command_table)?;
     let lister: Arc<dyn PortLister> = Arc::new(SystemPorts);
     Ok(SupervisorOptions::new(
         selector,

@@ -3,7 +3,7 @@
 //! out by hand so the vectors do not only agree with the code that wrote them.
 
 use firmware_protocol::{
-    crc16, CommandTable, Decoder, EncodeError, Packet, PacketType, Request, State,
+    crc16, Decoder, EncodeError, Packet, PacketType, Request, State, TableSet,
 };
 use serde_json::Value;
 
@@ -144,24 +144,26 @@ fn hand_checked_bytes_match_the_vectors() {
         hex::decode(ack).expect("hex")
     );
 
-    // set_state_of_channels (code 38) with channels 0, 1, 9, 63, 119 of 120: the struct is one
-    // slot {15 elements, offset 8}, then the 15 bytes.
+    // Under firmware 1.73.x. set_state_of_channels (code 1949 = 0x079D) with channels 0, 1, 9,
+    // 63, 119 of 120: the struct is one slot {15 elements, offset 8}, then the 15 bytes.
     let states = "0302000000000080" /* bytes 0-7 */.to_owned() + "00000000000080" /* 8-14 */;
-    let request = "2600".to_owned() + "0f000000" + "08000000" + &states;
-    // channel_capacitances (code 45): slot {3 elements, offset 8}, then the u8 channels 0, 1, 119.
-    let caps = "2d00".to_owned() + "03000000" + "08000000" + "000177";
-    // update_state (code 57): protobuf voltage=90.0 (key 0x0D, f32 LE) and
+    let request = "9d07".to_owned() + "0f000000" + "08000000" + &states;
+    // channel_capacitances (1943 = 0x0797): slot {3 elements, offset 8}, then the u8 channels
+    // 0, 1, 119.
+    let caps = "9707".to_owned() + "03000000" + "08000000" + "000177";
+    // update_state (1532 = 0x05FC): protobuf voltage=90.0 (key 0x0D, f32 LE) and
     // hv_output_enabled=true (key 0x18), in a slot {7, offset 8}.
     let blob = "0d0000b442".to_owned() + "1801";
-    let update = "3900".to_owned() + "07000000" + "08000000" + &blob;
+    let update = "fc05".to_owned() + "07000000" + "08000000" + &blob;
     for hex in [&request, &caps, &update] {
         assert!(
             CALLS.contains(&format!("\"request_hex\": \"{hex}\"")),
             "{hex}"
         );
     }
-    let table = CommandTable::simulator();
-    let typed = Request::decode(&hex::decode(&request).expect("hex"), &table).expect("decodes");
+    let tables = TableSet::builtin();
+    let table = tables.for_version("1.73.6").expect("built-in table");
+    let typed = Request::decode(&hex::decode(&request).expect("hex"), table).expect("decodes");
     let channels = firmware_protocol::channels::pack([0, 1, 9, 63, 119], 120).expect("packs");
     assert_eq!(
         typed,

@@ -12,6 +12,7 @@
 //! (the board refused or answered nonsense, or the request was out of range).
 
 mod api;
+pub mod check;
 pub mod clock;
 pub mod discovery;
 pub mod dropbot;

@@ -5,11 +5,21 @@ use std::collections::BTreeMap;
 use firmware_protocol::commands::*;
 use firmware_protocol::events::{Drops, HaltReason};
 use firmware_protocol::{
-    CommandName, CommandTable, Config, Event, Packet, Request, State, WireValue, SIMULATOR_VERSION,
+    CommandName, CommandTable, Config, Event, Packet, Request, State, TableSet, WireValue,
 };
 use serde_json::{json, Value};
 
 use super::{data, f32v, hex};
+
+/// The firmware whose table the call vectors use (1.73.0 to 1.74.1 share it).
+pub const VECTOR_FIRMWARE: &str = "1.73.6";
+
+fn table() -> CommandTable {
+    TableSet::builtin()
+        .for_version(VECTOR_FIRMWARE)
+        .expect("built-in table")
+        .clone()
+}
 
 fn arg(name: &str, ty: &str, value: Value) -> Value {
     json!({ "name": name, "type": ty, "value": value })
@@ -23,7 +33,7 @@ fn call_vector<C: Command + Into<Request>>(
     reply: C::Reply,
     reply_value: Value,
 ) -> Value {
-    let table = CommandTable::simulator();
+    let table = table();
     let request: Request = call.into();
     let payload = request
         .encode(&table)
@@ -39,7 +49,7 @@ fn call_vector<C: Command + Into<Request>>(
 }
 
 pub fn call_vectors() -> Value {
-    let table = CommandTable::simulator();
+    let table = table();
     let codes: BTreeMap<&str, u16> = CommandName::ALL
         .iter()
         .map(|n| (n.as_str(), table.code(*n).expect("code")))
@@ -59,8 +69,8 @@ pub fn call_vectors() -> Value {
             SoftwareVersion {},
             vec![],
             "string",
-            SIMULATOR_VERSION.to_owned(),
-            json!(SIMULATOR_VERSION),
+            VECTOR_FIRMWARE.to_owned(),
+            json!(VECTOR_FIRMWARE),
         ),
         call_vector(
             "number_of_channels",
@@ -164,8 +174,8 @@ pub fn call_vectors() -> Value {
         ),
     ];
     let unknown = json!([{ "name": "unknown command code 0xFFFF", "request_hex": "ffff", "reply_hex": "" },
-        { "name": "code 54, unused in the simulator's table, with a u32 argument", "request_hex": hex(&[&[54, 0][..], &500u32.to_le_bytes()].concat()), "reply_hex": "" }]);
-    json!({ "table": { "firmware_version": SIMULATOR_VERSION, "codes": codes }, "calls": calls, "unknown_commands": unknown })
+        { "name": "code 54, unused in every DropBot build (BaseNode ends at 19, the next class starts at 255), with a u32 argument", "request_hex": hex(&[&[54, 0][..], &500u32.to_le_bytes()].concat()), "reply_hex": "" }]);
+    json!({ "table": { "firmware_version": VECTOR_FIRMWARE, "codes": codes }, "calls": calls, "unknown_commands": unknown })
 }
 
 /// `{name, number, type, value}` of every field present, in field-number order.

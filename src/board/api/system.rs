@@ -1,12 +1,13 @@
-//! The typed API, continued: currents, temperature, pins, the board's clocks, echo calls and
-//! the MCU watchdog.
+//! The typed API, continued: currents, temperature, pins, the board's clocks, build
+//! properties, echo calls and the MCU watchdog.
 
 use std::time::Duration;
 
 use firmware_protocol::commands::{
-    DigitalRead, EchoArray, InitializeSwitchingBoards, InputCurrent, InputCurrentRms,
-    MeasureTemperature, Milliseconds, OutputCurrent, OutputCurrentRms, StrEcho, SyncTime, WallTime,
-    WatchdogAutoRefresh, WatchdogDisable, WatchdogEnable, WatchdogRefresh,
+    BaseNodeSoftwareVersion, DigitalRead, DisplayName, EchoArray, InitializeSwitchingBoards,
+    InputCurrent, InputCurrentRms, Manufacturer, MeasureTemperature, Milliseconds, OutputCurrent,
+    OutputCurrentRms, PackageName, StrEcho, SyncTime, Url, WallTime, WatchdogAutoRefresh,
+    WatchdogDisable, WatchdogEnable, WatchdogRefresh,
 };
 
 use crate::board::dropbot::{DropBot, Kind};
@@ -126,6 +127,32 @@ impl DropBot {
             self.timeout(),
         )
         .await
+    }
+
+    /// The build's properties: base-node-rpc version, package name, display name,
+    /// manufacturer and URL, as (name, text) pairs.
+    pub async fn build_properties(&self) -> Result<Vec<(String, String)>, BoardError> {
+        let t = self.timeout();
+        Ok(vec![
+            (
+                "base_node_software_version".to_owned(),
+                self.call(&BaseNodeSoftwareVersion {}, Kind::Read, t)
+                    .await?,
+            ),
+            (
+                "package_name".to_owned(),
+                self.call(&PackageName {}, Kind::Read, t).await?,
+            ),
+            (
+                "display_name".to_owned(),
+                self.call(&DisplayName {}, Kind::Read, t).await?,
+            ),
+            (
+                "manufacturer".to_owned(),
+                self.call(&Manufacturer {}, Kind::Read, t).await?,
+            ),
+            ("url".to_owned(), self.call(&Url {}, Kind::Read, t).await?),
+        ])
     }
 
     /// Enable the MCU watchdog: it resets the board unless refreshed within `timeout` ticks

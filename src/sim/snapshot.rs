@@ -28,9 +28,6 @@ pub struct SimSnapshot {
     pub frequency: f64,
     /// Chip inserted (the interlock).
     pub chip_inserted: bool,
-    /// Always `None`: no real DropBot firmware has a host-liveness watchdog (the simulator
-    /// no longer pretends to); see `mcu_watchdog`.
-    pub host_watchdog: Option<Duration>,
     /// The MCU watchdog's timeout while it is enabled.
     pub mcu_watchdog: Option<Duration>,
     /// Whether the firmware's loop refreshes the MCU watchdog by itself.
@@ -61,7 +58,6 @@ impl Firmware {
             voltage_measured: hv.measured(now),
             frequency: f64::from(self.state.frequency()),
             chip_inserted: hv.chip(),
-            host_watchdog: None,
             mcu_watchdog: enabled.then_some(timeout),
             watchdog_auto_refresh: auto,
             channel_count: self.boards.count(),

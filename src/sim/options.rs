@@ -56,7 +56,7 @@ pub struct TimingParams {
     /// One `_update_channels()` over three switching boards (15 I2C writes, each followed by
     /// 200 µs); fewer boards take proportionally less.
     pub channel_update: Duration,
-    /// Period of the firmware's sampling timer (capacitance, chip load).
+    /// Period of the firmware's sampling timer (capacitance, chip load): 25 ms in both modes.
     pub sample_tick: Duration,
     /// Each of the two waits of the HV enable sequence.
     pub hv_step: Duration,
@@ -88,7 +88,8 @@ impl Timing {
             },
             Timing::Fast => TimingParams {
                 channel_update: Duration::ZERO,
-                sample_tick: Duration::from_millis(1),
+                // The firmware's own schedule, not a hardware delay: kept.
+                sample_tick: Duration::from_millis(25),
                 hv_step: Duration::ZERO,
                 chip_debounce: Duration::ZERO,
                 capacitance_reading: Duration::ZERO,

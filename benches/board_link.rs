@@ -1,8 +1,9 @@
-//! Round trips over the board link against the simulator (fast timing) on a real pty, beside a
-//! bare pty echo of the same packet sizes measured in the same run, plus how long an unplug
-//! takes to be noticed. Prints hdrhistogram p50/p99/max in microseconds and a markdown table.
+//! Round trips over the board link against the simulator on a real pty, beside a bare pty echo
+//! of the same packet sizes measured in the same run, plus how long an unplug takes to be
+//! noticed. Prints hdrhistogram p50/p99/max in microseconds and a markdown table.
 //!
-//! `cargo bench --bench board_link` (N round trips each: `BOARD_BENCH_N`, default 5000).
+//! `cargo bench --bench board_link` (N round trips each: `BOARD_BENCH_N`, default 5000; the
+//! simulator's timing: `BOARD_BENCH_TIMING=fast|realistic`, default fast).
 
 use std::collections::BTreeSet;
 use std::error::Error;
@@ -21,9 +22,16 @@ type Result<T> = std::result::Result<T, Box<dyn Error>>;
 const WARMUP: usize = 200;
 const UNPLUGS: usize = 30;
 
+fn timing() -> Timing {
+    std::env::var("BOARD_BENCH_TIMING")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(Timing::Fast)
+}
+
 async fn board() -> Result<(sim::SimHandle, DropBot)> {
     let sim = sim::spawn_pty(SimOptions {
-        timing: Timing::Fast,
+        timing: timing(),
         ..SimOptions::default()
     })
     .await?;
@@ -148,6 +156,7 @@ async fn run() -> Result<()> {
         row("`set_state_of_channels`, 120 channels", &update),
         row("unplug -> link closed", &unplug),
     ];
+    println!("simulator timing: {:?}", timing());
     println!("| round trip | n | p50 µs | p99 µs | max µs |");
     println!("|---|---|---|---|---|");
     for r in &rows {

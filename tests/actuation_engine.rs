@@ -200,16 +200,16 @@ async fn a_step_hold_lets_electrodes_and_requests_through_while_it_keeps_time() 
     };
     let run = actuator.submit(Ordered::Run(hold));
     let mut picture = actuator.picture();
-    picture
-        .wait_for(|p| p.actuated == set(&[1]))
-        .await
-        .unwrap();
+    picture.wait_for(|p| p.actuated == set(&[1])).await.unwrap();
     // A route frame during the step replaces its electrodes at once...
     let g = actuator.submit_level(LevelTarget {
         channels: set(&[5, 6]),
         live: true,
     });
-    let after = actuator.wait_level(g, Duration::from_secs(20)).await.unwrap();
+    let after = actuator
+        .wait_level(g, Duration::from_secs(20))
+        .await
+        .unwrap();
     assert_eq!(after.actuated, set(&[5, 6]));
     assert_eq!(sim.snapshot().actuated, vec![5, 6]);
     // ...and a voltage put is answered long before the step ends.

@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dropbot_plugin::board::{BoardError, DropBot, LinkError, LinkOptions};
+use dropbot_plugin::sim::DEFAULT_FIRMWARE_VERSION;
 use dropbot_plugin::sim::{self, Faults, SimHandle, SimOptions, Timing};
 use firmware_protocol::commands::UpdateConfig;
 use firmware_protocol::events::{EVENT_CHANNELS_UPDATED, EVENT_ENABLE};
-use firmware_protocol::{Command, Config, Event, State, TableSet, SIMULATOR_VERSION};
+use firmware_protocol::{Command, Config, Event, State, TableSet};
 
 const UUID: [u8; 16] = [
     0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
@@ -45,8 +46,11 @@ async fn board() -> (SimHandle, DropBot) {
 async fn handshake_reads_identity_versions_and_limits() {
     let (sim, bot) = board().await;
     let info = bot.info();
-    assert_eq!(info.identity, format!("dropbot::{SIMULATOR_VERSION}"));
-    assert_eq!(info.firmware_version, SIMULATOR_VERSION);
+    assert_eq!(
+        info.identity,
+        format!("dropbot::{DEFAULT_FIRMWARE_VERSION}")
+    );
+    assert_eq!(info.firmware_version, DEFAULT_FIRMWARE_VERSION);
     assert_eq!(info.uuid, "12345678-9abc-def0-0102-030405060708");
     assert_eq!(info.channel_count, 120);
     assert!(!info.software_version.is_empty() && !info.hardware_version.is_empty());
@@ -175,10 +179,12 @@ async fn the_board_saying_no_is_a_refusal() {
         .await
         .unwrap();
     assert_eq!(ok, [1]);
-    match bot.set_voltage(100.0).await {
+    match bot.set_voltage(120.0).await {
+        // The firmware answers "decoded" and skips the field; the read-back tells.
         Err(BoardError::Refused { command, detail }) => {
             assert_eq!(command, "update_state");
-            assert!(detail.contains("voltage = 100"), "{detail}");
+            assert!(detail.contains("voltage = 120"), "{detail}");
+            assert!(detail.contains("kept 100"), "{detail}");
         }
         other => panic!("{other:?}"),
     }

@@ -242,22 +242,26 @@ async fn timed_phases_repeat_with_their_settings() {
     let snap = h.sim.snapshot();
     assert_eq!(snap.actuated, vec![7]);
     assert_eq!((snap.voltage_target, snap.frequency), (120.0, 2000.0));
-    // Voltages the board was told, in order: each phase's own.
-    let volts: Vec<f64> = h
-        .sim
-        .trace()
-        .iter()
-        .filter_map(|r| match &r.entry {
-            TraceEntry::Hv { voltage, .. } => Some(*voltage),
-            _ => None,
-        })
-        .collect();
-    let mut changes = volts.clone();
-    changes.dedup();
-    assert!(
-        changes.ends_with(&[90.0, 120.0, 90.0, 120.0]),
-        "{changes:?}"
-    );
+    // Voltages the board took, in order: each phase's own (the simulator traces the last
+    // one when its HV sequence ends, which may be a moment after the reply).
+    let changes = || {
+        let mut volts: Vec<f64> = h
+            .sim
+            .trace()
+            .iter()
+            .filter_map(|r| match &r.entry {
+                TraceEntry::Hv { voltage, .. } => Some(*voltage),
+                _ => None,
+            })
+            .collect();
+        volts.dedup();
+        volts
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !changes().ends_with(&[90.0, 120.0, 90.0, 120.0]) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", changes());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dropbot_plugin::sim::{spawn_at_link, Faults, SimOptions, Timing};
+use dropbot_plugin::sim::{spawn_at_link, Faults, SimOptions, Timing, TraceEntry};
 use dropbot_plugin::testkit::sim_host::{connect, SimHost, SimHostError};
 use firmware_protocol::commands::{
     Microseconds, NumberOfChannels, Reboot, SaveConfig, UpdateConfig,
@@ -111,7 +111,7 @@ async fn a_stalled_board_answers_nothing_until_it_recovers() -> R {
     ));
     sim.set_faults(Faults::default());
     host.timeout = Duration::from_secs(2);
-    assert_eq!(host.handshake().await?, "dropbot::1.0.0-sim");
+    assert_eq!(host.handshake().await?, "dropbot::1.73.6");
     sim.shutdown().await;
     Ok(())
 }
@@ -170,14 +170,23 @@ async fn reboot_restores_defaults_and_keeps_the_saved_config() -> R {
     };
     assert!(host.update_state(update).await?);
     assert!(host.set_channels(&[4]).await?);
-    // The reboot command gets no reply.
+    // The reboot command gets no reply: the MCU restarts and its USB device re-enumerates.
+    let mut changes = sim.path_changes();
+    changes.borrow_and_update();
     host.timeout = SHORT;
     assert!(matches!(
         host.call(Reboot {}).await,
-        Err(SimHostError::Timeout(..))
+        Err(SimHostError::Timeout(..)) | Err(SimHostError::Eof) | Err(SimHostError::Io(_))
     ));
-    host.timeout = Duration::from_secs(2);
-    assert_eq!(host.state().await?, State::with_defaults(120));
+    tokio::time::timeout(Duration::from_secs(10), changes.changed())
+        .await
+        .map_err(|_| SimHostError::Timeout(Duration::from_secs(10), "re-enumeration"))?
+        .map_err(|_| SimHostError::Eof)?;
+    let mut host = SimHost::open(&sim.path()).await?;
+    let state = host.state().await?;
+    assert_eq!(state.voltage, Some(100.0));
+    assert_eq!(state.hv_output_enabled, Some(false));
+    assert_eq!(state.channel_count, Some(120), "boards scanned at boot");
     assert!(host.channels().await?.is_empty());
     assert!(
         host.call(Microseconds {}).await? < 1_000_000,
@@ -190,15 +199,20 @@ async fn reboot_restores_defaults_and_keeps_the_saved_config() -> R {
     assert_eq!(config.max_voltage, Some(140.0));
     assert_eq!(config.id.as_deref(), Some(""));
     // The handle's reboot does the same.
-    assert!(
-        host.update_state(State {
-            voltage: Some(80.0),
-            ..State::default()
-        })
-        .await?
-    );
-    sim.reboot();
+    let v80 = State {
+        voltage: Some(80.0),
+        ..State::default()
+    };
+    assert!(host.update_state(v80).await?);
+    let path = sim.reboot().await?;
+    let mut host = SimHost::open(&path).await?;
     assert_eq!(host.state().await?.voltage, Some(100.0));
+    let resets = sim
+        .trace()
+        .into_iter()
+        .filter(|r| matches!(r.entry, TraceEntry::Reset { .. }))
+        .count();
+    assert_eq!(resets, 2);
     sim.shutdown().await;
     Ok(())
 }
@@ -252,7 +266,7 @@ async fn replug_serves_a_fresh_board_at_the_same_link() -> R {
     assert_eq!(sim.path(), second);
     assert_eq!(std::fs::read_link(&link)?, second);
     let mut host = SimHost::open(&link).await?;
-    assert_eq!(host.handshake().await?, "dropbot::1.0.0-sim");
+    assert_eq!(host.handshake().await?, "dropbot::1.73.6");
     assert_eq!(host.state().await?.voltage, Some(100.0), "a fresh boot");
     sim.shutdown().await;
     assert!(

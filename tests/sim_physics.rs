@@ -93,7 +93,12 @@ async fn droplet_follows_switched_neighbours_along_a_row() -> R {
         .filter(|r| matches!(&r.entry, TraceEntry::Droplets { droplets } if droplets.first().is_some_and(|d| d.to.is_none())))
         .map(|r| r.t_us)
         .collect();
-    let first_move = arrivals[1] - 300_000;
+    // From the moment the first channel update reached the boards.
+    let switched = records
+        .iter()
+        .find(|r| matches!(&r.entry, TraceEntry::Channels { actuated, .. } if actuated == &[41]))
+        .map_or(0, |r| r.t_us);
+    let first_move = arrivals[1] - switched;
     assert!((110_000..140_000).contains(&first_move), "{first_move}");
     let traced: Vec<f32> = records
         .iter()
@@ -102,7 +107,11 @@ async fn droplet_follows_switched_neighbours_along_a_row() -> R {
             _ => None,
         })
         .collect();
-    assert_eq!(&traced[..5], &readings[..]);
+    // The host's readings are among the traced ones (with the firmware's own 25 ms samples).
+    assert!(
+        readings.iter().all(|r| traced.contains(r)),
+        "{readings:?} in {traced:?}"
+    );
     Ok(())
 }
 

@@ -216,6 +216,23 @@ impl State {
         settable_state_fields!(field);
         parts.join(", ")
     }
+
+    /// The fields of this update that `after` (the state read back) does not hold, e.g.
+    /// `voltage = 120 (the board kept 100)`. The firmware answers an update with "decoded" and
+    /// silently skips a field it refuses, so reading back is the only confirmation.
+    pub fn not_taken(&self, after: &State) -> Vec<String> {
+        let mut parts = Vec::new();
+        macro_rules! field {
+            ($($f:ident),*) => {$(if let Some(v) = &self.$f {
+                if after.$f.as_ref() != Some(v) {
+                    let kept = after.$f.as_ref().map_or("nothing".to_owned(), |k| k.to_string());
+                    parts.push(format!("{} = {v} (the board kept {kept})", stringify!($f)));
+                }
+            })*};
+        }
+        settable_state_fields!(field);
+        parts
+    }
 }
 
 impl Config {

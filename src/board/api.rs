@@ -124,12 +124,17 @@ impl DropBot {
             self.timeout()
         };
         let serialized = update.to_bytes();
-        // The firmware answers whether the message decoded (nanopb), not whether each field
-        // was taken: the checks above are the real guard.
         let (decoded, timing) = self
             .call_timed(&UpdateState { serialized }, Kind::Write, timeout)
             .await?;
         self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))?;
+        // The firmware answers whether the message decoded (nanopb `update_state`), and skips
+        // a field its callback refuses (dropbot.py `Node.h` `on_state_*_changed`): only the
+        // state read back says what it took.
+        let not_taken = update.not_taken(&self.state().await?);
+        self.accepted::<UpdateState>(not_taken.is_empty(), || {
+            format!("it did not take {}", not_taken.join(", "))
+        })?;
         Ok(timing)
     }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firmware_protocol::commands::{
-    EchoArray, HardwareVersion, Microseconds, NumberOfChannels, SerializeConfig, SerializeState,
-    SoftwareVersion, Uuid,
+    EchoArray, HardwareVersion, Microseconds, SerializeConfig, SerializeState, SoftwareVersion,
+    Uuid,
 };
 use firmware_protocol::{
     parse_identity, Command, CommandTable, Config, State, TableSet, WireValue,
@@ -22,6 +22,10 @@ use super::error::{BoardError, LinkError};
 use super::event::BoardEvent;
 use super::link::{Link, LinkOptions, LinkStats};
 use super::transport::CloseReason;
+
+mod connect;
+
+pub use connect::{BuildInfo, NO_POWER_BELOW_V};
 
 /// What the board told about itself at connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +40,21 @@ pub struct BoardInfo {
     pub hardware_version: String,
     /// The board's UUID, hyphenated lowercase hex.
     pub uuid: String,
-    /// Number of electrode channels.
+    /// Number of electrode channels (from the switching-board scan made at connection).
     pub channel_count: u16,
+    /// The firmware build's strings (`package_name`, ...).
+    pub build: BuildInfo,
+    /// `high_voltage()` at connection: with HV off, about half the supply voltage.
+    pub supply_voltage: Option<f32>,
+    /// The board has no 12 V supply (`supply_voltage` under [`NO_POWER_BELOW_V`]): HV will not
+    /// come up. Not an error: the board still answers.
+    pub no_power: bool,
+    /// Whether a chip was in at connection (the interlock pin).
+    pub chip_inserted: Option<bool>,
+    /// The board's millisecond counter when its wall clock was set at connection.
+    pub clock_set_at_ms: Option<u32>,
+    /// Optional reads at connection that failed, and why.
+    pub connect_warnings: Vec<String>,
     /// The configuration (EEPROM): voltage and frequency limits among others.
     pub config: Config,
     /// The state read at connection.
@@ -216,19 +233,34 @@ impl DropBot {
         let software_version = caller.call(&SoftwareVersion {}, Kind::Read, t).await?;
         let hardware_version = caller.call(&HardwareVersion {}, Kind::Read, t).await?;
         let uuid = format_uuid(&caller.call(&Uuid {}, Kind::Read, t).await?);
-        let channel_count = caller.call(&NumberOfChannels {}, Kind::Read, t).await?;
         let config = caller.call(&SerializeConfig {}, Kind::Read, t).await?;
         let config = Config::from_bytes(&config).map_err(|e| BoardError::BadMessage {
             command: SerializeConfig::NAME.as_str(),
             detail: e.to_string(),
         })?;
+        let mut warnings = Vec::new();
+        let channel_count = caller.channel_count(&config, &mut warnings).await?;
+        let build = caller.build_info(&mut warnings).await?;
+        let supply_voltage = caller.supply_voltage(&mut warnings).await?;
+        let chip_inserted = caller.chip_inserted(&mut warnings).await?;
         let state = caller.call(&SerializeState {}, Kind::Read, t).await?;
         let state_at_connect = State::from_bytes(&state).map_err(|e| BoardError::BadMessage {
             command: SerializeState::NAME.as_str(),
             detail: e.to_string(),
         })?;
+        let clock_set_at_ms = caller.set_clock(&mut warnings).await?;
         for _ in 0..CONNECT_SYNC_SAMPLES {
             caller.sync_time(t).await?;
+        }
+        let no_power = supply_voltage.is_some_and(|v| v < NO_POWER_BELOW_V);
+        if no_power {
+            tracing::warn!(
+                measured_v = ?supply_voltage,
+                "the board measures under {NO_POWER_BELOW_V} V: no 12 V power supply, HV will                  not come up"
+            );
+        }
+        for warning in &warnings {
+            tracing::warn!("at connection: {warning}");
         }
         let info = BoardInfo {
             identity,
@@ -237,6 +269,12 @@ impl DropBot {
             hardware_version,
             uuid,
             channel_count,
+            build,
+            supply_voltage,
+            no_power,
+            chip_inserted,
+            clock_set_at_ms,
+            connect_warnings: warnings,
             config,
             state_at_connect,
             port,

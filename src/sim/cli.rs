@@ -18,9 +18,17 @@ pub struct SimulateArgs {
     /// system's temporary directory].
     #[arg(long, value_name = "PATH")]
     pub link: Option<PathBuf>,
-    /// Number of channels (a multiple of 8).
+    /// Channels of the switching boards (40, 80 or 120).
     #[arg(long, default_value_t = 120)]
     pub channels: u16,
+    /// The switching boards came up after the control board: it reports 0 channels until a
+    /// host calls `initialize_switching_boards` (as the vendor's driver does at connection).
+    #[arg(long)]
+    pub late_switching_boards: bool,
+    /// The board's input supply in volts; 0 simulates a board without its 12 V supply
+    /// (measured HV reads 0, HV never comes up).
+    #[arg(long, default_value_t = 12.0, value_name = "VOLTS")]
+    pub supply_v: f64,
     /// MicroDrop 3 `three-object` JSON file of the chip [default: a 120-electrode grid with
     /// reservoirs].
     #[arg(long, value_name = "FILE")]
@@ -43,7 +51,8 @@ pub struct SimulateArgs {
     /// Delay every reply and event by this many milliseconds.
     #[arg(long, default_value_t = 0)]
     pub reply_delay_ms: u64,
-    /// Answer the ID handshake with this text [default: dropbot::1.0.0-sim].
+    /// Answer the ID handshake with this text and speak that version's command table
+    /// [default: dropbot::1.73.6].
     #[arg(long)]
     pub firmware_id: Option<String>,
     /// Channels shorted to ground, e.g. `3,17`.
@@ -87,6 +96,8 @@ impl SimulateArgs {
         let defaults = SimOptions::default();
         Ok(SimOptions {
             channels: self.channels,
+            switching_boards_late: self.late_switching_boards,
+            supply_v: self.supply_v,
             timing: self.timing,
             seed: self.seed,
             device,
@@ -179,6 +190,9 @@ mod tests {
             "20",
             "--firmware-id",
             "dropbot::2.0",
+            "--late-switching-boards",
+            "--supply-v",
+            "0",
         ])
         .unwrap();
         let opts = cli.args.options().unwrap();
@@ -187,6 +201,8 @@ mod tests {
         assert_eq!(opts.shorted, vec![3, 17]);
         assert_eq!(opts.faults.reply_delay, Duration::from_millis(20));
         assert_eq!(opts.firmware_id, "dropbot::2.0");
+        assert!(opts.switching_boards_late);
+        assert_eq!(opts.supply_v, 0.0);
         assert_eq!(cli.args.link_path(), PathBuf::from("board"));
         let defaults = Cli::try_parse_from(["x"]).unwrap();
         assert_eq!(defaults.args.options().unwrap().channels, 120);

@@ -1,5 +1,5 @@
-//! Simulation time: real (an `Instant` at start) or virtual (moved only by `advance`), so that
-//! physics and determinism tests are exact.
+//! Simulation time: real (an `Instant` at start) or virtual (moved only by `advance` and by
+//! the firmware's own work), so that physics and determinism tests are exact.
 
 use std::time::{Duration, Instant};
 
@@ -47,13 +47,18 @@ impl SimClock {
         }
     }
 
-    /// The wall-clock instant of simulation time `t` (real clocks only; a virtual clock
-    /// answers the current instant).
+    /// The wall-clock instant of simulation time `t`. A virtual clock maps its present to the
+    /// present instant (and its future, which only `advance` reaches, as far ahead).
     pub fn instant_of(&self, t: Duration) -> Instant {
         match self.virtual_now {
-            Some(_) => Instant::now(),
+            Some(now) => Instant::now() + t.saturating_sub(now),
             None => self.start + t,
         }
+    }
+
+    /// The instant the clock was made (USB frames count from it).
+    pub fn epoch(&self) -> Instant {
+        self.start
     }
 }
 

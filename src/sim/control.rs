@@ -9,8 +9,6 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
 use super::{SimError, SimHandle};
 
 /// The commands, for `help` and error messages.
@@ -24,7 +22,7 @@ pub enum Command {
     Unplug,
     /// A new pty at the same link path, fresh firmware.
     Replug,
-    /// Restart the firmware (state lost, saved config kept).
+    /// Restart the MCU (state lost, saved config kept; the USB device re-enumerates).
     Reboot,
     /// Stop answering (`true`) or answer again (`false`).
     Stall(bool),
@@ -118,8 +116,8 @@ pub async fn apply(sim: &SimHandle, command: &Command) -> Result<String, SimErro
         }
         Command::Replug => return Ok(format!("replugged at {}", sim.replug().await?.display())),
         Command::Reboot => {
-            sim.reboot();
-            return Ok("rebooted".into());
+            let path = sim.reboot().await?;
+            return Ok(format!("rebooted; re-enumerated at {}", path.display()));
         }
         Command::Chip(inserted) => {
             sim.insert_chip(*inserted);
@@ -168,9 +166,28 @@ pub async fn run_schedule(sim: SimHandle, mut schedule: Vec<Scheduled>) {
 }
 
 /// Read commands from standard input until it closes.
+///
+/// Lines are read on a thread of their own, not with tokio's stdin: tokio reads stdin on a
+/// blocking-pool thread that the runtime waits for at shutdown, so a process whose stdin stays
+/// open (a terminal, a pipe) would not exit on SIGINT or SIGTERM until the next line came. A
+/// plain thread blocked in `read` does not hold the process back.
 pub async fn serve_stdin(sim: SimHandle) {
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+    let reader = std::thread::Builder::new()
+        .name("simulate-stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = reader {
+        eprintln!("simulate: cannot read commands from standard input: {e}");
+        return;
+    }
+    while let Some(line) = lines.recv().await {
         if line.trim().is_empty() {
             continue;
         }

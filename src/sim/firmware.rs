@@ -1,39 +1,62 @@
-//! The simulated firmware: a pure state machine. Packets in, packets out ([`Firmware::on_packet`]),
-//! time-driven work in [`Firmware::tick`] (capacitance stream, current and chip-load checks,
-//! host watchdog, chip-interlock debounce), all at a simulation time given by the caller.
+//! The simulated firmware: a pure state machine run one pass of its main loop at a time, at a
+//! simulation time given by the caller. What each behaviour follows in the real firmware is
+//! listed in `src/sim/FIRMWARE.md`.
 //!
-//! It behaves as the DropBot firmware does: unknown commands and undecodable arguments get an
-//! empty DATA reply; `set_state_of_channels` with the wrong byte count returns false; disabled
-//! channels never actuate; HV needs an inserted chip. Replies echo the request id.
+//! A pass is what the firmware's `loop()` does once (sci-bots/dropbot.py `src/dropbot.ino`):
+//! refresh the watchdog if auto-refresh is on, process the one packet the parser holds
+//! ([`Firmware::run_command`]), then `Node::loop()` ([`Firmware::run_loop`]: chip interlock,
+//! timers, drop detection). Work takes simulated time: replies and events
+//! carry the time they are written, and [`Pass::end`] says when the firmware is free again.
+//! Every reply carries id 0 (sci-bots/base-node-rpc `SerialHandler.h` `serial_write_packet`
+//! defaults `iuid` to 0; request ids are never echoed).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use firmware_protocol::events::HaltReason;
-use firmware_protocol::{
-    parse_identity, CommandTable, Config, Event, Packet, Request, State, SIMULATOR_VERSION,
-};
+use firmware_protocol::{parse_identity, CommandTable, Config, Packet, Request, State};
 
-use super::options::TimingParams;
+use super::boot::{factory_config, Limits};
+use super::options::{table_for_id, TimingParams, DEFAULT_FIRMWARE_VERSION};
 use super::physics::Physics;
+use super::switching::{Switching, PORTS_PER_BOARD};
+use super::ticks::Interlock;
 use super::trace::{packet_kind, TraceEntry, Tracer};
+use super::watchdog::McuWatchdog;
 
-/// Period of the output-current check.
-const CURRENT_CHECK: Duration = Duration::from_secs(1);
 /// How often to step physics in real time while droplets may move.
 const PHYSICS_TICK: Duration = Duration::from_millis(5);
 
-/// Identity and size of the simulated board.
+/// Identity and timing of the simulated board.
 #[derive(Debug, Clone)]
 pub struct FirmwareOptions {
     /// Handshake answer, `dropbot::<version>`.
     pub firmware_id: String,
     /// The board's uuid.
     pub uuid: [u8; 16],
-    /// Number of channels (a multiple of 8).
-    pub channels: u16,
     /// Hardware time costs.
     pub timing: TimingParams,
+}
+
+/// An MCU reset during a pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reset {
+    /// When.
+    pub at: Duration,
+    /// Why (reboot command, watchdog, ...).
+    pub cause: String,
+}
+
+/// What one pass of the firmware did.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Packets written, each with the time it was written.
+    pub out: Vec<(Duration, Packet)>,
+    /// When the firmware is free again.
+    pub end: Duration,
+    /// Whether the work waited in `delay()`, which parses incoming bytes meanwhile (Teensy
+    /// `delay` calls `yield`, which calls `serialEvent`).
+    pub yields: bool,
+    /// The MCU reset during the pass (outputs after it were not written).
+    pub reset: Option<Reset>,
 }
 
 /// The simulated firmware; see the module docs.
@@ -45,81 +68,67 @@ pub struct Firmware {
     pub(super) state: State,
     pub(super) config: Config,
     pub(super) eeprom: Config,
-    pub(super) actuated: BTreeSet<u16>,
-    pub(super) disabled: BTreeSet<u16>,
+    pub(super) limits: Limits,
+    pub(super) boards: Switching,
     pub(super) boot_at: Duration,
-    pub(super) mcu_watchdog: bool,
-    pub(super) host_watchdog: Option<Duration>,
-    pub(super) last_rx: Duration,
-    pub(super) watchdog_tripped: bool,
-    pub(super) next_capacitance: Option<Duration>,
-    pub(super) next_drops: Option<Duration>,
-    pub(super) next_current_check: Duration,
-    pub(super) exceeded_count: u32,
-    pub(super) chip_pending: Option<(bool, Duration)>,
+    pub(super) watchdog: McuWatchdog,
+    /// `time::time_sync_`: wall time and the board's milliseconds when it was set.
+    pub(super) wall: (f64, u32),
+    /// `start_` of the 25 ms sampling timer and of the 1 s current-check timer.
+    pub(super) sample_timer: Duration,
+    pub(super) current_timer: Duration,
+    pub(super) capacitance_stamp_ms: u32,
+    pub(super) drops_stamp_ms: u32,
+    pub(super) target_count: u32,
+    pub(super) interlock: Interlock,
     pub(super) physics: Physics,
     pub(super) trace: Tracer,
-    pub(super) busy: Duration,
+    /// The pass being run: its time, whether it waited in `delay()`, what it wrote, whether
+    /// the MCU reset.
+    pub(super) t: Duration,
+    pub(super) yields: bool,
+    pub(super) out: Vec<(Duration, Packet)>,
+    pub(super) reset: Option<Reset>,
 }
 
 impl Firmware {
-    /// A board powered on at `now`.
-    pub fn new(opts: FirmwareOptions, physics: Physics, trace: Tracer, now: Duration) -> Self {
+    /// A board at `now` whose firmware has been running for a while (the chip interlock has
+    /// settled, so no insertion is reported for a chip already in).
+    pub fn new(
+        opts: FirmwareOptions,
+        physics: Physics,
+        boards: Switching,
+        trace: Tracer,
+        now: Duration,
+    ) -> Self {
         let mut fw = Self {
-            table: CommandTable::simulator(),
-            state: State::with_defaults(i32::from(opts.channels)),
-            config: Config::with_defaults(),
-            eeprom: Config::with_defaults(),
+            table: table_for_id(&opts.firmware_id),
+            state: State::default(),
+            config: Config::default(),
+            eeprom: factory_config(),
+            limits: Limits::default(),
+            boards,
             opts,
             id_override: None,
-            actuated: BTreeSet::new(),
-            disabled: BTreeSet::new(),
             boot_at: now,
-            mcu_watchdog: false,
-            host_watchdog: None,
-            last_rx: now,
-            watchdog_tripped: false,
-            next_capacitance: None,
-            next_drops: None,
-            next_current_check: now + CURRENT_CHECK,
-            exceeded_count: 0,
-            chip_pending: None,
+            watchdog: McuWatchdog::boot(false, now),
+            wall: (0.0, 0),
+            sample_timer: now,
+            current_timer: now,
+            capacitance_stamp_ms: 0,
+            drops_stamp_ms: 0,
+            target_count: 0,
+            interlock: Interlock::default(),
             physics,
             trace,
-            busy: Duration::ZERO,
+            t: now,
+            yields: false,
+            out: Vec::new(),
+            reset: None,
         };
         fw.boot(now);
+        fw.interlock = Interlock::settled(fw.physics.hv().chip());
         fw
-    }
-
-    /// Restart the firmware at `now`: RAM state back to defaults, config from EEPROM, HV and
-    /// channels off. The chip and its droplets are untouched.
-    pub fn reboot(&mut self, now: Duration) {
-        self.record(
-            now,
-            TraceEntry::Fault {
-                fault: "reboot".into(),
-                detail: "firmware restarted".into(),
-            },
-        );
-        self.boot(now);
-    }
-
-    fn boot(&mut self, now: Duration) {
-        self.state = State::with_defaults(i32::from(self.opts.channels));
-        self.config = self.eeprom.clone();
-        self.actuated.clear();
-        self.disabled.clear();
-        self.boot_at = now;
-        self.host_watchdog = None;
-        self.watchdog_tripped = false;
-        self.last_rx = now;
-        self.next_capacitance = None;
-        self.next_drops = None;
-        self.next_current_check = now + CURRENT_CHECK;
-        self.exceeded_count = 0;
-        self.apply_hv(now);
-        self.apply_channels(now);
     }
 
     /// The answer to the ID handshake (a wrong-id fault may override it).
@@ -127,128 +136,79 @@ impl Firmware {
         self.id_override = id;
     }
 
-    /// Handle one packet from the host at `now`; the packets to send back (reply, events).
-    pub fn on_packet(&mut self, packet: Packet, now: Duration) -> Vec<Packet> {
-        self.advance_physics(now);
-        self.last_rx = now;
-        self.watchdog_tripped = false;
-        let mut out = Vec::new();
+    /// One pass that processes `packet` (the parser's completed packet) at `start`.
+    pub fn run_command(&mut self, packet: Packet, start: Duration) -> Pass {
+        self.begin(start);
         match packet {
             Packet::IdRequest { id } => {
-                self.record_rx(now, "id_request", id, None, &[]);
+                self.record_rx("id_request", id, None, &[]);
                 let text = self
                     .id_override
                     .clone()
                     .unwrap_or_else(|| self.opts.firmware_id.clone());
-                self.emit(
-                    now,
-                    Packet::IdResponse {
-                        id,
-                        payload: text.into_bytes(),
-                    },
-                    &mut out,
-                );
+                self.emit(Packet::IdResponse {
+                    id: 0,
+                    payload: text.into_bytes(),
+                });
             }
             Packet::Data { id, payload } => {
                 let decoded = Request::decode(&payload, &self.table);
                 let name = decoded.as_ref().ok().map(|r| r.name().as_str().to_owned());
-                self.record_rx(now, "data", id, name, &payload);
+                self.record_rx("data", id, name, &payload);
                 match decoded {
-                    Ok(Request::Reboot(_)) => self.reboot(now),
+                    Ok(Request::Reboot(_)) => {
+                        // CPU_RESTART: no reply.
+                        let at = self.t;
+                        self.reset(at, "reboot command (CPU_RESTART)");
+                    }
                     Ok(request) => {
-                        let mut events = Vec::new();
-                        let reply = self.execute(request, now, &mut events);
-                        self.emit(now, Packet::Data { id, payload: reply }, &mut out);
-                        for event in events {
-                            self.event(now, event, &mut out);
-                        }
+                        let reply = self.execute(request);
+                        self.emit(Packet::Data {
+                            id: 0,
+                            payload: reply,
+                        });
                     }
                     Err(e) => {
-                        self.note(now, format!("request not executed: {e}"));
-                        self.emit(
-                            now,
-                            Packet::Data {
-                                id,
-                                payload: Vec::new(),
-                            },
-                            &mut out,
-                        );
+                        self.note(format!("request not executed: {e}"));
+                        self.emit(Packet::Data {
+                            id: 0,
+                            payload: Vec::new(),
+                        });
                     }
                 }
             }
             other => {
                 let kind = packet_kind(other.packet_type());
-                self.record_rx(now, kind, other.id(), None, other.payload());
+                self.record_rx(kind, other.id(), None, other.payload());
             }
         }
-        out
+        self.finish(start)
     }
 
-    /// Time-driven work due at `now`: physics, debounce, watchdog, streams, checks.
-    pub fn tick(&mut self, now: Duration) -> Vec<Packet> {
-        let mut out = Vec::new();
-        self.advance_physics(now);
-        if let Some((inserted, at)) = self.chip_pending {
-            if now >= at {
-                self.chip_pending = None;
-                self.chip_settled(inserted, now, &mut out);
-            }
+    /// One pass of `Node::loop()` at `start`: chip interlock, timers, drop detection.
+    pub fn run_loop(&mut self, start: Duration) -> Pass {
+        self.begin(start);
+        if self.watchdog.deadline().is_some_and(|d| d <= start) {
+            let at = self.watchdog.deadline().unwrap_or(start);
+            self.reset(at, "MCU watchdog: not refreshed in time");
+            return self.finish(start);
         }
-        if let Some(timeout) = self.host_watchdog {
-            if !self.watchdog_tripped && now >= self.last_rx + timeout {
-                self.watchdog_tripped = true;
-                self.note(
-                    now,
-                    format!("host watchdog: silent for {timeout:?}, HV and channels off"),
-                );
-                self.all_off(now);
-            }
-        }
-        if let Some(at) = self.next_capacitance {
-            if now >= at {
-                self.next_capacitance = Some(next_after(at, self.capacitance_period(), now));
-                self.stream_capacitance(now, &mut out);
-            }
-        }
-        if let Some(at) = self.next_drops {
-            if now >= at {
-                let period =
-                    Duration::from_millis(u64::from(self.state.drops_update_interval_ms()));
-                self.next_drops = Some(next_after(at, period, now));
-                self.detect_drops(now, &mut out);
-            }
-        }
-        if now >= self.next_current_check {
-            self.next_current_check = next_after(self.next_current_check, CURRENT_CHECK, now);
-            self.check_current(now, &mut out);
-        }
-        self.trace.flush();
-        out
+        self.loop_work();
+        self.finish(start)
     }
 
-    /// When [`Firmware::tick`] next has work (never later than one current-check period).
+    /// When [`Firmware::run_loop`] next has work (never later than the current check; it
+    /// may be in the past).
     pub fn next_deadline(&self, now: Duration) -> Duration {
-        let mut next = self.next_current_check;
-        let mut consider = |t: Option<Duration>| {
-            if let Some(t) = t {
-                next = next.min(t);
-            }
-        };
-        consider(self.chip_pending.map(|(_, at)| at));
-        consider(self.next_capacitance);
-        consider(self.next_drops);
-        if !self.watchdog_tripped {
-            consider(self.host_watchdog.map(|t| self.last_rx + t));
+        let mut next = self.loop_deadline();
+        let (_, _, auto) = self.watchdog.settings();
+        if let Some(d) = self.watchdog.deadline().filter(|_| !auto) {
+            next = next.min(d);
         }
         if self.physics.may_move() || self.physics.hv().ramp_end(now).is_some() {
-            consider(Some(now + PHYSICS_TICK));
+            next = next.min(now + PHYSICS_TICK);
         }
-        next.max(now)
-    }
-
-    /// Time the last request kept the board busy (reply delay in realistic timing); resets it.
-    pub fn take_busy(&mut self) -> Duration {
-        std::mem::take(&mut self.busy)
+        next
     }
 
     /// The physical chip and HV supply.
@@ -259,6 +219,11 @@ impl Firmware {
     /// The physical chip, for changes from outside (droplets, shorts).
     pub fn physics_mut(&mut self) -> &mut Physics {
         &mut self.physics
+    }
+
+    /// The switching boards.
+    pub fn boards_mut(&mut self) -> &mut Switching {
+        &mut self.boards
     }
 
     /// The trace.
@@ -276,13 +241,35 @@ impl Firmware {
         self.trace.record(now, entry);
     }
 
-    /// Insert or remove the chip at `now`: the interlock acts at once, the event follows
-    /// after the debounce.
+    /// Insert or remove the chip at `now`: the interlock acts on the HV at once; the firmware
+    /// notices it on its next pass and reports it after the debounce.
     pub fn insert_chip(&mut self, inserted: bool, now: Duration) {
-        self.physics.set_chip(inserted, now);
+        self.physics.advance_to(now);
+        self.physics.hv_mut(now).set_chip(inserted);
         self.record(now, TraceEntry::Chip { inserted });
         self.record_hv(now);
-        self.chip_pending = Some((inserted, now + self.opts.timing.chip_debounce));
+    }
+
+    /// The firmware's time in the pass being run.
+    pub(super) fn now(&self) -> Duration {
+        self.t
+    }
+
+    /// The work in progress takes `d`; `yields` if it waits in `delay()`.
+    pub(super) fn spend(&mut self, d: Duration, yields: bool) {
+        if d.is_zero() {
+            return;
+        }
+        self.t += d;
+        self.yields |= yields;
+        self.advance_physics(self.t);
+    }
+
+    /// One `_update_channels()` over the boards found.
+    pub(super) fn channel_update_cost(&self) -> Duration {
+        // `channel_update` is for three boards; each board is 5 of its 15 I2C writes.
+        self.opts.timing.channel_update * self.boards.boards() * PORTS_PER_BOARD
+            / (3 * PORTS_PER_BOARD)
     }
 
     /// Board microseconds (a 32-bit counter from boot).
@@ -291,11 +278,23 @@ impl Firmware {
         now.saturating_sub(self.boot_at).as_micros() as u32
     }
 
+    /// Board milliseconds (`millis()`).
+    pub(super) fn board_ms(&self, now: Duration) -> u32 {
+        now.saturating_sub(self.boot_at).as_millis() as u32
+    }
+
     /// The firmware version, from the configured id.
     pub(super) fn version(&self) -> String {
         parse_identity(&self.opts.firmware_id)
             .map(|(_, v)| v.to_owned())
-            .unwrap_or_else(|_| SIMULATOR_VERSION.to_owned())
+            .unwrap_or_else(|_| DEFAULT_FIRMWARE_VERSION.to_owned())
+    }
+
+    /// `voltage_source::min_waveform_voltage()`: 1.5 / 2 * (R6 / (pot_max + R7) + 1).
+    pub(super) fn min_waveform_voltage(&self) -> f64 {
+        const R6: f64 = 2e6;
+        let l = self.limits;
+        1.5 / 2.0 * (R6 / (f64::from(l.pot_max) + f64::from(l.r7)) + 1.0)
     }
 
     /// Step the physics to `now`, tracing droplets at the moment they change.
@@ -307,52 +306,46 @@ impl Firmware {
         }
     }
 
-    /// Push the state's HV fields to the supply and trace them.
-    pub(super) fn apply_hv(&mut self, now: Duration) {
-        let (enabled, selected) = (
-            self.state.hv_output_enabled(),
-            self.state.hv_output_selected(),
-        );
-        let voltage = f64::from(self.state.voltage());
-        self.physics.set_hv(enabled, selected, voltage, now);
-        self.record_hv(now);
-    }
-
-    /// Drive the actuated channels (never the disabled ones) and trace them.
+    /// Drive the channels the boards drive now and trace them.
     pub(super) fn apply_channels(&mut self, now: Duration) {
-        let disabled = &self.disabled;
-        self.actuated.retain(|ch| !disabled.contains(ch));
-        self.physics.set_channels(&self.actuated, now);
+        let driven = self.boards.driven();
+        self.physics.set_channels(&driven, now);
         let entry = TraceEntry::Channels {
-            actuated: self.actuated.iter().copied().collect(),
-            disabled: self.disabled.iter().copied().collect(),
+            actuated: driven.into_iter().collect(),
+            disabled: self.boards.disabled().iter().copied().collect(),
         };
         self.record(now, entry);
     }
 
-    /// HV off and every channel off.
-    pub(super) fn all_off(&mut self, now: Duration) {
-        self.state.hv_output_enabled = Some(false);
-        self.apply_hv(now);
-        self.actuated.clear();
-        self.apply_channels(now);
+    /// Packets written so far in this pass.
+    pub(super) fn push_out(&mut self, packet: Packet) {
+        self.out.push((self.t, packet));
     }
 
-    /// The board halts itself: everything off, then the `halted` event.
-    pub(super) fn halt(&mut self, now: Duration, error: HaltReason, out: &mut Vec<Packet>) {
-        self.all_off(now);
-        let wall_time = now.saturating_sub(self.boot_at).as_secs_f64();
-        self.event(now, Event::Halted { wall_time, error }, out);
+    fn begin(&mut self, start: Duration) {
+        self.t = start;
+        self.yields = false;
+        self.out.clear();
+        self.reset = None;
+        self.advance_physics(start);
+        self.watchdog.loop_pass(start);
+        self.idle_timers(start);
     }
-}
 
-/// The first time after `now` on the grid `at + k * period` (at least `at + period`).
-pub(super) fn next_after(at: Duration, period: Duration, now: Duration) -> Duration {
-    let period = period.max(Duration::from_micros(100));
-    let mut next = at + period;
-    if next <= now {
-        let behind = (now - next).as_nanos() / period.as_nanos() + 1;
-        next += period * u32::try_from(behind).unwrap_or(u32::MAX);
+    fn finish(&mut self, start: Duration) -> Pass {
+        // A pass that outlasts the watchdog resets the MCU in the middle of it.
+        if self.reset.is_none() {
+            if let Some(deadline) = self.watchdog.deadline().filter(|d| *d < self.t) {
+                let at = deadline.max(start);
+                self.reset(at, "MCU watchdog: a pass of the main loop took too long");
+            }
+        }
+        self.trace.flush();
+        Pass {
+            out: std::mem::take(&mut self.out),
+            end: self.t,
+            yields: self.yields,
+            reset: self.reset.take(),
+        }
     }
-    next
 }

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::options::Faults;
 use super::pty;
-use super::server::{Control, Shared};
+use super::server::{replace_pty, Control, Shared};
 use super::snapshot::SimSnapshot;
 use super::trace::{TraceEntry, TraceRecord};
 use super::SimError;
@@ -61,13 +61,15 @@ impl SimHandle {
         Self { shared, ctl }
     }
 
-    /// The pty slave the host opens (`/dev/pts/N`; a new one after each replug).
+    /// The pty slave the host opens (`/dev/pts/N`; a new one after each replug and each
+    /// re-enumeration after an MCU reset).
     pub fn path(&self) -> PathBuf {
-        self.shared
-            .path
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.path.borrow().clone()
+    }
+
+    /// The pty path as it changes (replugs, re-enumerations after MCU resets).
+    pub fn path_changes(&self) -> watch::Receiver<PathBuf> {
+        self.shared.path.subscribe()
     }
 
     /// The symlink that follows replugs, if the board was spawned at one.
@@ -101,8 +103,8 @@ impl SimHandle {
     pub async fn unplug(&self) {
         {
             let mut core = self.shared.core();
+            core.power_off();
             let now = core.clock.now();
-            core.fw.all_off(now);
             let path = self.path().display().to_string();
             core.fw.record(
                 now,
@@ -123,36 +125,26 @@ impl SimHandle {
 
     /// Plug the cable back in: a new pty (and the link pointed at it), the firmware boots.
     pub async fn replug(&self) -> Result<PathBuf, SimError> {
-        let (master, path) = pty::open_pair()?;
-        if let Some(link) = &self.shared.link {
-            pty::relink(link, &path)?;
-        }
-        {
-            let mut core = self.shared.core();
-            core.reboot();
-            let now = core.clock.now();
-            let detail = path.display().to_string();
-            core.fw.record(
-                now,
-                TraceEntry::Fault {
-                    fault: "replug".into(),
-                    detail,
-                },
-            );
-        }
-        *self.shared.path.lock().unwrap_or_else(|p| p.into_inner()) = path.clone();
+        let master = replace_pty(&self.shared)?;
+        self.shared.core().power_on("power restored (replug)");
         let (ack, done) = oneshot::channel();
         self.ctl
             .send(Control::Plug(master, ack))
             .map_err(|_| SimError::Closed)?;
         done.await.map_err(|_| SimError::Closed)?;
-        Ok(path)
+        Ok(self.path())
     }
 
-    /// Restart the firmware (as the `reboot` command does); the pty stays.
-    pub fn reboot(&self) {
-        self.shared.core().reboot();
+    /// Restart the MCU (as the `reboot` command does): the USB device vanishes and comes back
+    /// as a new pty after the re-enumeration delay; its path.
+    pub async fn reboot(&self) -> Result<PathBuf, SimError> {
+        let mut changes = self.path_changes();
+        changes.borrow_and_update();
+        self.shared.core().reboot("reboot (simulator control)");
         self.shared.wake.notify_one();
+        changes.changed().await.map_err(|_| SimError::Closed)?;
+        let path = changes.borrow().clone();
+        Ok(path)
     }
 
     /// Insert or remove the chip (events follow after the interlock's debounce).

@@ -1,21 +1,25 @@
 //! A DropBot on the wire behind a pseudo-terminal, for tests, benchmarks and demos without
-//! hardware. It speaks the `firmware-protocol` crate's packets exactly as the board does (ID
-//! handshake, every command of the simulator's table, state and config validation, gated
-//! events), over a pty that the host opens like a serial port.
+//! hardware. It behaves as the real firmware does, not as a host would like it to: replies
+//! carry id 0, replies and events over 64 bytes arrive in USB pieces ~5 ms apart, the firmware
+//! blocks while it works (HV enable 200 ms, short detection ~1.2 s on every chip insertion) and
+//! has one packet buffer, `halt` disables every channel, short detection rewrites the disabled
+//! mask, the MCU watchdog resets the board (and the USB device re-enumerates). Each behaviour
+//! and the firmware source it follows are listed in `src/sim/FIRMWARE.md`.
 //!
 //! Pure core, thin I/O:
-//! - [`firmware`] (+ `commands`, `ticks`): the firmware as a state machine, packets in and out
-//!   at a given simulation time;
+//! - [`firmware`] (+ `commands`, `state_update`, `ticks`, [`switching`], [`watchdog`]): the
+//!   firmware as a state machine, run one pass of its main loop at a time;
+//! - [`framing`] (the firmware's parser and writer), [`usb`] (the Teensy's USB transmit path),
+//!   `core` (the schedule: busy firmware, parser, USB, resets);
 //! - [`physics`] (+ [`hv`], [`layout`]): electrodes, droplets, capacitance, current, shorts;
 //! - [`clock`]: real or virtual time; [`faults`]: injected byte faults; [`trace`]: JSON lines
 //!   of what the board did;
 //! - [`pty`] + `server` + [`handle`]: the I/O task serving a pty master, and [`SimHandle`] to
 //!   control it (unplug, replug, reboot, chip, droplets, virtual time);
 //! - [`cli`]: the `simulate` subcommand; [`control`]: its live fault commands (stdin, `--at`).
-//!
-//! Beyond the real board it has an optional host-liveness watchdog (`set_host_watchdog`):
-//! HV and all channels go off when the host is silent for the configured time.
 
+pub mod basenode;
+mod boot;
 pub mod cli;
 pub mod clock;
 mod commands;
@@ -23,6 +27,7 @@ pub mod control;
 mod core;
 pub mod faults;
 pub mod firmware;
+pub mod framing;
 pub mod handle;
 pub mod hv;
 pub mod layout;
@@ -33,8 +38,12 @@ pub mod physics;
 pub mod pty;
 mod server;
 pub mod snapshot;
+mod state_update;
+pub mod switching;
 mod ticks;
 pub mod trace;
+pub mod usb;
+pub mod watchdog;
 
 #[cfg(test)]
 mod physics_tests;
@@ -46,7 +55,9 @@ pub use clock::SimClock;
 pub use firmware::{Firmware, FirmwareOptions};
 pub use handle::{ElectrodeRef, SimHandle};
 pub use layout::Layout;
-pub use options::{Faults, PhysicsParams, SimOptions, Timing, TimingParams};
+pub use options::{
+    table_for_id, Faults, PhysicsParams, SimOptions, Timing, TimingParams, DEFAULT_FIRMWARE_VERSION,
+};
 pub use physics::DropletView;
 pub use server::{spawn_at_link, spawn_pty};
 pub use snapshot::SimSnapshot;

@@ -4,17 +4,35 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use firmware_protocol::SIMULATOR_VERSION;
+use firmware_protocol::{parse_identity, CommandTable, TableSet};
 
 use crate::device::Device;
+
+/// The firmware version a simulated board reports by default: sci-bots' last release, v1.73.6
+/// (its `src/Node.h` is the same as v1.74.0's), served by a built-in command table.
+pub const DEFAULT_FIRMWARE_VERSION: &str = "1.73.6";
+
+/// The command table a board with handshake answer `firmware_id` speaks: the built-in table of
+/// its version, or the default version's if there is none (a board always has its own).
+pub fn table_for_id(firmware_id: &str) -> CommandTable {
+    let tables = TableSet::builtin();
+    let version = parse_identity(firmware_id).map_or(DEFAULT_FIRMWARE_VERSION, |(_, v)| v);
+    tables
+        .for_version(version)
+        .or_else(|_| tables.for_version(DEFAULT_FIRMWARE_VERSION))
+        .cloned()
+        .unwrap_or_else(|_| CommandTable::simulator())
+}
 
 /// How long the simulated hardware takes for things (see [`TimingParams`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Timing {
-    /// As the real board: channel update ~5 ms, capacitance tick 25 ms, HV ramp 200 ms.
+    /// As the real board: channel update ~5 ms, HV enable sequence 200 ms, short detection
+    /// ~1.2 s, replies over 64 bytes in USB pieces ~5 ms apart (see `src/sim/FIRMWARE.md`).
     #[default]
     Realistic,
-    /// No artificial delays (benchmarks, quick tests); droplets still move at their speed.
+    /// No artificial delays (benchmarks, quick tests): every firmware action is instant,
+    /// packets leave whole, a reset re-enumerates at once; droplets still move at their speed.
     Fast,
 }
 
@@ -35,20 +53,23 @@ impl FromStr for Timing {
 /// The time costs of one [`Timing`] mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimingParams {
-    /// Reply delay of `set_state_of_channels` (I2C to the switching boards).
+    /// One `_update_channels()` over three switching boards (15 I2C writes, each followed by
+    /// 200 µs); fewer boards take proportionally less.
     pub channel_update: Duration,
-    /// Period of the capacitance sampling tick (the stream never runs faster).
-    pub capacitance_tick: Duration,
-    /// Time for the measured HV to reach a new target.
-    pub hv_ramp: Duration,
+    /// Period of the firmware's sampling timer (capacitance, chip load): 25 ms in both modes.
+    pub sample_tick: Duration,
+    /// Each of the two waits of the HV enable sequence.
+    pub hv_step: Duration,
     /// Debounce of the chip interlock before `output_enabled` / `output_disabled`.
     pub chip_debounce: Duration,
     /// Cost of one 50-sample capacitance reading.
     pub capacitance_reading: Duration,
-    /// Cost per channel of `channel_capacitances`.
+    /// Cost per channel of a per-channel capacitance scan.
     pub per_channel_capacitance: Duration,
-    /// Cost per channel of `detect_shorts`.
-    pub per_channel_short_test: Duration,
+    /// Send replies and events in 64-byte USB packets with the ~5 ms flush timer.
+    pub usb_split: bool,
+    /// From an MCU reset until the USB device is back (the Teensy's startup delays).
+    pub reenumeration: Duration,
 }
 
 impl Timing {
@@ -57,21 +78,24 @@ impl Timing {
         match self {
             Timing::Realistic => TimingParams {
                 channel_update: Duration::from_millis(5),
-                capacitance_tick: Duration::from_millis(25),
-                hv_ramp: Duration::from_millis(200),
+                sample_tick: Duration::from_millis(25),
+                hv_step: Duration::from_millis(100),
                 chip_debounce: Duration::from_secs(1),
                 capacitance_reading: Duration::from_millis(1),
                 per_channel_capacitance: Duration::from_micros(5500),
-                per_channel_short_test: Duration::from_millis(10),
+                usb_split: true,
+                reenumeration: Duration::from_millis(300),
             },
             Timing::Fast => TimingParams {
                 channel_update: Duration::ZERO,
-                capacitance_tick: Duration::from_millis(1),
-                hv_ramp: Duration::ZERO,
+                // The firmware's own schedule, not a hardware delay: kept.
+                sample_tick: Duration::from_millis(25),
+                hv_step: Duration::ZERO,
                 chip_debounce: Duration::ZERO,
                 capacitance_reading: Duration::ZERO,
                 per_channel_capacitance: Duration::ZERO,
-                per_channel_short_test: Duration::ZERO,
+                usb_split: false,
+                reenumeration: Duration::ZERO,
             },
         }
     }
@@ -138,15 +162,21 @@ impl Default for PhysicsParams {
 /// Everything a simulated board is made of.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
-    /// Channels of the board (a multiple of 8; a DropBot has 120).
+    /// Channels of the switching boards (40 per board, 1 to 3 boards; a DropBot has 120).
     pub channels: u16,
+    /// The switching boards came up after the control board booted: the boot-time scan finds
+    /// none, so the board reports 0 channels until `initialize_switching_boards` rescans.
+    pub switching_boards_late: bool,
+    /// The board's input supply, volts (12 V; 0 = no power supply connected).
+    pub supply_v: f64,
     /// Realistic or fast hardware timing.
     pub timing: Timing,
     /// Seed of every random choice (noise, faults, the default uuid).
     pub seed: u64,
     /// The chip; `None` is the built-in 120-electrode grid with reservoirs.
     pub device: Option<Device>,
-    /// Answer of the ID handshake, `dropbot::<version>`.
+    /// Answer of the ID handshake, `dropbot::<version>`; the board speaks that version's
+    /// built-in command table (see [`table_for_id`]).
     pub firmware_id: String,
     /// The board's uuid; `None` derives one from the seed.
     pub uuid: Option<[u8; 16]>,
@@ -170,10 +200,12 @@ impl Default for SimOptions {
     fn default() -> Self {
         Self {
             channels: 120,
+            switching_boards_late: false,
+            supply_v: super::hv::SUPPLY_V,
             timing: Timing::Realistic,
             seed: 0,
             device: None,
-            firmware_id: format!("dropbot::{SIMULATOR_VERSION}"),
+            firmware_id: format!("dropbot::{DEFAULT_FIRMWARE_VERSION}"),
             uuid: None,
             trace: None,
             chip_inserted: true,
@@ -183,5 +215,26 @@ impl Default for SimOptions {
             physics: PhysicsParams::default(),
             trace_capacity: 100_000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_firmware_and_any_known_one_have_their_built_in_table() {
+        let default = table_for_id(&SimOptions::default().firmware_id);
+        assert!(default
+            .firmware_versions()
+            .iter()
+            .any(|v| v == DEFAULT_FIRMWARE_VERSION));
+        let fork = table_for_id("dropbot::1.74.3");
+        assert!(fork.firmware_versions().iter().any(|v| v == "1.74.3"));
+        assert_eq!(
+            table_for_id("dropbot::9.9.9"),
+            default,
+            "no table: the default's"
+        );
     }
 }

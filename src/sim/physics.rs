@@ -65,8 +65,9 @@ impl Physics {
     pub fn new(
         layout: Layout,
         params: PhysicsParams,
-        hv_ramp: Duration,
+        hv_step: Duration,
         chip_inserted: bool,
+        supply_v: f64,
         seed: u64,
     ) -> Self {
         let applied = vec![false; layout.len()];
@@ -78,7 +79,7 @@ impl Physics {
             shorted: BTreeSet::new(),
             applied_channels: BTreeSet::new(),
             applied,
-            hv: HvSupply::new(hv_ramp, chip_inserted),
+            hv: HvSupply::new(hv_step, chip_inserted, supply_v),
             rng: ChaCha8Rng::seed_from_u64(seed),
             last: Duration::ZERO,
         }
@@ -144,16 +145,10 @@ impl Physics {
         self.applied_channels = channels.clone();
     }
 
-    /// Apply the state's HV fields from `now`.
-    pub fn set_hv(&mut self, enabled: bool, selected: bool, target: f64, now: Duration) {
+    /// The HV supply, to change it at `now` (droplets are moved up to `now` first).
+    pub fn hv_mut(&mut self, now: Duration) -> &mut HvSupply {
         self.advance_to(now);
-        self.hv.set(enabled, selected, target, now);
-    }
-
-    /// Insert or remove the chip at `now` (the interlock acts at once).
-    pub fn set_chip(&mut self, inserted: bool, now: Duration) {
-        self.advance_to(now);
-        self.hv.set_chip(inserted, now);
+        &mut self.hv
     }
 
     /// Channels shorted to ground.
@@ -271,7 +266,7 @@ impl Physics {
     fn reading(&mut self, ideal: f64, n_samples: u32) -> f64 {
         // Noise is drawn even without HV so that the random stream does not depend on it.
         let noise = self.gaussian() * self.params.noise_f / f64::from(n_samples.max(1)).sqrt();
-        if self.hv.is_on() && self.hv.measured(self.last) > 1.0 {
+        if self.hv.output(self.last) > 1.0 {
             (ideal + noise).max(0.0)
         } else {
             0.0
@@ -287,7 +282,7 @@ impl Physics {
 
     /// RMS output current at `now`, amperes: the chip's load at `frequency` plus shorts.
     pub fn output_current(&self, now: Duration, frequency: f64) -> f64 {
-        let v = self.hv.measured(now);
+        let v = self.hv.output(now);
         let load = self.load_capacitance() * std::f64::consts::TAU * frequency.max(0.0) * v;
         let shorts = self.applied_channels.intersection(&self.shorted).count() as f64;
         load + shorts * v / self.params.short_resistance_ohm

@@ -11,7 +11,21 @@ const MS: Duration = Duration::from_millis(1);
 
 fn chip() -> Physics {
     let layout = Layout::default_grid().unwrap();
-    Physics::new(layout, PhysicsParams::default(), Duration::ZERO, true, 7)
+    Physics::new(
+        layout,
+        PhysicsParams::default(),
+        Duration::ZERO,
+        true,
+        12.0,
+        7,
+    )
+}
+
+/// HV on at `volts` from `now` (no enable sequence: zero steps).
+fn hv_on(p: &mut Physics, volts: f64, now: Duration) {
+    let hv = p.hv_mut(now);
+    hv.set_target(volts);
+    hv.enable(0.0, now);
 }
 
 fn drive(p: &mut Physics, channels: &[u16], now: Duration) {
@@ -38,7 +52,7 @@ fn actuated_neighbour_pulls_a_droplet_over() {
     let unit = p.unit_volume(0);
     p.add_droplet(0, unit).unwrap();
     drive(&mut p, &[1], Duration::ZERO);
-    p.set_hv(true, true, 100.0, Duration::ZERO);
+    hv_on(&mut p, 100.0, Duration::ZERO);
     let t = settle(&mut p, Duration::ZERO, 2000 * MS);
     let d = p.droplets();
     assert_eq!(d.len(), 1);
@@ -58,12 +72,12 @@ fn nothing_moves_without_hv_or_chip() {
     drive(&mut p, &[1], Duration::ZERO);
     p.advance_to(2000 * MS);
     assert_eq!(p.droplets()[0].electrode, "electrode000");
-    p.set_chip(false, 2000 * MS);
-    p.set_hv(true, true, 100.0, 2000 * MS);
+    p.hv_mut(2000 * MS).set_chip(false);
+    hv_on(&mut p, 100.0, 2000 * MS);
     p.advance_to(4000 * MS);
     assert_eq!(p.droplets()[0].electrode, "electrode000");
     assert_eq!(p.sample_capacitance(50), 0.0);
-    p.set_chip(true, 4000 * MS);
+    p.hv_mut(4000 * MS).set_chip(true);
     p.advance_to(6000 * MS);
     assert_eq!(p.droplets()[0].electrode, "electrode001");
 }
@@ -74,7 +88,7 @@ fn speed_rises_with_voltage() {
         let mut p = chip();
         p.add_droplet(0, p.unit_volume(0)).unwrap();
         drive(&mut p, &[1], Duration::ZERO);
-        p.set_hv(true, true, v, Duration::ZERO);
+        hv_on(&mut p, v, Duration::ZERO);
         settle(&mut p, Duration::ZERO, 5000 * MS)
     };
     let (slow, fast) = (time_at(60.0), time_at(140.0));
@@ -82,7 +96,7 @@ fn speed_rises_with_voltage() {
     let mut p = chip();
     p.add_droplet(0, p.unit_volume(0)).unwrap();
     drive(&mut p, &[1], Duration::ZERO);
-    p.set_hv(true, true, 25.0, Duration::ZERO);
+    hv_on(&mut p, 25.0, Duration::ZERO);
     p.advance_to(5000 * MS);
     assert_eq!(p.droplets()[0].electrode, "electrode000", "below threshold");
 }
@@ -92,7 +106,7 @@ fn splits_across_two_actuated_neighbours_and_merges_back() {
     let mut p = chip();
     let unit = p.unit_volume(55);
     p.add_droplet(55, 2.0 * unit).unwrap();
-    p.set_hv(true, true, 100.0, Duration::ZERO);
+    hv_on(&mut p, 100.0, Duration::ZERO);
     drive(&mut p, &[54, 56], Duration::ZERO);
     let t = settle(&mut p, Duration::ZERO, 2000 * MS);
     let d = p.droplets();
@@ -113,7 +127,7 @@ fn splits_across_two_actuated_neighbours_and_merges_back() {
 #[test]
 fn capacitance_counts_covered_and_uncovered_actuated_area() {
     let mut p = chip();
-    p.set_hv(true, true, 100.0, Duration::ZERO);
+    hv_on(&mut p, 100.0, Duration::ZERO);
     let area = GRID_SIDE_MM * GRID_SIDE_MM;
     // Half an electrode's worth of liquid on 10, which is actuated with 11 (empty).
     p.add_droplet(10, p.unit_volume(10) / 2.0).unwrap();
@@ -128,7 +142,7 @@ fn capacitance_counts_covered_and_uncovered_actuated_area() {
 fn shorts_raise_the_output_current() {
     let mut p = chip();
     p.set_shorted([3]);
-    p.set_hv(true, true, 100.0, Duration::ZERO);
+    hv_on(&mut p, 100.0, Duration::ZERO);
     drive(&mut p, &[2], Duration::ZERO);
     let normal = p.output_current(Duration::ZERO, 10_000.0);
     assert!(normal < 0.001, "{normal}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_serial::SerialStream;
 
@@ -22,6 +22,7 @@ use super::layout::Layout;
 use super::options::SimOptions;
 use super::physics::Physics;
 use super::pty;
+use super::switching::{Switching, CHANNELS_PER_BOARD, MAX_CHANNELS};
 use super::trace::{TraceEntry, Tracer};
 use super::SimError;
 
@@ -40,7 +41,8 @@ pub(super) enum Control {
 /// State shared by the handle and the I/O task.
 pub(super) struct Shared {
     pub core: Mutex<SimCore>,
-    pub path: Mutex<PathBuf>,
+    /// The pty slave the host opens; changes on every replug and re-enumeration.
+    pub path: watch::Sender<PathBuf>,
     pub link: Option<PathBuf>,
     pub wake: Notify,
     pub task: Mutex<Option<JoinHandle<()>>>,
@@ -73,7 +75,7 @@ fn spawn(opts: SimOptions, link: Option<PathBuf>) -> Result<SimHandle, SimError>
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
-        path: Mutex::new(path),
+        path: watch::Sender::new(path),
         link,
         wake: Notify::new(),
         task: Mutex::new(None),
@@ -85,10 +87,17 @@ fn spawn(opts: SimOptions, link: Option<PathBuf>) -> Result<SimHandle, SimError>
 
 /// The board described by `opts`, powered on at time zero.
 pub(super) fn build_core(opts: SimOptions) -> Result<SimCore, SimError> {
-    if opts.channels == 0 || opts.channels % 8 != 0 {
+    if opts.channels == 0 || opts.channels % CHANNELS_PER_BOARD != 0 || opts.channels > MAX_CHANNELS
+    {
         return Err(SimError::Options(format!(
-            "channel count {} is not a positive multiple of 8",
+            "channel count {} is not 40, 80 or 120 (1 to 3 switching boards of 40 channels)",
             opts.channels
+        )));
+    }
+    if !(opts.supply_v.is_finite() && opts.supply_v >= 0.0) {
+        return Err(SimError::Options(format!(
+            "supply voltage {} V is not a voltage (use 0 for no power supply)",
+            opts.supply_v
         )));
     }
     let layout = match opts.device {
@@ -105,8 +114,9 @@ pub(super) fn build_core(opts: SimOptions) -> Result<SimCore, SimError> {
     let mut physics = Physics::new(
         layout,
         opts.physics,
-        timing.hv_ramp,
+        timing.hv_step,
         opts.chip_inserted,
+        opts.supply_v,
         seeds.next_u64(),
     );
     physics.set_shorted(opts.shorted.iter().copied());
@@ -124,11 +134,13 @@ pub(super) fn build_core(opts: SimOptions) -> Result<SimCore, SimError> {
     let fw_opts = FirmwareOptions {
         firmware_id: opts.firmware_id,
         uuid,
-        channels: opts.channels,
         timing,
     };
-    let fw = Firmware::new(fw_opts, physics, tracer, clock.now());
-    Ok(SimCore::new(fw, clock, opts.timing, faults))
+    let boards = Switching::new(opts.channels, !opts.switching_boards_late);
+    let mut fw = Firmware::new(fw_opts, physics, boards, tracer, clock.now());
+    // Boards that came up late answer from now on, but the boot-time scan missed them.
+    fw.boards_mut().set_answering(true);
+    Ok(SimCore::new(fw, clock, timing, faults))
 }
 
 /// The I/O task.
@@ -141,13 +153,46 @@ async fn serve(
     let mut connected = false;
     let mut buf = vec![0u8; 4096];
     let is_virtual = shared.core().clock.is_virtual();
+    // While the USB device re-enumerates after an MCU reset: when it is back.
+    let mut back_at: Option<Instant> = None;
     loop {
+        let reset = {
+            let mut core = shared.core();
+            core.pump();
+            core.take_reenumeration()
+        };
+        if let Some(delay) = reset {
+            // The MCU reset: the host sees the device vanish and, after the Teensy's startup
+            // delays, a new one.
+            master = None;
+            connected = false;
+            if let Some(link) = &shared.link {
+                pty::unlink(link);
+            }
+            back_at = Some(Instant::now() + delay);
+        }
+        if let Some(at) = back_at.filter(|at| *at <= Instant::now()) {
+            match replace_pty(&shared) {
+                Ok(m) => {
+                    master = Some(m);
+                    back_at = None;
+                }
+                Err(e) => {
+                    tracing::warn!("simulator: re-enumerating: {e}");
+                    back_at = Some(at + IDLE_POLL * 20);
+                }
+            }
+        }
         let write_at = flush(&shared, &mut master, connected).await;
         let mut wake_at = Instant::now() + Duration::from_secs(1);
-        if !is_virtual {
-            wake_at = wake_at.min(shared.core().next_wakeup());
-        }
-        if let Some(at) = write_at {
+        let accepting = {
+            let core = shared.core();
+            if !is_virtual {
+                wake_at = wake_at.min(core.next_wakeup());
+            }
+            core.accepting()
+        };
+        for at in [write_at, back_at].into_iter().flatten() {
             wake_at = wake_at.min(at);
         }
         if master.is_some() && !connected {
@@ -160,15 +205,17 @@ async fn serve(
                 Some(Control::Unplug(ack)) => {
                     master = None;
                     connected = false;
+                    back_at = None;
                     let _ = ack.send(());
                 }
                 Some(Control::Plug(m, ack)) => {
                     master = Some(m);
                     connected = false;
+                    back_at = None;
                     let _ = ack.send(());
                 }
             },
-            read = read_some(&mut master, &mut buf), if connected => match read {
+            read = read_some(&mut master, &mut buf), if connected && accepting => match read {
                 Ok(n) if n > 0 => {
                     if let Some(bytes) = buf.get(..n) {
                         shared.core().receive(bytes);
@@ -185,12 +232,6 @@ async fn serve(
             () = shared.wake.notified() => {}
             () = tokio::time::sleep_until(wake_at.into()) => {}
         }
-        if !is_virtual {
-            let mut core = shared.core();
-            if core.next_wakeup() <= Instant::now() {
-                core.tick();
-            }
-        }
         if let Some(m) = master.as_ref() {
             if !connected && pty::peer_connected(m) {
                 match pty::fresh_handle(m) {
@@ -204,8 +245,8 @@ async fn serve(
         }
     }
     let mut core = shared.core();
+    core.power_off();
     let now = core.clock.now();
-    core.fw.all_off(now);
     core.fw.record(
         now,
         TraceEntry::Note {
@@ -216,6 +257,28 @@ async fn serve(
     if let Some(link) = &shared.link {
         pty::unlink(link);
     }
+}
+
+/// A new pty for the board (and the link pointed at it): a replug or a re-enumeration.
+pub(super) fn replace_pty(shared: &Shared) -> Result<SerialStream, SimError> {
+    let (master, path) = pty::open_pair()?;
+    if let Some(link) = &shared.link {
+        pty::relink(link, &path)?;
+    }
+    let detail = path.display().to_string();
+    {
+        let mut core = shared.core();
+        let now = core.clock.now();
+        core.fw.record(
+            now,
+            TraceEntry::Fault {
+                fault: "usb".into(),
+                detail: format!("device present at {detail}"),
+            },
+        );
+    }
+    shared.path.send_replace(path);
+    Ok(master)
 }
 
 /// Read from the master, or wait forever when there is none.
@@ -235,9 +298,8 @@ async fn flush(
     loop {
         let next = shared.core().pop_outgoing(Instant::now());
         let bytes = match next {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return None,
-            Err(at) => return Some(at),
+            Ok(bytes) => bytes,
+            Err(at) => return at,
         };
         let Some(m) = master.as_mut().filter(|_| connected) else {
             // Nobody listening: a real board's USB buffer drops them too.

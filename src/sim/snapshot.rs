@@ -28,8 +28,12 @@ pub struct SimSnapshot {
     pub frequency: f64,
     /// Chip inserted (the interlock).
     pub chip_inserted: bool,
-    /// The host watchdog's timeout, if armed.
-    pub host_watchdog: Option<Duration>,
+    /// The MCU watchdog's timeout while it is enabled.
+    pub mcu_watchdog: Option<Duration>,
+    /// Whether the firmware's loop refreshes the MCU watchdog by itself.
+    pub watchdog_auto_refresh: bool,
+    /// Channels the firmware knows of (its last switching-board scan).
+    pub channel_count: u16,
     /// Noise-free capacitance of the actuated electrodes, farads.
     pub capacitance: f64,
     /// Output current, amperes.
@@ -43,17 +47,20 @@ impl Firmware {
     pub fn snapshot(&mut self, now: Duration) -> SimSnapshot {
         self.advance_physics(now);
         let hv = self.physics.hv();
+        let (enabled, timeout, auto) = self.watchdog.settings();
         SimSnapshot {
             time: now,
-            actuated: self.actuated.iter().copied().collect(),
-            disabled: self.disabled.iter().copied().collect(),
+            actuated: self.boards.driven().into_iter().collect(),
+            disabled: self.boards.disabled().iter().copied().collect(),
             hv_enabled: self.state.hv_output_enabled(),
             hv_on: hv.is_on(),
             voltage_target: f64::from(self.state.voltage()),
             voltage_measured: hv.measured(now),
             frequency: f64::from(self.state.frequency()),
             chip_inserted: hv.chip(),
-            host_watchdog: self.host_watchdog,
+            mcu_watchdog: enabled.then_some(timeout),
+            watchdog_auto_refresh: auto,
+            channel_count: self.boards.count(),
             capacitance: self.physics.load_capacitance(),
             output_current: self
                 .physics

@@ -100,7 +100,25 @@ pub enum TraceEntry {
         /// Details.
         detail: String,
     },
-    /// Anything else worth knowing (bad arguments, watchdog, refused updates).
+    /// The firmware was busy (blocked in a command or in its loop) from this time on.
+    Busy {
+        /// What it was doing.
+        cause: String,
+        /// For how long, microseconds.
+        duration_us: u64,
+    },
+    /// Requests the firmware never answers (its one packet buffer was overwritten or reset,
+    /// or its parser is stuck).
+    Lost {
+        /// What happened.
+        detail: String,
+    },
+    /// The MCU restarted (reboot command, watchdog, power): the USB device re-enumerates.
+    Reset {
+        /// Why.
+        cause: String,
+    },
+    /// Anything else worth knowing (bad arguments, refused updates).
     Note {
         /// Free text.
         message: String,

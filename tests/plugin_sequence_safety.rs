@@ -325,6 +325,10 @@ async fn a_board_lost_mid_sequence_fails_the_run_and_the_next_board_stays_off() 
     let h = harness(Behaviour::default()).await;
     let run = spawn_trigger(&h, "run-sequence", phases(3, 20_000)).await;
     until(&h, "the sequence on", |s| s.actuated == vec![1]).await;
+    // Confirmed by the board (the state says running only after its answer).
+    h.state_where("sequence", |v| v["state"] == "running")
+        .await
+        .unwrap();
     h.sim.unplug().await;
     let reply = run.await.unwrap().unwrap();
     assert_eq!(reply.status, "failed", "{reply:?}");

@@ -221,6 +221,17 @@ async fn a_feedback_phase_ends_when_the_droplet_arrives_and_times_out_when_it_ca
     assert_eq!(snap.actuated, channels_of(&[WALK[3]]));
 }
 
+/// The voltage in an `update_state` request (hex payload: code, array slot, protobuf).
+fn told_voltage(payload_hex: &str) -> Option<f32> {
+    let bytes: Vec<u8> = (0..payload_hex.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(payload_hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    firmware_protocol::State::from_bytes(bytes.get(10..)?)
+        .ok()?
+        .voltage
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timed_phases_repeat_with_their_settings() {
     let h = harness().await;
@@ -242,26 +253,22 @@ async fn timed_phases_repeat_with_their_settings() {
     let snap = h.sim.snapshot();
     assert_eq!(snap.actuated, vec![7]);
     assert_eq!((snap.voltage_target, snap.frequency), (120.0, 2000.0));
-    // Voltages the board took, in order: each phase's own (the simulator traces the last
-    // one when its HV sequence ends, which may be a moment after the reply).
-    let changes = || {
-        let mut volts: Vec<f64> = h
-            .sim
-            .trace()
-            .iter()
-            .filter_map(|r| match &r.entry {
-                TraceEntry::Hv { voltage, .. } => Some(*voltage),
-                _ => None,
-            })
-            .collect();
-        volts.dedup();
-        volts
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !changes().ends_with(&[90.0, 120.0, 90.0, 120.0]) {
-        assert!(std::time::Instant::now() < deadline, "{:?}", changes());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Voltages the board was told, in order: each phase's own (from the requests it got).
+    let mut volts: Vec<f32> = h
+        .sim
+        .trace()
+        .iter()
+        .filter_map(|r| match &r.entry {
+            TraceEntry::Rx {
+                command: Some(c),
+                payload,
+                ..
+            } if c == "update_state" => told_voltage(payload),
+            _ => None,
+        })
+        .collect();
+    volts.dedup();
+    assert!(volts.ends_with(&[90.0, 120.0, 90.0, 120.0]), "{volts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,9 +120,11 @@ impl Engine {
         }
     }
 
-    /// Between chunks of a long operation: take control requests; true if one of them
-    /// should end the operation (anything that changes what is on: halt, off, stop, detach).
+    /// Between chunks of a long operation: keep the board's failsafe fed and take control
+    /// requests; true if one of them should end the operation (anything that changes what is
+    /// on: halt, off, stop, detach).
     pub fn interrupted(&mut self) -> bool {
+        self.keepalive_if_due();
         if lock(&self.inbox.control).is_empty() {
             return false;
         }

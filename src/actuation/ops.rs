@@ -238,20 +238,39 @@ impl Engine {
     }
 
     /// Capacitance of each channel alone, in chunks: a halt or stop in between ends it.
+    ///
+    /// The firmware switches HV on for each call that finds it off, and back off after, with
+    /// its ~200 ms enable sequence each time (dropbot.py `Node.h` `channel_capacitances`): so
+    /// HV stays on for the whole scan (a measurement the user asked for; refused while halted)
+    /// and goes back to how it was at the end.
     fn scan(&mut self, channels: &[u16]) -> Result<Vec<(u16, f32)>, ActuationError> {
         if let Some(h) = self.policy.halted() {
             return Err(ActuationError::Halted(h.reason.clone()));
         }
+        let hv_was_on = self.picture.hv_output_enabled;
+        if !hv_was_on && !channels.is_empty() {
+            self.set_hv(true)?;
+        }
         let mut values = Vec::with_capacity(channels.len());
+        let mut outcome = Ok(());
         for chunk in channels.chunks(SCAN_CHUNK) {
             let r = self.board()?.board.channel_capacitances(chunk);
-            let got = r.map_err(|e| self.board_failed(e))?;
-            values.extend(chunk.iter().copied().zip(got));
+            match r {
+                Ok(got) => values.extend(chunk.iter().copied().zip(got)),
+                Err(e) => {
+                    outcome = Err(self.board_failed(e));
+                    break;
+                }
+            }
             if self.interrupted() {
-                return Err(ActuationError::Interrupted);
+                outcome = Err(ActuationError::Interrupted);
+                break;
             }
         }
-        Ok(values)
+        if !hv_was_on && self.picture.hv_output_enabled && self.board.is_some() {
+            self.set_hv(false)?;
+        }
+        outcome.map(|()| values)
     }
 }
 

@@ -1,5 +1,5 @@
 //! [`PluginHarness`]: the whole plugin on real parts for end-to-end tests and benchmarks: a
-//! private mosquitto, a simulated DropBot on a pty (fast timing, MicroDrop 3's default device,
+//! private mosquitto, a simulated DropBot on a pty (realistic timing, a real firmware id, MicroDrop 3's default device,
 //! a trace file; the plugin opens it through a symlink that follows replugs), and [`plugin::run`](crate::plugin::run) in a task with a shutdown switch.
 
 use std::path::{Path, PathBuf};
@@ -49,7 +49,7 @@ impl Default for PluginOptions {
             name: "dropbot".into(),
             behaviour: Behaviour::default(),
             sim: SimOptions {
-                timing: Timing::Fast,
+                timing: Timing::Realistic,
                 ..SimOptions::default()
             },
             retained: vec![(

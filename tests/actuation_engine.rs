@@ -233,3 +233,49 @@ async fn a_step_hold_lets_electrodes_and_requests_through_while_it_keeps_time() 
     assert!(sim.snapshot().actuated.is_empty());
     actuator.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_short_detection_does_not_trip_the_armed_failsafe() {
+    // 40 channels tested 150 ms each hold the firmware's loop ~6.4 s: longer than the 5 s
+    // failsafe the engine arms, which must be stretched for the call.
+    let sim = sim::spawn_pty(SimOptions {
+        timing: Timing::Realistic,
+        channels: 40,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("simulator");
+    sim.set_shorted(vec![3]);
+    let path = sim.path().display().to_string();
+    let bot = DropBot::open(&path, &TableSet::builtin(), LinkOptions::default())
+        .await
+        .expect("connect");
+    let (actuator, _streams) = Actuator::spawn(EngineOptions {
+        realtime: false,
+        ..EngineOptions::default()
+    })
+    .expect("engine");
+    let board = DropBotBoard::new(bot.clone(), tokio::runtime::Handle::current(), 0);
+    actuator.attach(Box::new(board), 1);
+    let mut picture = actuator.picture();
+    picture.wait_for(|p| p.failsafe_armed).await.unwrap();
+    let shorts = actuator
+        .submit(Ordered::DetectShorts { delay_ms: 150 })
+        .wait(Some(Duration::from_secs(60)))
+        .await;
+    assert!(
+        matches!(&shorts, Ok(Response::Shorts(s, _)) if *s == vec![3]),
+        "{shorts:?}"
+    );
+    assert!(
+        bot.is_connected(),
+        "the board restarted: its watchdog fired"
+    );
+    let resets = sim
+        .trace()
+        .iter()
+        .filter(|r| matches!(r.entry, TraceEntry::Reset { .. }))
+        .count();
+    assert_eq!(resets, 0);
+    actuator.shutdown().await.unwrap();
+}

@@ -211,15 +211,16 @@ async fn plugin_demo_answers_a_ping_on_microdrops_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 // The board-side failsafe for a killed plugin (the MCU watchdog with auto-refresh off) is
 // not in place yet: only the last will is checked here.
-async fn a_killed_plugin_is_marked_offline_by_its_will() {
+async fn a_killed_plugin_leaves_hv_to_the_boards_watchdog_and_its_will() {
     let Running {
         _dir,
         _mosquitto,
         client,
-        sim: _sim,
+        sim,
         mut child,
         ..
     } = running_with_hv_on().await;
+    assert!(sim.snapshot().hv_enabled);
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let status = client
@@ -229,4 +230,15 @@ async fn a_killed_plugin_is_marked_offline_by_its_will() {
         status.is_ok(),
         "the last will did not mark us offline: {status:?}"
     );
+    // Nobody refreshes the board's watchdog any more (the plugin turned its automatic refresh
+    // off): within its 5 s the board restarts, and a restarted board has HV and channels off.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sim.snapshot().hv_enabled || !sim.snapshot().actuated.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", sim.snapshot());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reset = sim.trace().iter().any(|r| {
+        matches!(&r.entry, dropbot_plugin::sim::TraceEntry::Reset { cause } if cause.contains("watchdog"))
+    });
+    assert!(reset, "HV went off, but not by the board's watchdog");
 }

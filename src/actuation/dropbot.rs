@@ -21,6 +21,9 @@ const RESET_TOLERANCE_US: u64 = 500_000;
 /// The watchdog timeout the firmware sets itself at boot, ms (dropbot.py `dropbot.ino`
 /// `setup()`: `watchdog_enable(0, 10000)`, a 1 kHz clock).
 const FIRMWARE_WATCHDOG_MS: u32 = 10_000;
+/// Time per channel of short detection on top of its delay, ms (a generous bound: the
+/// firmware switches one channel at a time over I2C).
+const SHORT_TEST_OVERHEAD_MS: u32 = 15;
 
 /// A [`DropBot`] driven by blocking calls.
 pub struct DropBotBoard {
@@ -29,8 +32,8 @@ pub struct DropBotBoard {
     /// False once the runtime drops its tasks (it is shutting down): no more calls.
     runtime_alive: Arc<AtomicBool>,
     event_mask: u32,
-    /// The MCU watchdog is ours to refresh (its automatic refresh is off).
-    failsafe: bool,
+    /// The MCU watchdog timeout, ms, while it is ours to refresh (its automatic refresh off).
+    failsafe_timeout: Option<u32>,
 }
 
 impl DropBotBoard {
@@ -49,7 +52,7 @@ impl DropBotBoard {
             rt,
             runtime_alive,
             event_mask,
-            failsafe: false,
+            failsafe_timeout: None,
         }
     }
 
@@ -141,14 +144,14 @@ impl DmfBoard for DropBotBoard {
             Err(e) => return Err(e),
         }
         self.block(self.bot.watchdog_auto_refresh(false))?;
-        self.failsafe = true;
+        self.failsafe_timeout = Some(ms);
         Ok(true)
     }
 
     /// Back to the firmware's own behaviour: its loop refreshes the watchdog, with the
     /// timeout (or the disabled watchdog) it sets at boot.
     fn disarm_failsafe(&mut self) -> Result<(), BoardError> {
-        if !std::mem::take(&mut self.failsafe) {
+        if self.failsafe_timeout.take().is_none() {
             return Ok(());
         }
         if self.bot.info().config.watchdog_enabled() {
@@ -160,7 +163,7 @@ impl DmfBoard for DropBotBoard {
     }
 
     fn keepalive(&mut self) -> Result<KeepAlive, BoardError> {
-        if self.failsafe {
+        if self.failsafe_timeout.is_some() {
             self.block(self.bot.watchdog_refresh())?;
         }
         let expected = self.bot.board_time_now();
@@ -177,8 +180,22 @@ impl DmfBoard for DropBotBoard {
         self.block(self.bot.set_disabled_channels(channels))
     }
 
+    /// One firmware call that blocks its main loop for every channel: with `delay_ms` 255 over
+    /// 120 channels that is ~31 s, past any watchdog, so while the failsafe is ours its
+    /// timeout is stretched for the call and set back after.
     fn detect_shorts(&mut self, delay_ms: u8) -> Result<Vec<u16>, BoardError> {
-        self.block(self.bot.detect_shorts(delay_ms))
+        let Some(normal) = self.failsafe_timeout else {
+            return self.block(self.bot.detect_shorts(delay_ms));
+        };
+        let channels = u32::from(self.bot.info().channel_count);
+        let expected = channels * (u32::from(delay_ms) + SHORT_TEST_OVERHEAD_MS);
+        let stretched = normal.max(expected.saturating_mul(2).saturating_add(2_000));
+        self.block(self.bot.watchdog_enable(0, stretched))?;
+        let shorts = self.block(self.bot.detect_shorts(delay_ms));
+        let restored = self.block(self.bot.watchdog_enable(0, normal));
+        let shorts = shorts?;
+        restored?;
+        Ok(shorts)
     }
 
     fn channel_capacitances(&mut self, channels: &[u16]) -> Result<Vec<f32>, BoardError> {

@@ -261,7 +261,15 @@ impl DropBot {
         let shorts = self
             .call(&DetectShorts { delay_ms }, Kind::Write, timeout)
             .await?;
-        Ok(shorts.into_iter().map(u16::from).collect())
+        // The firmware scans the channels it has but reports over all 120 it could have: the
+        // ones without a switching board read 0 V and come back "shorted" (dropbot.py
+        // `channels.cpp` `short_detection_voltages`). They are not channels.
+        let count = self.info().channel_count;
+        Ok(shorts
+            .into_iter()
+            .map(u16::from)
+            .filter(|c| *c < count)
+            .collect())
     }
 
     /// HV off and every channel disabled, by the board itself.

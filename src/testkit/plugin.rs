@@ -1,6 +1,8 @@
 //! [`PluginHarness`]: the whole plugin on real parts for end-to-end tests and benchmarks: a
-//! private mosquitto, a simulated DropBot on a pty (realistic timing, a real firmware id, MicroDrop 3's default device,
-//! a trace file; the plugin opens it through a symlink that follows replugs), and [`plugin::run`](crate::plugin::run) in a task with a shutdown switch.
+//! private mosquitto, a simulated DropBot on a pty (realistic timing, a real firmware id,
+//! MicroDrop 3's default device, a trace file; the plugin opens it through a symlink that
+//! follows replugs), and [`plugin::run`](crate::plugin::run) in a task with a shutdown
+//! switch.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

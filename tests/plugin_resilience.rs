@@ -337,3 +337,27 @@ async fn plugin_survives_a_payload_over_the_mqtt_packet_limit() {
     assert_eq!(h.sim.snapshot().voltage_target, 100.0);
     assert!(!h.is_finished());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_that_restarted_while_energised_comes_back_halted() {
+    let h = harness().await;
+    assert!(h.put("channels", json!([4])).await.unwrap().is_success());
+    assert!(h.sim.snapshot().hv_enabled);
+    // The board restarts as when its watchdog fires: the USB link drops and comes back.
+    h.sim.reboot().await.unwrap();
+    h.state_where("halted", |v| v["reason"] == json!("board-reset"))
+        .await
+        .unwrap();
+    h.wait_board("halted").await.unwrap();
+    let refused = h.put("channels", json!([4])).await.unwrap();
+    assert!(!refused.is_success(), "{refused:?}");
+    let snap = h.sim.snapshot();
+    assert!(!snap.hv_enabled && snap.actuated.is_empty(), "{snap:?}");
+    assert!(h
+        .put("hv-output-enabled", json!(true))
+        .await
+        .unwrap()
+        .is_success());
+    assert!(h.put("channels", json!([4])).await.unwrap().is_success());
+    assert_eq!(h.sim.snapshot().actuated, vec![4]);
+}

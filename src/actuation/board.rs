@@ -26,6 +26,11 @@ pub struct BoardSummary {
     pub channel_count: u16,
     /// Identity for logs, e.g. `dropbot::1.73.6`.
     pub identity: String,
+    /// What tells this board from others (a DropBot's uuid).
+    pub serial: String,
+    /// How long the board has been running (from its clock; a 32-bit microsecond counter
+    /// wraps every ~71.6 min), when known.
+    pub uptime: Option<Duration>,
 }
 
 /// What a keep-alive learned.

@@ -96,6 +96,8 @@ impl DmfBoard for DropBotBoard {
         BoardSummary {
             channel_count: info.channel_count,
             identity: info.identity.clone(),
+            serial: info.uuid.clone(),
+            uptime: self.bot.board_time_now().map(Duration::from_micros),
         }
     }
 

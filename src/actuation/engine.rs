@@ -54,6 +54,10 @@ pub(super) struct Engine {
     pub slot_after_phase: bool,
     /// The actuated set samples are tagged with (shared until it changes).
     pub actuated_tag: Arc<BTreeSet<u16>>,
+    /// The board that was lost while energised (its serial), and when.
+    pub lost_energised: Option<(String, Instant)>,
+    /// The attached board's serial.
+    pub serial: Option<String>,
 }
 
 impl Engine {
@@ -71,6 +75,8 @@ impl Engine {
             next_keepalive: Instant::now(),
             slot_after_phase: false,
             actuated_tag: Arc::default(),
+            lost_energised: None,
+            serial: None,
         }
     }
 
@@ -204,6 +210,8 @@ impl Engine {
             .board
             .set_event_sink(Some(Arc::new(move |e| inbox.push_event(e))));
         self.board = Some(attached);
+        self.noticed_restart(&summary);
+        self.serial = Some(summary.serial.clone());
         self.policy.on_connect();
         self.picture.forget_board(Some(connection));
         self.mask_before_halt = None;
@@ -242,8 +250,38 @@ impl Engine {
         }
     }
 
+    /// The same board back after it was lost while energised, and it restarted meanwhile (its
+    /// watchdog fired, it lost power, it was unplugged): whatever it was doing was cut, which
+    /// is a halt nobody asked for. It stays halted until a user resumes.
+    fn noticed_restart(&mut self, summary: &super::board::BoardSummary) {
+        let Some((serial, at)) = self.lost_energised.take() else {
+            return;
+        };
+        let restarted = summary
+            .uptime
+            .is_some_and(|up| up < at.elapsed() + RESTART_MARGIN);
+        if serial == summary.serial && restarted {
+            let detail = json!(format!(
+                "the board restarted while energised (up {:?}; lost {:?} ago): its watchdog fired, \
+                 or it lost power or was unplugged",
+                summary.uptime.unwrap_or_default(),
+                at.elapsed()
+            ));
+            self.policy.halt(Halt::new("board-reset", detail.clone()));
+            self.picture.halted = self.policy.halted().cloned();
+            let _ = self
+                .out
+                .notices
+                .try_send(Notice::Halted(Halt::new("board-reset", detail)));
+        }
+    }
+
     /// Forget the board: fail what waits for it, so nothing of it reaches the next board.
     pub fn detach(&mut self, why: &str) {
+        let energised = self.picture.hv_output_enabled || !self.picture.actuated.is_empty();
+        if let (true, Some(serial)) = (energised, self.serial.take()) {
+            self.lost_energised = Some((serial, Instant::now()));
+        }
         self.end_run(super::program::EndReason::Failed, Some(why.to_owned()));
         if let Some(mut attached) = self.board.take() {
             attached.board.set_event_sink(None);
@@ -461,6 +499,9 @@ impl Engine {
         }
     }
 }
+
+/// Slack when telling a restarted board (its uptime shorter than the time it was away).
+const RESTART_MARGIN: Duration = Duration::from_secs(2);
 
 /// How long a control request may wait behind the final spin to a deadline.
 pub(super) const SPIN_WINDOW: Duration = Duration::from_millis(2);

@@ -83,7 +83,7 @@ async fn round_trip(
 
 async fn measure(n: usize) -> Result<Rows> {
     let mut h = PluginHarness::start(PluginOptions::default()).await?;
-    let port = h.mosquitto.port();
+    let port = h.broker.port();
     mqtt_echo(port).await?;
     let mut pty = echo_pty()?;
     let mut observer = TestClient::connect("127.0.0.1", port).await?;

@@ -73,8 +73,8 @@ async fn micropede_client_library_drives_the_plugin_unchanged() {
     let voltage_at_start = h.sim.snapshot().voltage_target;
     let child = tokio::process::Command::new("node")
         .arg("drive.js")
-        .args(["--host", h.mosquitto.host()])
-        .args(["--port", &h.mosquitto.port().to_string()])
+        .args(["--host", h.broker.host()])
+        .args(["--port", &h.broker.port().to_string()])
         .args(["--name", &h.name])
         .args(["--deadline-ms", "40000"])
         .current_dir(&dir)

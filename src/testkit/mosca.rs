@@ -62,7 +62,12 @@ impl Mosca {
             .open(&self.log)?;
         let mut child = Command::new("node")
             .arg("broker.js")
-            .args(["--port", &port.to_string(), "--ws-port", &ws_port.to_string()])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--ws-port",
+                &ws_port.to_string(),
+            ])
             .current_dir(interop_dir("mosca"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -153,7 +153,9 @@ impl PluginHarness {
     /// offline) and starts it again on the same broker and board; waits (up to 10 s) until the
     /// new one says the board is connected.
     pub async fn restart_plugin(&mut self) -> Result<(), TestError> {
-        self.stop().await?.map_err(|e| TestError::Mqtt(format!("plugin: {e}")))?;
+        self.stop()
+            .await?
+            .map_err(|e| TestError::Mqtt(format!("plugin: {e}")))?;
         let (shutdown, task) = spawn_plugin(&self.broker, &self.name, &self.link, &self.behaviour);
         self.shutdown = Some(shutdown);
         self.task = Some(task);

@@ -6,6 +6,9 @@
 //! SUBACK, a PINGRESP) would hold up the next message for 40 ms. Every packet we send carries the
 //! ACK; when nothing has been sent [`ACK_GRACE`] after a packet came in, this task sends the
 //! smallest packet that needs no answer: an empty QoS 0 PUBLISH on a topic nobody subscribes to.
+//! Our own retained messages coming back (we subscribe to some of our own state topics) are
+//! acknowledged at once and not handed on: nothing will answer them, and the broker's next
+//! packet (often the next request) follows them closely.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,9 +56,24 @@ impl Acks {
     }
 }
 
+/// Acknowledges now a packet that is known to need no answer (our own message coming back).
+pub(crate) fn acknowledge_now(shared: &Shared) {
+    if shared
+        .client
+        .try_publish(ack_topic(shared), QoS::AtMostOnce, false, Vec::new())
+        .is_ok()
+    {
+        shared.acks.sent_empty.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn ack_topic(shared: &Shared) -> String {
+    format!("{SYNC_PREFIX}{}/ack", shared.header.plugin_name)
+}
+
 /// Sends an empty packet whenever one from the broker stays unanswered for [`ACK_GRACE`].
 pub(crate) async fn ack_task(shared: Arc<Shared>) {
-    let topic = format!("{SYNC_PREFIX}{}/ack", shared.header.plugin_name);
+    let topic = ack_topic(&shared);
     loop {
         shared.acks.kick.notified().await;
         if shared.is_closed() {

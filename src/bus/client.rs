@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
-use super::ack::ack_task;
+use super::ack::{ack_task, acknowledge_now};
 use super::envelope::{encode, Envelope, Header};
 use super::error::BusError;
 use super::handle::BusHandle;
@@ -293,6 +293,11 @@ async fn poll_task(
             Ok(Event::Incoming(Packet::PubAck(_))) => shared.syncs.puback(),
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic.starts_with(SYNC_PREFIX) => {
                 shared.syncs.marker_arrived(&p.topic);
+            }
+            Ok(Event::Incoming(Packet::Publish(p)))
+                if shared.is_latest_retained(&p.topic, &p.payload) =>
+            {
+                acknowledge_now(&shared);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let stored = p.retain || shared.syncs.in_window(&p.topic);

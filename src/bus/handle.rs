@@ -147,7 +147,8 @@ impl BusHandle {
     }
 
     /// Subscribes to `filter` (QoS 0), now and after every reconnection. Messages it holds
-    /// stored arrive with [`BusMessage::stored`](super::BusMessage::stored) set.
+    /// stored arrive with [`BusMessage::stored`](super::BusMessage::stored) set. Our own latest
+    /// retained value on a topic coming back is not handed on.
     pub fn subscribe(&self, filter: &str) -> Result<(), BusError> {
         self.subscribe_many(&[filter])
     }

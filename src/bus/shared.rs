@@ -150,6 +150,15 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether `payload` on `topic` is the latest retained value we published there: our own
+    /// message coming back (a foreign write of the very same value is the same news).
+    pub(crate) fn is_latest_retained(&self, topic: &str, payload: &[u8]) -> bool {
+        self.book()
+            .retained
+            .get(topic)
+            .is_some_and(|latest| latest.as_slice() == payload)
+    }
+
     /// Remembers a retained value without queueing it (the caller queues it itself), so that
     /// a concurrent resync cannot queue an older value after it.
     pub(crate) fn record_retained(&self, topic: &str, payload: &[u8]) {

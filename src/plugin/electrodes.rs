@@ -1,9 +1,13 @@
 //! State-driven actuation: MicroDrop's device model and electrodes model tell us what the chip
-//! looks like and which electrodes must be on; the step runner's `execute` applies a step.
+//! looks like, which electrodes must be on, and a protocol step's voltage and frequency; the step
+//! runner's `execute` applies a step.
 //!
-//! Retained `active-electrodes` messages (delivered when we subscribe or resubscribe) are not
-//! acted upon: they are yesterday's request, and nothing is actuated that a user did not ask
-//! for now. Live updates are applied newest-wins through the actuator.
+//! Stored `active-electrodes` (delivered when we subscribe or resubscribe, told apart by the bus
+//! on every broker, see [`BusMessage::stored`]) are remembered for `execute` but not acted upon:
+//! they are yesterday's request, and nothing is actuated that a user did not ask for now. Live
+//! updates are applied newest-wins through the actuator. Electrode ids the device does not have
+//! (a step or route saved with another device) are left out and reported: the known ones are
+//! applied, so no earlier set stays on.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,6 +19,9 @@ use super::properties::{self, describe, InputError, Property};
 use crate::actuation::Target;
 use crate::bus::{BusError, BusMessage};
 use crate::device::Device;
+
+/// Error topic of electrode problems.
+const ACTIVE_ELECTRODES: &str = "active-electrodes";
 
 /// `microdrop/device-model/state/three-object`: the chip. The channel map always follows it.
 pub fn on_device(ctx: &Arc<Ctx>, msg: &BusMessage) {
@@ -40,7 +47,7 @@ pub fn on_device(ctx: &Arc<Ctx>, msg: &BusMessage) {
         // A new device may map the active electrodes to other channels: follow it, but only
         // while they are actuated (a device load never switches anything on), only for a
         // live message, and with HV as it is.
-        let follow = !msg.retain && !m.actuated.is_empty();
+        let follow = !msg.stored && !m.actuated.is_empty();
         let ids = m.active_electrodes.clone().filter(|_| follow);
         ids.map(|ids| (ids, m.hv_output_enabled))
     });
@@ -59,64 +66,37 @@ pub fn on_active_electrodes(ctx: &Arc<Ctx>, msg: &BusMessage) {
         Ok(ids) => ids,
         Err(problem) => {
             let error = InputError::new(
-                "active-electrodes",
+                ACTIVE_ELECTRODES,
                 problem,
                 "an array of electrode id strings",
             );
-            return ctx.report_error("active-electrodes", &error);
+            return ctx.report_error(ACTIVE_ELECTRODES, &error);
         }
     };
-    if msg.retain {
-        tracing::debug!(count = ids.len(), "retained active-electrodes not applied");
+    ctx.update(|m| m.active_electrodes = Some(ids.clone()));
+    if msg.stored {
+        tracing::debug!(count = ids.len(), "stored active-electrodes not applied");
         return;
     }
-    ctx.update(|m| m.active_electrodes = Some(ids.clone()));
     apply(ctx, &ids, None);
 }
 
-/// `microdrop/electrodes-model/state/voltage` or `.../frequency` (`"100 V"`, `"1000 Hz"`):
-/// remembered, and applied when a board is connected (this never turns HV on).
+/// `microdrop/electrodes-model/state/voltage` or `.../frequency` (`"100 V"`, `"1000 Hz"`): a
+/// protocol step's setting, live or stored (the loaded step's). Remembered, and applied when a
+/// board is connected (this never turns HV on).
 pub fn on_step_setting(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
     let value = match msg.envelope() {
         Ok(envelope) => envelope.value,
         Err(e) => return ctx.report_error(property.name(), &e),
     };
-    apply_setting(ctx, property, &value);
-}
-
-/// `microdrop/<self>/state/voltage` or `.../frequency` written by someone else: MicroDrop's step
-/// loader sets a step's per-step properties this way. Our own publications come back on the same
-/// topics and are recognised (in order) and ignored; retained deliveries are old news.
-pub fn on_own_state(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
-    if msg.retain {
-        return;
-    }
-    let Ok(envelope) = msg.envelope() else {
-        // Not ours to judge: put the truth back.
-        return ctx.republish(property.name());
-    };
-    if ctx.is_own_echo(property.name(), &envelope.value) || envelope.value.is_null() {
-        return;
-    }
-    if !apply_setting(ctx, property, &envelope.value) {
-        ctx.republish(property.name());
-    }
-}
-
-/// Remember a voltage or frequency setting and apply it when a board is connected (this never
-/// turns HV on). Returns whether the value was acceptable.
-fn apply_setting(ctx: &Arc<Ctx>, property: Property, value: &Value) -> bool {
     let limits = ctx.model().limits;
     let parsed = match property {
-        Property::Voltage => properties::voltage(value, &limits),
-        _ => properties::frequency(value, &limits),
+        Property::Voltage => properties::voltage(&value, &limits),
+        _ => properties::frequency(&value, &limits),
     };
     let value = match parsed {
         Ok(v) => v,
-        Err(e) => {
-            ctx.report_error(property.name(), &e);
-            return false;
-        }
+        Err(e) => return ctx.report_error(property.name(), &e),
     };
     let target = match property {
         Property::Voltage => Target {
@@ -136,36 +116,76 @@ fn apply_setting(ctx: &Arc<Ctx>, property: Property, value: &Value) -> bool {
             Err(e) => ctx.report_error(property.name(), &e),
         }
     }
-    true
 }
 
-/// The step runner's `execute`: apply the step's electrodes, voltage and frequency (already
-/// sent to us as electrodes-model state) and answer once the board has them. With no board
-/// the step still answers, with a warning, so protocols can be run without hardware.
+/// `microdrop/<self>/state/<property>` written by someone else (the bus does not hand on our own
+/// latest value coming back). `wait-for-board` is the loaded step's: taken. `voltage` and
+/// `frequency` are not a step's (the electrodes model's are): not applied, and the truth is put
+/// back on the broker if we know it.
+pub fn on_own_state(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
+    if property != Property::WaitForBoard {
+        let ours = ctx.model().states().get(property.name()).cloned();
+        let theirs = msg.envelope().ok().map(|e| e.value);
+        if ours.is_some() && ours != theirs {
+            ctx.republish(property.name());
+        }
+        return;
+    }
+    let value = match msg.envelope() {
+        Ok(envelope) => envelope.value,
+        // Cleared: the step has no value; the default applies.
+        Err(BusError::EmptyPayload) => Value::Bool(true),
+        Err(e) => return ctx.report_error(property.name(), &e),
+    };
+    match properties::boolean(property.name(), &value) {
+        Ok(wait) => ctx.update(|m| m.wait_for_board = wait),
+        Err(e) => ctx.report_error(property.name(), &e),
+    }
+}
+
+/// The step runner's `execute`: apply the step's electrodes, voltage and frequency (sent to us
+/// as electrodes-model state) and, when the step's `wait-for-board` says so, answer once the
+/// board has them. Electrode ids the device lacks are left out and named in a warning; the step
+/// still succeeds. With no board the step answers too, with a warning, so protocols can be run
+/// without hardware.
 pub async fn execute(ctx: &Ctx) -> Result<Value, RequestError> {
     if let Err(e) = ctx.board() {
         return Ok(json!({"applied": false, "warning": format!("{e}: step not applied")}));
     }
-    let (ids, voltage, frequency) = {
+    let (ids, voltage, frequency, wait) = {
         let m = ctx.model();
         (
             m.active_electrodes.clone(),
             m.voltage_setting,
             m.frequency_setting,
+            m.wait_for_board,
         )
     };
-    let channels = ids
-        .as_deref()
-        .map(|ids| channels_for(ctx, ids))
-        .transpose()?;
-    let confirmed = ctx
-        .actuate(Target {
-            channels,
-            voltage,
-            frequency,
-            ..Target::default()
-        })
-        .await?;
+    let mapped = ids.as_deref().map(|ids| channels_for(ctx, ids));
+    let unknown = mapped
+        .as_ref()
+        .map(|m| m.unknown.clone())
+        .unwrap_or_default();
+    if let Some(problem) = mapped.as_ref().and_then(Mapped::problem) {
+        ctx.report_error(ACTIVE_ELECTRODES, &problem);
+    }
+    let generation = ctx.submit(Target {
+        channels: mapped.map(|m| m.channels),
+        voltage,
+        frequency,
+        ..Target::default()
+    })?;
+    let warning = (!unknown.is_empty()).then(|| {
+        format!(
+            "electrodes not on this device, left out: {}",
+            unknown.join(", ")
+        )
+    });
+    if !wait {
+        // The main loop takes the board's confirmation into the model when it comes.
+        return Ok(json!({"applied": "pending", "electrodes": ids, "warning": warning}));
+    }
+    let confirmed = ctx.confirm(generation).await?;
     let capacitance = match ctx.board() {
         Ok(board) => board.capacitance(0).await.ok().map(f64::from),
         Err(_) => None,
@@ -176,6 +196,8 @@ pub async fn execute(ctx: &Ctx) -> Result<Value, RequestError> {
     Ok(json!({
         "applied": true,
         "electrodes": ids,
+        "unknown_electrodes": unknown,
+        "warning": warning,
         "channels": ctx.model().actuated.clone(),
         "voltage": confirmed.voltage,
         "frequency": confirmed.frequency,
@@ -185,18 +207,20 @@ pub async fn execute(ctx: &Ctx) -> Result<Value, RequestError> {
 }
 
 /// Submit the channels of `ids` now, in message order, with HV as given or by the auto-HV
-/// rule; errors go to the `active-electrodes` error topic.
+/// rule; unknown ids and failures go to the `active-electrodes` error topic.
 fn apply(ctx: &Arc<Ctx>, ids: &[String], hv_output_enabled: Option<bool>) {
-    let submitted = channels_for(ctx, ids).and_then(|channels| {
-        ctx.submit(Target {
-            channels: Some(channels),
-            hv_output_enabled,
-            ..Target::default()
-        })
+    let mapped = channels_for(ctx, ids);
+    if let Some(problem) = mapped.problem() {
+        ctx.report_error(ACTIVE_ELECTRODES, &problem);
+    }
+    let submitted = ctx.submit(Target {
+        channels: Some(mapped.channels),
+        hv_output_enabled,
+        ..Target::default()
     });
     match submitted {
-        Ok(generation) => confirm_later(ctx.clone(), "active-electrodes", generation),
-        Err(e) => ctx.report_error("active-electrodes", &e),
+        Ok(generation) => confirm_later(ctx.clone(), ACTIVE_ELECTRODES, generation),
+        Err(e) => ctx.report_error(ACTIVE_ELECTRODES, &e),
     }
 }
 
@@ -209,34 +233,73 @@ fn confirm_later(ctx: Arc<Ctx>, property: &'static str, generation: u64) {
     });
 }
 
-/// Channels of electrode ids through the current device; unknown ids refuse the whole set.
-pub fn channels_for(ctx: &Ctx, ids: &[String]) -> Result<BTreeSet<u16>, RequestError> {
+/// Electrode ids mapped to the board's channels.
+#[derive(Debug, Clone, Default)]
+pub struct Mapped {
+    /// Channels of the ids the device has, on channels the board has.
+    pub channels: BTreeSet<u16>,
+    /// Ids left out: not on the device (or no device yet), or on a channel the board lacks.
+    pub unknown: Vec<String>,
+    /// Why there was no device to map with, if so.
+    no_device: bool,
+    /// The board's channel count, for the message.
+    channel_count: u16,
+}
+
+impl Mapped {
+    /// What was wrong, for the error topic; `None` if every id was mapped.
+    pub fn problem(&self) -> Option<InputError> {
+        if self.unknown.is_empty() {
+            return None;
+        }
+        let (problem, allowed) = if self.no_device {
+            (
+                format!(
+                    "no device is loaded yet; left out: {}",
+                    self.unknown.join(", ")
+                ),
+                "electrode ids after microdrop/device-model/state/three-object was published"
+                    .to_owned(),
+            )
+        } else {
+            (
+                format!("not on this device, left out: {}", self.unknown.join(", ")),
+                format!(
+                    "ids of the loaded device's electrodes on channels 0 to {}",
+                    self.channel_count.saturating_sub(1)
+                ),
+            )
+        };
+        Some(InputError::new(ACTIVE_ELECTRODES, problem, allowed))
+    }
+}
+
+/// Channels of electrode ids through the current device. Ids the device lacks, or that it maps
+/// to a channel the board does not have, are left out and listed.
+pub fn channels_for(ctx: &Ctx, ids: &[String]) -> Mapped {
     let (device, limits) = {
         let m = ctx.model();
         (m.device.clone(), m.limits)
     };
-    let device = device.ok_or_else(|| {
-        InputError::new(
-            "active-electrodes",
-            "no device is loaded yet",
-            "electrode ids after microdrop/device-model/state/three-object was published",
-        )
-    })?;
-    let channels = device
-        .channels_for(ids)
-        .map_err(crate::device::DeviceError::from)?;
-    if let Some(&too_high) = channels.iter().find(|c| **c >= limits.channel_count) {
-        return Err(InputError::new(
-            "active-electrodes",
-            format!("the device maps an electrode to channel {too_high}"),
-            format!(
-                "channels 0 to {} on this board",
-                limits.channel_count.saturating_sub(1)
-            ),
-        )
-        .into());
+    let mut mapped = Mapped {
+        no_device: device.is_none(),
+        channel_count: limits.channel_count,
+        ..Mapped::default()
+    };
+    for id in ids {
+        let channels = device
+            .as_deref()
+            .and_then(|d| d.by_id(id))
+            .map(|e| &e.channels);
+        match channels {
+            Some(c) if c.iter().all(|c| *c < limits.channel_count) => {
+                mapped.channels.extend(c.iter().copied());
+            }
+            _ if !mapped.unknown.contains(id) => mapped.unknown.push(id.clone()),
+            _ => {}
+        }
     }
-    Ok(channels)
+    mapped
 }
 
 fn ids(value: &Value) -> Result<Vec<String>, String> {

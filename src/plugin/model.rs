@@ -59,12 +59,15 @@ pub struct Model {
     pub halted: Option<Halt>,
     /// The latest MicroDrop device.
     pub device: Option<Arc<Device>>,
-    /// The latest live active-electrodes list (ids), for remapping when the device changes.
+    /// The latest active-electrodes list (ids) of the electrodes model, live or stored: what
+    /// `execute` applies, and what a device change remaps while it is actuated.
     pub active_electrodes: Option<Vec<String>>,
     /// Voltage asked by MicroDrop's models or puts, applied on every (re)connection.
     pub voltage_setting: Option<f32>,
     /// Frequency asked by MicroDrop's models or puts, applied on every (re)connection.
     pub frequency_setting: Option<f32>,
+    /// The loaded step's `wait-for-board` (our only per-step property).
+    pub wait_for_board: bool,
     /// Newest actuation generation taken into the model.
     pub applied_generation: u64,
 }
@@ -88,6 +91,7 @@ impl Model {
             active_electrodes: None,
             voltage_setting: None,
             frequency_setting: None,
+            wait_for_board: true,
             applied_generation: 0,
         }
     }
@@ -238,24 +242,38 @@ impl Model {
             "id": c.id(),
             "software_version": info.software_version,
             "hardware_version": info.hardware_version,
+            // The firmware's descriptive properties, as MicroDrop's DropBot panel lists them;
+            // null until the board layer reads them (the handshake names the package).
+            "base_node_software_version": Value::Null,
+            "package_name": info.identity.split("::").next(),
+            "display_name": Value::Null,
+            "manufacturer": Value::Null,
+            "url": Value::Null,
             "firmware": info.identity,
             "uuid": info.uuid,
             "port": info.port,
         })
     }
 
-    /// Every retained state topic (property -> value) derived from the model.
+    /// Every retained state topic (property -> value) derived from the model. `voltage` and
+    /// `frequency` are never null (MicroDrop's step loader would write a null into the loaded
+    /// step): with no board they say the last setting, and with none known they are left out,
+    /// so the broker keeps the last value published.
     pub fn states(&self) -> BTreeMap<&'static str, Value> {
         let connected = self.board().is_some();
         let when = |v: Value| if connected { v } else { Value::Null };
-        BTreeMap::from([
+        let setting = |board: Option<f32>, setting: Option<f32>| {
+            let value = if connected { board } else { setting };
+            value.map(|v| json!(v))
+        };
+        let mut states = BTreeMap::from([
             ("status", self.status()),
             ("info", self.info()),
             ("schema", schema(&self.name, &self.limits)),
             ("actuated-channels", when(json!(self.actuated))),
+            // The `channels` property as the editors read it: what is on (nothing without a board).
+            ("channels", json!(self.actuated)),
             ("hv-output-enabled", when(json!(self.hv_output_enabled))),
-            ("voltage", when(json!(self.voltage))),
-            ("frequency", when(json!(self.frequency))),
             (
                 "capacitance-update-interval-ms",
                 when(json!(self.capacitance_update_interval_ms)),
@@ -269,7 +287,14 @@ impl Model {
                     |h| json!({"reason": h.reason, "detail": h.detail}),
                 ),
             ),
-        ])
+        ]);
+        if let Some(v) = setting(self.voltage, self.voltage_setting) {
+            states.insert("voltage", v);
+        }
+        if let Some(f) = setting(self.frequency, self.frequency_setting) {
+            states.insert("frequency", f);
+        }
+        states
     }
 }
 

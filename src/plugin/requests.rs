@@ -128,6 +128,13 @@ async fn put(ctx: &Ctx, property: Property, value: &Value) -> Result<Value, Requ
             ctx.update(|m| m.disabled = disabled.clone());
             Ok(json!(disabled))
         }
+        PropertyValue::WaitForBoard(wait) => {
+            // Per step: the retained state is what MicroDrop's step editor records in the
+            // loaded step (published on a put only, so a restart cannot overwrite a step's).
+            ctx.update(|m| m.wait_for_board = wait);
+            ctx.bus.publish_state(property.name(), &json!(wait))?;
+            Ok(json!(wait))
+        }
     }
 }
 
@@ -149,17 +156,17 @@ async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, Requ
             Ok(_) => Ok(ctx.model().status()),
             Err(e) => Err(e),
         },
+        // Bare numbers, as the 2018 plugin answered and MicroDrop's DropBot panel shows them;
+        // the retained `capacitance` and `measured-voltage` states carry unit and times.
         Action::MeasureCapacitance => {
-            let farads = ctx.board()?.capacitance(0).await?;
-            let reading = super::telemetry::publish_capacitance(ctx, f64::from(farads), None);
-            Ok(reading)
+            let farads = f64::from(ctx.board()?.capacitance(0).await?);
+            super::telemetry::publish_capacitance(ctx, farads, None);
+            Ok(json!(farads))
         }
         Action::MeasureVoltage => {
-            let volts = ctx.board()?.measured_voltage().await?;
-            Ok(super::telemetry::publish_measured_voltage(
-                ctx,
-                f64::from(volts),
-            ))
+            let volts = f64::from(ctx.board()?.measured_voltage().await?);
+            super::telemetry::publish_measured_voltage(ctx, volts);
+            Ok(json!(volts))
         }
         Action::PutVoltageFrequency => {
             let limits = ctx.model().limits;

@@ -92,10 +92,13 @@ pub enum Route {
     Device,
     /// `microdrop/electrodes-model/state/active-electrodes`.
     ActiveElectrodes,
-    /// `microdrop/electrodes-model/state/voltage` (`"100 V"`) or `.../frequency` (`"1000 Hz"`).
+    /// `microdrop/electrodes-model/state/voltage` (`"100 V"`) or `.../frequency` (`"1000 Hz"`):
+    /// a protocol step's voltage and frequency (the one source of them).
     StepSetting(Property),
-    /// `microdrop/<self>/state/voltage` or `.../frequency`: our own per-step properties, which
-    /// MicroDrop's step loader writes directly when a protocol step is loaded.
+    /// `microdrop/<self>/state/<property>` written by someone else: MicroDrop's step loader
+    /// writes per-step properties there (no put) when a step is loaded; a step saved while our
+    /// voltage and frequency were per step writes those too. (Our own messages coming back are
+    /// not handed on by the bus.)
     OwnState(Property),
 }
 
@@ -132,11 +135,18 @@ pub fn router(name: &str) -> Result<Router<Route>, BusError> {
         "microdrop/electrodes-model/state/active-electrodes",
         Route::ActiveElectrodes,
     )?;
-    for p in Property::ALL.into_iter().filter(|p| p.per_step()) {
+    for p in [Property::Voltage, Property::Frequency] {
         router.add(
             &format!("microdrop/electrodes-model/state/{}", p.name()),
             Route::StepSetting(p),
         )?;
+    }
+    let own = [
+        Property::Voltage,
+        Property::Frequency,
+        Property::WaitForBoard,
+    ];
+    for p in own {
         router.add(
             &format!("microdrop/{{self}}/state/{}", p.name()),
             Route::OwnState(p),
@@ -161,5 +171,10 @@ mod tests {
             Some(Route::Put(Property::Frequency))
         );
         assert!(r.route("microdrop/put/other/frequency").is_none());
+        assert_eq!(
+            r.route("microdrop/dropbot/state/wait-for-board")
+                .map(|(k, _)| *k),
+            Some(Route::OwnState(Property::WaitForBoard))
+        );
     }
 }

@@ -82,3 +82,56 @@ fn installed(dir: &Path) -> bool {
         _ => false,
     }
 }
+
+/// The summary a fixture script prints as the last JSON line of its standard output, with
+/// its named checks (`{"checks": [{"check", "ok", "detail"}]}`).
+#[derive(Debug, Clone)]
+pub struct ScriptOutcome {
+    /// The parsed summary.
+    pub summary: serde_json::Value,
+    /// Whether the script exited with status 0.
+    pub success: bool,
+    /// What it wrote on stderr.
+    pub stderr: String,
+}
+
+impl ScriptOutcome {
+    /// From a finished script's output; an error if it printed no JSON line.
+    pub fn from_output(out: &std::process::Output) -> io::Result<ScriptOutcome> {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let summary = stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "no JSON summary; stdout:\n{stdout}\nstderr:\n{stderr}"
+                ))
+            })?;
+        Ok(ScriptOutcome {
+            summary,
+            success: out.status.success(),
+            stderr,
+        })
+    }
+
+    /// The checks that did not pass.
+    pub fn failed_checks(&self) -> Vec<serde_json::Value> {
+        self.summary["checks"]
+            .as_array()
+            .map(|c| c.iter().filter(|c| c["ok"] != true).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Panics with everything known unless the script passed all its checks.
+    pub fn assert_passed(&self) {
+        let failed = self.failed_checks();
+        assert!(
+            failed.is_empty() && self.success,
+            "failed checks: {failed:#?}\nsummary: {}\nstderr:\n{}",
+            self.summary,
+            self.stderr
+        );
+    }
+}

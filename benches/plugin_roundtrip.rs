@@ -11,7 +11,9 @@
 //!   `active-electrodes` -> `actuated-channels`, published once the board confirmed the
 //!   channels (MQTT in, board calls, MQTT out);
 //! - the plugin, a step-load burst: an `active-electrodes` that changes nothing (so nothing
-//!   answers it) right before a `put voltage` -> notify.
+//!   answers it), from the electrodes model's connection, right before a `put voltage` ->
+//!   notify from the measuring one (from one connection the measuring client's own Nagle would
+//!   hold the second message for the broker's delayed ACK).
 //!
 //! Prints hdrhistogram p50/p99/max in microseconds and the bars: the plugin's p50 and p99 no
 //! worse than the JavaScript echo plugin's, and within 1.5 x (bare MQTT + bare pty).
@@ -110,18 +112,19 @@ const PUT: usize = 4;
 const EL: usize = 5;
 const BURST: usize = 6;
 
-/// One request published from `observer` (after `before`, if any) and the time until the
-/// message on `reply` whose payload contains `expect` comes back (older ones are skipped).
+/// One request published from `observer` (after `before` from another client, if any) and
+/// the time until the message on `reply` whose payload contains `expect` comes back (older ones
+/// are skipped).
 async fn round_trip(
     observer: &mut TestClient,
-    before: Option<(&str, Vec<u8>)>,
+    before: Option<(&TestClient, &str, Vec<u8>)>,
     request: (&str, Vec<u8>),
     reply: &str,
     expect: &str,
 ) -> Result<Duration> {
     let t = Instant::now();
-    if let Some((topic, payload)) = before {
-        observer.publish_raw(topic, payload, false).await?;
+    if let Some((client, topic, payload)) = before {
+        client.publish_raw(topic, payload, false).await?;
     }
     observer.publish_raw(request.0, request.1, false).await?;
     loop {
@@ -154,6 +157,7 @@ async fn measure(kind: BrokerKind, n: usize) -> Result<Vec<Histogram<u64>>> {
     let mut pty = echo_pty()?;
     let mut observer = TestClient::connect("127.0.0.1", port).await?;
     observer.set_timeout(Duration::from_secs(10));
+    let model = TestClient::connect("127.0.0.1", port).await?;
     let asker = async_client_name();
     let notify = format!("microdrop/dropbot/notify/{asker}/voltage");
     let js_notify = format!("microdrop/{JS}/notify/{asker}/voltage");
@@ -208,7 +212,7 @@ async fn measure(kind: BrokerKind, n: usize) -> Result<Vec<Histogram<u64>>> {
         let request = (ACTIVE_ELECTRODES_TOPIC, ids.clone().into_bytes());
         t[EL] = round_trip(&mut observer, None, request, &actuated, channel).await?;
         // The same electrodes again: nothing changes, so the plugin has nothing to publish.
-        let same = (ACTIVE_ELECTRODES_TOPIC, ids.into_bytes());
+        let same = (&model, ACTIVE_ELECTRODES_TOPIC, ids.into_bytes());
         let volts = 102 + (i % 2);
         let answer = format!(r#""response":{volts}"#);
         let request = ("microdrop/put/dropbot/voltage", put(&asker, volts));

@@ -114,13 +114,13 @@ async fn drives_the_plugin(kind: BrokerKind) {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(seen.last(), Some(&json!(90)), "{seen:?}");
+    assert_eq!(seen.last(), Some(&json!(95)), "{seen:?}");
     assert_eq!(summary["watched"]["status"][0]["board"], json!("connected"));
 
-    // A write to our voltage state was answered with the truth, and not applied.
+    // A write to our voltage state was not applied; the next put set the broker right.
     assert_eq!(
         resolved(&summary, "get_state_voltage_after_reput"),
-        &json!(90)
+        &json!(95)
     );
     assert_eq!(
         resolved(&summary, "execute_after_write")["response"]["voltage"],
@@ -128,5 +128,5 @@ async fn drives_the_plugin(kind: BrokerKind) {
     );
 
     // And the board itself.
-    assert_eq!(h.sim.snapshot().voltage_target, 90.0);
+    assert_eq!(h.sim.snapshot().voltage_target, 95.0);
 }

@@ -348,9 +348,9 @@ async fn step_voltage_comes_from_the_electrodes_model_only() {
             };
             h.publish_seen(&topic, payload, true).await.unwrap();
         }
-        h.state_where("voltage", |v| *v == json!(120.0))
-            .await
-            .unwrap();
+        // A put goes through the actuator after everything submitted before it.
+        let reply = h.put("frequency", json!(1000)).await.unwrap();
+        assert!(reply.is_success(), "{reply:?}");
         assert_eq!(h.sim.snapshot().voltage_target, 120.0, "{order:?}");
         // Back to another value for the next order.
         h.publish_seen(
@@ -360,9 +360,9 @@ async fn step_voltage_comes_from_the_electrodes_model_only() {
         )
         .await
         .unwrap();
-        h.state_where("voltage", |v| *v == json!(100.0))
-            .await
-            .unwrap();
+        let reply = h.put("frequency", json!(1000)).await.unwrap();
+        assert!(reply.is_success(), "{reply:?}");
+        assert_eq!(h.sim.snapshot().voltage_target, 100.0, "{order:?}");
     }
 }
 

@@ -140,16 +140,6 @@ impl Ctx {
         out
     }
 
-    /// Publish the retained state of `property` again even if it did not change: another
-    /// client wrote our state topic, and the broker must hold the truth.
-    pub fn republish(&self, property: &str) {
-        self.published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(property);
-        self.update(|_| ());
-    }
-
     /// The connected board, if any.
     pub fn current_board(&self) -> Option<DropBot> {
         self.boards.borrow().clone()

@@ -118,19 +118,10 @@ pub fn on_step_setting(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
     }
 }
 
-/// `microdrop/<self>/state/<property>` written by someone else (the bus does not hand on our own
-/// latest value coming back). `wait-for-board` is the loaded step's: taken. `voltage` and
-/// `frequency` are not a step's (the electrodes model's are): not applied, and the truth is put
-/// back on the broker if we know it.
+/// `microdrop/<self>/state/wait-for-board`, our per-step property: MicroDrop's step loader writes
+/// it when a step is loaded (and the broker hands it to us at subscription); taken as the loaded
+/// step's.
 pub fn on_own_state(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
-    if property != Property::WaitForBoard {
-        let ours = ctx.model().states().get(property.name()).cloned();
-        let theirs = msg.envelope().ok().map(|e| e.value);
-        if ours.is_some() && ours != theirs {
-            ctx.republish(property.name());
-        }
-        return;
-    }
     let value = match msg.envelope() {
         Ok(envelope) => envelope.value,
         // Cleared: the step has no value; the default applies.

@@ -95,10 +95,10 @@ pub enum Route {
     /// `microdrop/electrodes-model/state/voltage` (`"100 V"`) or `.../frequency` (`"1000 Hz"`):
     /// a protocol step's voltage and frequency (the one source of them).
     StepSetting(Property),
-    /// `microdrop/<self>/state/<property>` written by someone else: MicroDrop's step loader
-    /// writes per-step properties there (no put) when a step is loaded; a step saved while our
-    /// voltage and frequency were per step writes those too. (Our own messages coming back are
-    /// not handed on by the bus.)
+    /// `microdrop/<self>/state/<property>` of a per-step property: MicroDrop's step loader
+    /// writes it (no put) when a step is loaded. Only per-step properties: every other state
+    /// topic of ours would send us our own publications back, for nothing. (Our own latest
+    /// value coming back is not handed on by the bus.)
     OwnState(Property),
 }
 
@@ -171,6 +171,8 @@ mod tests {
             Some(Route::Put(Property::Frequency))
         );
         assert!(r.route("microdrop/put/other/frequency").is_none());
+        // Our own voltage is not a step's: we do not listen to it (nor to its echoes).
+        assert!(r.route("microdrop/dropbot/state/voltage").is_none());
         assert_eq!(
             r.route("microdrop/dropbot/state/wait-for-board")
                 .map(|(k, _)| *k),

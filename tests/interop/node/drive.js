@@ -158,21 +158,17 @@ async function main() {
 
   // A step saved while our voltage was per step writes it to our state topic on load
   // (dangerouslySetState, no put): not a step's setting any more (the electrodes model's is),
-  // so it is not applied, and the plugin puts its own value back on the broker.
+  // so the board keeps its voltage; the next change of ours puts the broker right.
   const stepClient = new MicropedeClient(APP, host, port, `stepClient-0-${Math.floor(Math.random() * 10000)}`);
   await Promise.race([new Promise((res) => stepClient.on('connected', res)), new Promise((res) => setTimeout(res, 2000))]);
-  await stepClient.dangerouslySetState('voltage', 120, name);
-  const restored = await step('watch_voltage_restored', async () => {
-    await watcher.waitFor('voltage', (v) => v === 120, 5000);
-    watcher.seen.voltage = [];
-    return watcher.waitFor('voltage', (v) => v === 90, 5000);
-  });
-  resolved('a write to our voltage state is answered with the truth', restored);
+  await stepClient.sendMessage(`${APP}/${name}/state/voltage`, 120, true, 1);
   const executed = await step('execute_after_write', () => new MicropedeAsync(APP, host, port).triggerPlugin(name, 'execute', {}, -1));
   check('a write to our voltage state does not change the board', executed.outcome === 'resolved' && executed.value.response.voltage === 90, JSON.stringify(executed));
   await stepClient.disconnectClient();
+  const reput = await step('put_voltage_after_write', () => microdrop.putPlugin(name, 'voltage', 95));
+  resolved('put voltage 95 after the write', reput);
   const truth = await step('get_state_voltage_after_reput', () => microdrop.getState(name, 'voltage'));
-  check('the broker holds the truth again', truth.outcome === 'resolved' && truth.value === 90, JSON.stringify(truth));
+  check('the broker holds the truth again', truth.outcome === 'resolved' && truth.value === 95, JSON.stringify(truth));
 
   summary.watched = watcher.seen;
   await watcher.disconnectClient();

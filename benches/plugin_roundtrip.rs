@@ -145,12 +145,7 @@ fn put(asker: &str, volts: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn measure(kind: BrokerKind, n: usize) -> Result<Vec<Histogram<u64>>> {
-    let mut h = PluginHarness::start(PluginOptions {
-        broker: kind,
-        ..PluginOptions::default()
-    })
-    .await?;
+async fn measure(h: &mut PluginHarness, n: usize) -> Result<Vec<Histogram<u64>>> {
     let port = h.broker.port();
     mqtt_echo(port).await?;
     let _js = js_echo(port).await?;
@@ -223,7 +218,6 @@ async fn measure(kind: BrokerKind, n: usize) -> Result<Vec<Histogram<u64>>> {
             }
         }
     }
-    h.stop().await??;
     Ok(rows)
 }
 
@@ -268,12 +262,23 @@ fn main() -> Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    // The plugin (with its simulated board) runs on threads of its own, as a plugin process
+    // would; the measuring clients on others. The JavaScript plugin is a process of its own.
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
+    let (plugin_side, client_side) = (runtime()?, runtime()?);
     for kind in BrokerKind::ALL {
-        let rows = runtime.block_on(measure(kind, n))?;
+        let options = PluginOptions {
+            broker: kind,
+            ..PluginOptions::default()
+        };
+        let mut h = plugin_side.block_on(PluginHarness::start(options))?;
+        let rows = client_side.block_on(measure(&mut h, n))?;
+        plugin_side.block_on(h.stop())??;
         report(kind, &rows);
     }
     Ok(())

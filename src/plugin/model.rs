@@ -70,6 +70,9 @@ pub struct Model {
     pub wait_for_board: bool,
     /// Newest actuation generation taken into the model.
     pub applied_generation: u64,
+    /// The schema for `limits`, made once per change of limits (every update publishes from
+    /// the model, so it is read on every request).
+    schema: (Limits, Value),
 }
 
 impl Model {
@@ -93,6 +96,7 @@ impl Model {
             frequency_setting: None,
             wait_for_board: true,
             applied_generation: 0,
+            schema: (Limits::default(), schema(name, &Limits::default())),
         }
     }
 
@@ -138,6 +142,9 @@ impl Model {
                     max_frequency: f64::from(config.max_frequency()),
                     channel_count: info.channel_count,
                 };
+                if self.schema.0 != self.limits {
+                    self.schema = (self.limits, schema(&self.name, &self.limits));
+                }
             }
             None => {
                 self.voltage = None;
@@ -146,6 +153,14 @@ impl Model {
                 self.disabled.clear();
             }
         }
+    }
+
+    /// The JSON schema for the current limits.
+    pub fn schema(&self) -> Value {
+        if self.schema.0 == self.limits {
+            return self.schema.1.clone();
+        }
+        schema(&self.name, &self.limits)
     }
 
     /// Take what the board confirmed up to actuation `generation` (older news is ignored).
@@ -269,7 +284,7 @@ impl Model {
         let mut states = BTreeMap::from([
             ("status", self.status()),
             ("info", self.info()),
-            ("schema", schema(&self.name, &self.limits)),
+            ("schema", self.schema()),
             ("actuated-channels", when(json!(self.actuated))),
             // The `channels` property as the editors read it: what is on (nothing without a board).
             ("channels", json!(self.actuated)),

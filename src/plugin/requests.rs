@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::context::{Ctx, RequestError};
 use super::model::Halt;
-use super::properties::{self, schema, InputError, Property, PropertyValue};
+use super::properties::{self, InputError, Property, PropertyValue};
 use super::routes::{Action, Route};
 use crate::actuation::{ActuationError, Target};
 use crate::bus::{BusMessage, ReplyStatus};
@@ -147,7 +147,7 @@ async fn setting(ctx: &Ctx, target: Target) -> Result<crate::actuation::Confirme
 async fn trigger(ctx: &Ctx, action: Action, value: &Value) -> Result<Value, RequestError> {
     match action {
         Action::Ping => Ok(json!("pong")),
-        Action::GetSchema => Ok(schema(&ctx.name, &ctx.model().limits)),
+        Action::GetSchema => Ok(ctx.model().schema()),
         Action::GetSubscriptions => Ok(json!(ctx.bus.subscriptions())),
         Action::UpdateVersion => Ok(value.get("state").cloned().unwrap_or_else(|| json!({}))),
         // The main loop is told after the reply is queued (see `handle`).

@@ -287,7 +287,12 @@ async fn bus_client_tells_stored_from_live_on_the_embedded_broker() {
     let topic = "microdrop/electrodes-model/state/active-electrodes";
     publisher
         .client
-        .publish(topic, QoS::AtLeastOnce, true, br#"["electrode030"]"#.to_vec())
+        .publish(
+            topic,
+            QoS::AtLeastOnce,
+            true,
+            br#"["electrode030"]"#.to_vec(),
+        )
         .await
         .unwrap();
     publisher.expect(|p| matches!(p, Packet::PubAck(_))).await;
@@ -305,7 +310,12 @@ async fn bus_client_tells_stored_from_live_on_the_embedded_broker() {
     assert!(stored.stored, "{stored:?}");
     publisher
         .client
-        .publish(topic, QoS::AtMostOnce, false, br#"["electrode031"]"#.to_vec())
+        .publish(
+            topic,
+            QoS::AtMostOnce,
+            false,
+            br#"["electrode031"]"#.to_vec(),
+        )
         .await
         .unwrap();
     let live = timeout(WAIT, bus.recv()).await.unwrap().unwrap();

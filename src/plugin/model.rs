@@ -318,3 +318,27 @@ impl Model {
 pub fn offline_status() -> Value {
     json!({"bus": "offline", "board": "unknown"})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voltage_and_frequency_are_never_null() {
+        let mut m = Model::new("dropbot");
+        // Nothing known: left out, so the broker keeps the last value published.
+        let states = m.states();
+        assert!(!states.contains_key("voltage") && !states.contains_key("frequency"));
+        // No board: the last setting.
+        m.remember_settings(&Target {
+            voltage: Some(120.0),
+            frequency: Some(5000.0),
+            ..Target::default()
+        });
+        let states = m.states();
+        assert_eq!(states.get("voltage"), Some(&json!(120.0)));
+        assert_eq!(states.get("frequency"), Some(&json!(5000.0)));
+        // The editors read `state/channels`: nothing is on without a board.
+        assert_eq!(states.get("channels"), Some(&json!([])));
+    }
+}

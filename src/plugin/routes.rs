@@ -141,12 +141,7 @@ pub fn router(name: &str) -> Result<Router<Route>, BusError> {
             Route::StepSetting(p),
         )?;
     }
-    let own = [
-        Property::Voltage,
-        Property::Frequency,
-        Property::WaitForBoard,
-    ];
-    for p in own {
+    for p in Property::ALL.into_iter().filter(|p| p.per_step()) {
         router.add(
             &format!("microdrop/{{self}}/state/{}", p.name()),
             Route::OwnState(p),

@@ -144,3 +144,28 @@ async fn a_message_nobody_answers_is_acknowledged_all_the_same() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_state_coming_back_is_not_handed_on_but_a_write_by_others_is() -> TestResult {
+    for kind in BrokerKind::ALL {
+        let broker = TestBroker::start(kind)?;
+        let ui = TestClient::connect(broker.host(), broker.port()).await?;
+        let mut client = BusClient::start(broker.bus_options("dropbot"))?;
+        client.wait_connected(WAIT).await?;
+        let handle = client.handle();
+        handle.subscribe("microdrop/dropbot/state/#")?;
+        handle.sync(WAIT).await?;
+        handle.publish_state("voltage", &serde_json::json!(90))?;
+        ui.wait_retained_where("microdrop/dropbot/state/voltage", |v| *v == 90)
+            .await?;
+        ui.publish_raw("microdrop/dropbot/state/voltage", b"91".to_vec(), true)
+            .await?;
+        let m = recv(&mut client).await?;
+        assert_eq!(
+            m.payload.as_ref(),
+            b"91",
+            "{kind}: our own 90 was handed on"
+        );
+    }
+    Ok(())
+}

@@ -1,12 +1,12 @@
 //! [`BusClient`]: owner of the MQTT connection.
 //!
 //! rumqttc's `EventLoop::poll()` runs alone in its own task and forwards incoming publishes
-//! over a channel, each marked stored or live (see [`super::sync`]). After an error it sleeps
+//! over a channel, each marked stored or live (see the bus layer's `sync` module). After an error it sleeps
 //! with exponential backoff and jitter (reset only after a session that lasted
-//! [`STABLE_SESSION`], so a broker that drops us right after each ConnAck is not hammered); on
+//! `STABLE_SESSION` (10 s), so a broker that drops us right after each ConnAck is not hammered); on
 //! every ConnAck the resync task restores subscriptions and our retained messages, because a
 //! clean session loses both (and a restarted broker has no retained state). The ack task keeps
-//! every packet from the broker acknowledged (see [`super::ack`]).
+//! every packet from the broker acknowledged (see the `ack` module).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -64,7 +64,7 @@ pub struct BusMessage {
     /// The retain flag as the broker set it (mosca clears it on every message).
     pub retain: bool,
     /// Whether it is stored state delivered at (re)subscription rather than a live message:
-    /// the retain flag, or arrival before our subscription's marker (see [`super::sync`]).
+    /// the retain flag, or arrival before our subscription's marker (see the bus layer's `sync` module).
     /// This holds on every broker; `retain` does not.
     pub stored: bool,
     max_payload: usize,

@@ -240,3 +240,30 @@ async fn a_plugin_restart_while_a_step_is_loaded_keeps_the_step_and_actuates_not
 async fn a_plugin_restart_while_a_step_is_loaded_keeps_the_step_and_actuates_nothing_on_mosca() {
     restart(BrokerKind::Mosca).await;
 }
+
+/// The step editor's `wait-for-board: false` (a put, recorded in the loaded step): `execute`
+/// answers at once and the board applies the step all the same; a step loaded with `true`
+/// waits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_does_not_wait_for_the_board_still_runs() {
+    let mut h = harness(BrokerKind::Mosquitto).await;
+    let reply = h.put("wait-for-board", json!(false)).await.unwrap();
+    assert_eq!((reply.is_success(), reply.response), (true, json!(false)));
+    h.state_where("wait-for-board", |v| *v == json!(false))
+        .await
+        .unwrap();
+    h.set_active_electrodes(&["electrode030"]).await.unwrap();
+    let run = h.trigger("execute", json!({})).await.unwrap();
+    assert!(run.is_success(), "{run:?}");
+    assert_eq!(run.response["applied"], json!("pending"), "{run:?}");
+    h.state_where("actuated-channels", |v| *v == json!([26]))
+        .await
+        .unwrap();
+    // Loading a step that waits: the step loader writes our state topic.
+    let topic = h.state_topic("wait-for-board");
+    h.publish_seen(&topic, b"true".to_vec(), true)
+        .await
+        .unwrap();
+    let run = h.trigger("execute", json!({})).await.unwrap();
+    assert_eq!(run.response["applied"], json!(true), "{run:?}");
+}

@@ -295,7 +295,7 @@ async fn poll_task(
                 shared.syncs.marker_arrived(&p.topic);
             }
             Ok(Event::Incoming(Packet::Publish(p)))
-                if shared.is_latest_retained(&p.topic, &p.payload) =>
+                if shared.take_own_echo(&p.topic, &p.payload) =>
             {
                 acknowledge_now(&shared);
             }

@@ -147,8 +147,9 @@ impl BusHandle {
     }
 
     /// Subscribes to `filter` (QoS 0), now and after every reconnection. Messages it holds
-    /// stored arrive with [`BusMessage::stored`](super::BusMessage::stored) set. Our own latest
-    /// retained value on a topic coming back is not handed on.
+    /// stored arrive with [`BusMessage::stored`](super::BusMessage::stored) set. Our own retained
+    /// messages coming back are not handed on (each once; the same value written by someone
+    /// else is).
     pub fn subscribe(&self, filter: &str) -> Result<(), BusError> {
         self.subscribe_many(&[filter])
     }

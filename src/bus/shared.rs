@@ -3,7 +3,7 @@
 //! messages), and the resync task that restores it. Every SUBSCRIBE goes out from the resync
 //! task, synced (see [`super::sync`]), one at a time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,6 +19,9 @@ use super::sync::{subscribe_synced, Synced, Syncs};
 
 /// How long the resync task waits before retrying when the request queue is full.
 const RETRY_FULL: Duration = Duration::from_millis(20);
+/// Our retained payloads remembered per topic until they come back; beyond this the oldest are
+/// taken as lost (a topic we do not subscribe to never sends them back).
+const MAX_ECHOES: usize = 8;
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -38,6 +41,8 @@ struct Book {
     unsent_filters: BTreeSet<String>,
     /// Retained topics whose latest value did not fit the request queue.
     unsent_retained: BTreeSet<String>,
+    /// Retained payloads we sent and have not seen come back, per topic, oldest first.
+    echoes: HashMap<String, VecDeque<Vec<u8>>>,
 }
 
 impl Book {
@@ -48,6 +53,15 @@ impl Book {
         } else {
             self.retained.insert(topic.to_owned(), payload.to_vec());
         }
+    }
+
+    /// Remembers that `payload` went out on `topic` and may come back.
+    fn sent(&mut self, topic: &str, payload: &[u8]) {
+        let queue = self.echoes.entry(topic.to_owned()).or_default();
+        if queue.len() == MAX_ECHOES {
+            queue.pop_front();
+        }
+        queue.push_back(payload.to_vec());
     }
 }
 
@@ -135,9 +149,10 @@ impl Shared {
         book.record(topic, &payload);
         if self
             .client
-            .try_publish(topic, QoS::AtMostOnce, true, payload)
+            .try_publish(topic, QoS::AtMostOnce, true, payload.clone())
             .is_ok()
         {
+            book.sent(topic, &payload);
             book.unsent_retained.remove(topic);
             return Ok(());
         }
@@ -150,13 +165,21 @@ impl Shared {
         Ok(())
     }
 
-    /// Whether `payload` on `topic` is the latest retained value we published there: our own
-    /// message coming back (a foreign write of the very same value is the same news).
-    pub(crate) fn is_latest_retained(&self, topic: &str, payload: &[u8]) -> bool {
-        self.book()
-            .retained
-            .get(topic)
-            .is_some_and(|latest| latest.as_slice() == payload)
+    /// Whether `payload` on `topic` is a retained message of ours coming back (consumed, with
+    /// any older one that did not come back). The same bytes written by someone else after a
+    /// write of another value are not: each of our publications comes back once.
+    pub(crate) fn take_own_echo(&self, topic: &str, payload: &[u8]) -> bool {
+        let mut book = self.book();
+        let Some(queue) = book.echoes.get_mut(topic) else {
+            return false;
+        };
+        match queue.iter().position(|p| p.as_slice() == payload) {
+            Some(at) => {
+                queue.drain(..=at);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Remembers a retained value without queueing it (the caller queues it itself), so that
@@ -249,13 +272,14 @@ pub(crate) async fn resync_task(shared: std::sync::Arc<Shared>) {
 async fn republish(shared: &Shared, topic: &str) -> bool {
     loop {
         {
-            let book = shared.book();
+            let mut book = shared.book();
             let payload = book.retained.get(topic).cloned().unwrap_or_default();
             if shared
                 .client
-                .try_publish(topic, QoS::AtMostOnce, true, payload)
+                .try_publish(topic, QoS::AtMostOnce, true, payload.clone())
                 .is_ok()
             {
+                book.sent(topic, &payload);
                 return true;
             }
         }

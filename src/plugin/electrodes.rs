@@ -120,7 +120,8 @@ pub fn on_step_setting(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
 
 /// `microdrop/<self>/state/wait-for-board`, our per-step property: MicroDrop's step loader writes
 /// it when a step is loaded (and the broker hands it to us at subscription); taken as the loaded
-/// step's.
+/// step's, and published as ours, so that a reconnection restores the step's value rather than
+/// our older one.
 pub fn on_own_state(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
     let value = match msg.envelope() {
         Ok(envelope) => envelope.value,
@@ -129,7 +130,14 @@ pub fn on_own_state(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
         Err(e) => return ctx.report_error(property.name(), &e),
     };
     match properties::boolean(property.name(), &value) {
-        Ok(wait) => ctx.update(|m| m.wait_for_board = wait),
+        Ok(wait) => {
+            ctx.update(|m| m.wait_for_board = wait);
+            if !msg.stored {
+                if let Err(e) = ctx.bus.publish_state(property.name(), &json!(wait)) {
+                    tracing::warn!(error = %e, "could not publish wait-for-board");
+                }
+            }
+        }
         Err(e) => ctx.report_error(property.name(), &e),
     }
 }

@@ -275,3 +275,50 @@ async fn second_broker_on_same_port_is_refused_with_a_hint() {
     // The first broker is unaffected.
     connect(&broker, "still-there", None).await;
 }
+
+/// The plugin's bus client on the embedded broker (`demo`): its subscriptions sync (the
+/// marker comes back), stored state is marked stored, and a live message is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_client_tells_stored_from_live_on_the_embedded_broker() {
+    use dropbot_plugin::bus::{BusClient, BusOptions};
+    let broker = start_broker(false);
+    let addr = broker.tcp_addr();
+    let mut publisher = connect(&broker, "publisher", None).await;
+    let topic = "microdrop/electrodes-model/state/active-electrodes";
+    publisher
+        .client
+        .publish(
+            topic,
+            QoS::AtLeastOnce,
+            true,
+            br#"["electrode030"]"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    publisher.expect(|p| matches!(p, Packet::PubAck(_))).await;
+    let mut bus = BusClient::start(BusOptions::new(
+        "dropbot",
+        addr.ip().to_string(),
+        addr.port(),
+    ))
+    .unwrap();
+    bus.wait_connected(WAIT).await.unwrap();
+    let handle = bus.handle();
+    handle.subscribe(topic).unwrap();
+    handle.sync(WAIT).await.unwrap();
+    let stored = timeout(WAIT, bus.recv()).await.unwrap().unwrap();
+    assert!(stored.stored, "{stored:?}");
+    publisher
+        .client
+        .publish(
+            topic,
+            QoS::AtMostOnce,
+            false,
+            br#"["electrode031"]"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    let live = timeout(WAIT, bus.recv()).await.unwrap().unwrap();
+    assert_eq!(live.payload.as_ref(), br#"["electrode031"]"#);
+    assert!(!live.stored, "{live:?}");
+}

@@ -22,14 +22,15 @@ async fn the_right_credentials_connect_and_carry_messages() {
         .await
         .unwrap();
     let handle = client.handle();
-    handle.subscribe("microdrop/dropbot/state/#").unwrap();
+    handle.subscribe("microdrop/dropbot/signal/#").unwrap();
     handle.sync(Duration::from_secs(10)).await.unwrap();
-    handle.publish_state("voltage", &json!(90)).unwrap();
+    // (Our own latest retained state coming back is not handed on; a signal is.)
+    handle.signal("tick", &json!(90)).unwrap();
     let message = tokio::time::timeout(Duration::from_secs(10), client.recv())
         .await
-        .expect("our own state comes back")
+        .expect("our own signal comes back")
         .expect("client open");
-    assert_eq!(message.topic, "microdrop/dropbot/state/voltage");
+    assert_eq!(message.topic, "microdrop/dropbot/signal/tick");
     assert_eq!(&message.payload[..], b"90");
 }
 

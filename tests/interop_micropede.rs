@@ -1,57 +1,16 @@
 //! Interop: MicroDrop 3's own client library, the npm package `@micropede/client` 0.0.39
-//! (pinned in `tests/interop/node/package-lock.json`), drives the plugin unchanged. A private
-//! mosquitto, the plugin with a simulated board, and `tests/interop/node/drive.js` doing what
-//! MicroDrop's UI and step runner do; the test checks the script's JSON summary and the board.
+//! (pinned in `tests/interop/node/package-lock.json`), drives the plugin unchanged, on mosquitto
+//! with its default configuration and on MicroDrop 3's own broker, mosca. A private broker, the
+//! plugin with a simulated board, and `tests/interop/node/drive.js` doing what MicroDrop's UI and
+//! step runner do; the test checks the script's JSON summary and the board.
 //!
 //! Needs `node` and `npm` (CI installs them); `npm ci` runs once and its `node_modules` stays.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dropbot_plugin::testkit::{PluginHarness, PluginOptions};
+use dropbot_plugin::testkit::node::{interop_dir, npm_ci, ScriptOutcome};
+use dropbot_plugin::testkit::{BrokerKind, PluginHarness, PluginOptions};
 use serde_json::{json, Value};
-
-fn node_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node")
-}
-
-/// `tool --version`, or a failure that says what to install.
-fn require(tool: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "`{tool}` is needed by the interop tests: install Node.js and npm \
-         (e.g. `apt-get install nodejs npm`; `.ci/run` does)"
-    );
-}
-
-/// `npm ci` from the committed lock file, unless an earlier run already installed it.
-fn install_client_library(dir: &Path) {
-    let installed = dir.join("node_modules/.package-lock.json").is_file()
-        && dir
-            .join("node_modules/@micropede/client/package.json")
-            .is_file();
-    if installed {
-        return;
-    }
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .output()
-        .expect("npm runs");
-    assert!(
-        out.status.success(),
-        "npm ci failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The step `label` of the summary, which must have resolved; its value.
 fn resolved<'a>(summary: &'a Value, label: &str) -> &'a Value {
@@ -61,20 +20,29 @@ fn resolved<'a>(summary: &'a Value, label: &str) -> &'a Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn micropede_client_library_drives_the_plugin_unchanged() {
-    require("node");
-    require("npm");
-    let dir = node_dir();
-    install_client_library(&dir);
+async fn micropede_client_library_drives_the_plugin_unchanged_on_mosquitto() {
+    drives_the_plugin(BrokerKind::Mosquitto).await;
+}
 
-    let h = PluginHarness::start(PluginOptions::default())
-        .await
-        .expect("harness starts");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micropede_client_library_drives_the_plugin_unchanged_on_mosca() {
+    drives_the_plugin(BrokerKind::Mosca).await;
+}
+
+async fn drives_the_plugin(kind: BrokerKind) {
+    let dir = interop_dir("node");
+    npm_ci(&dir).expect("the client library installs");
+    let h = PluginHarness::start(PluginOptions {
+        broker: kind,
+        ..PluginOptions::default()
+    })
+    .await
+    .expect("harness starts");
     let voltage_at_start = h.sim.snapshot().voltage_target;
     let child = tokio::process::Command::new("node")
         .arg("drive.js")
-        .args(["--host", h.mosquitto.host()])
-        .args(["--port", &h.mosquitto.port().to_string()])
+        .args(["--host", h.broker.host()])
+        .args(["--port", &h.broker.port().to_string()])
         .args(["--name", &h.name])
         .args(["--deadline-ms", "40000"])
         .current_dir(&dir)
@@ -84,24 +52,10 @@ async fn micropede_client_library_drives_the_plugin_unchanged() {
         .await
         .expect("drive.js ends within 50 s")
         .expect("node runs drive.js");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON summary; stdout:\n{stdout}\nstderr:\n{stderr}"));
-
     // The script's own checks, each named, then ours on the raw outcomes.
-    let failed: Vec<&Value> = summary["checks"]
-        .as_array()
-        .map(|c| c.iter().filter(|c| c["ok"] != json!(true)).collect())
-        .unwrap_or_default();
-    assert!(
-        failed.is_empty(),
-        "failed checks: {failed:?}\nsummary: {summary}\nstderr:\n{stderr}"
-    );
-    assert!(out.status.success(), "exit {:?}: {summary}", out.status);
+    let outcome = ScriptOutcome::from_output(&out).expect("a summary");
+    outcome.assert_passed();
+    let summary = outcome.summary;
     assert_eq!(summary["version"], json!("0.0.39"));
 
     assert_eq!(
@@ -121,7 +75,12 @@ async fn micropede_client_library_drives_the_plugin_unchanged() {
         subs.contains(&"microdrop/trigger/dropbot/execute"),
         "{subs:?}"
     );
-    assert!(resolved(&summary, "get_schema")["properties"]["voltage"]["per_step"] == json!(true));
+    let schema = resolved(&summary, "get_schema");
+    assert_eq!(schema["properties"]["voltage"]["per_step"], json!(false));
+    assert_eq!(
+        schema["properties"]["wait-for-board"]["per_step"],
+        json!(true)
+    );
 
     let put = resolved(&summary, "put_voltage");
     assert_eq!(put["status"], json!("success"));
@@ -155,15 +114,19 @@ async fn micropede_client_library_drives_the_plugin_unchanged() {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(seen.last(), Some(&json!(90)), "{seen:?}");
+    assert_eq!(seen.last(), Some(&json!(95)), "{seen:?}");
     assert_eq!(summary["watched"]["status"][0]["board"], json!("connected"));
 
-    // A step load overwrote our retained voltage; the next successful put restores it.
+    // A write to our voltage state was not applied; the next put set the broker right.
     assert_eq!(
         resolved(&summary, "get_state_voltage_after_reput"),
-        &json!(90)
+        &json!(95)
+    );
+    assert_eq!(
+        resolved(&summary, "execute_after_write")["response"]["voltage"],
+        json!(90)
     );
 
     // And the board itself.
-    assert_eq!(h.sim.snapshot().voltage_target, 90.0);
+    assert_eq!(h.sim.snapshot().voltage_target, 95.0);
 }

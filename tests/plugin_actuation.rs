@@ -326,47 +326,44 @@ async fn plugin_without_auto_hv_leaves_hv_to_the_user() {
     assert_eq!(on, channels_of(&["electrode030"]).into_iter().collect());
 }
 
-/// MicroDrop's step loader writes a step's per-step properties straight to our state topics;
-/// the plugin applies them, and its own publications echoing back never undo a newer value.
+/// A step's voltage and frequency are the electrodes model's (one source, whatever order
+/// MicroDrop's step loader writes plugins in): a write to our own `state/voltage` (a step saved
+/// while it was per step) is not applied, and never undoes the electrodes model's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn step_loads_on_our_state_topics_are_applied_and_echoes_ignored() {
-    let h = PluginHarness::start(PluginOptions::default())
+async fn step_voltage_comes_from_the_electrodes_model_only() {
+    let mut h = PluginHarness::start(PluginOptions::default())
         .await
         .expect("harness starts");
-    let topic = h.state_topic("voltage");
-    h.client
-        .publish_raw(&topic, b"120".to_vec(), true)
-        .await
-        .unwrap();
-    let mut applied = false;
-    for _ in 0..100 {
-        if (h.sim.snapshot().voltage_target - 120.0).abs() < 1e-6 {
-            applied = true;
-            break;
+    for order in [
+        ["dropbot", "electrodes-model"],
+        ["electrodes-model", "dropbot"],
+    ] {
+        for plugin in order {
+            let (topic, payload) = match plugin {
+                "dropbot" => (h.state_topic("voltage"), b"130".to_vec()),
+                _ => (
+                    "microdrop/electrodes-model/state/voltage".to_owned(),
+                    br#""120 V""#.to_vec(),
+                ),
+            };
+            h.publish_seen(&topic, payload, true).await.unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A put goes through the actuator after everything submitted before it.
+        let reply = h.put("frequency", json!(1000)).await.unwrap();
+        assert!(reply.is_success(), "{reply:?}");
+        assert_eq!(h.sim.snapshot().voltage_target, 120.0, "{order:?}");
+        // Back to another value for the next order.
+        h.publish_seen(
+            "microdrop/electrodes-model/state/voltage",
+            br#""100 V""#.to_vec(),
+            true,
+        )
+        .await
+        .unwrap();
+        let reply = h.put("frequency", json!(1000)).await.unwrap();
+        assert!(reply.is_success(), "{reply:?}");
+        assert_eq!(h.sim.snapshot().voltage_target, 100.0, "{order:?}");
     }
-    assert!(applied, "step voltage not applied: {:?}", h.sim.snapshot());
-
-    // Quick puts: the echo of the first must not swing the board back after the second.
-    for v in [90, 95, 100] {
-        assert!(h.put("voltage", json!(v)).await.unwrap().is_success());
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!((h.sim.snapshot().voltage_target - 100.0).abs() < 1e-6);
-    h.state_where("voltage", |v| *v == json!(100.0))
-        .await
-        .unwrap();
-
-    // An impossible value written there is refused, reported, and the truth put back.
-    h.client
-        .publish_raw(&topic, b"900".to_vec(), true)
-        .await
-        .unwrap();
-    h.state_where("voltage", |v| *v == json!(100.0))
-        .await
-        .unwrap();
-    assert!((h.sim.snapshot().voltage_target - 100.0).abs() < 1e-6);
 }
 
 /// Disabled channels are never reported actuated: the board takes the bits but does not

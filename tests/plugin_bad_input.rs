@@ -161,7 +161,8 @@ async fn plugin_reports_bad_electrodes_and_devices_without_actuating() {
     let mut h = harness().await;
     let errors = h.topic("error", "#");
     h.client.subscribe(&errors).await.unwrap();
-    h.set_active_electrodes(&["electrode030", "electrode999", "nope"])
+    // Known ids would be applied (tests/interop_step_flow.rs); these are all unknown.
+    h.set_active_electrodes(&["electrode999", "nope"])
         .await
         .unwrap();
     let e = h.next_error("active-electrodes").await.unwrap();
@@ -169,10 +170,6 @@ async fn plugin_reports_bad_electrodes_and_devices_without_actuating() {
     assert!(
         text.contains("electrode999") && text.contains("nope"),
         "{text}"
-    );
-    assert!(
-        !text.contains("electrode030"),
-        "only unknown ids are named: {text}"
     );
 
     for payload in [

@@ -16,7 +16,7 @@ async fn harness() -> PluginHarness {
 /// Pings until the plugin answers (it may be reconnecting); panics after about 10 s.
 async fn until_answering(h: &PluginHarness) {
     for _ in 0..40 {
-        let mut quick = TestClient::connect(h.mosquitto.host(), h.mosquitto.port())
+        let mut quick = TestClient::connect(h.broker.host(), h.broker.port())
             .await
             .expect("broker up");
         quick.set_timeout(Duration::from_millis(250));
@@ -37,8 +37,8 @@ async fn plugin_resubscribes_and_restores_retained_state_after_a_broker_crash() 
     assert!(h.put("voltage", json!(110)).await.unwrap().is_success());
     assert!(h.put("channels", json!([8, 9])).await.unwrap().is_success());
 
-    h.mosquitto.kill().unwrap();
-    h.mosquitto.restart().unwrap();
+    h.broker.kill().unwrap();
+    h.broker.restart().unwrap();
     // A fresh broker holds nothing until the plugin comes back and republishes.
     until_answering(&h).await;
     let status = h.wait_board("connected").await.unwrap();
@@ -307,7 +307,7 @@ async fn plugin_survives_a_payload_over_the_mqtt_packet_limit() {
         .await
         .unwrap();
     let connections = || {
-        h.mosquitto
+        h.broker
             .log()
             .matches("New client connected from 127.0.0.1")
             .count()
@@ -315,15 +315,15 @@ async fn plugin_survives_a_payload_over_the_mqtt_packet_limit() {
     let before = connections();
     let reconnected = |log: &str| log.matches(" as dropbot>>").count() >= 2;
     for _ in 0..200 {
-        if reconnected(&h.mosquitto.log()) {
+        if reconnected(&h.broker.log()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        reconnected(&h.mosquitto.log()),
+        reconnected(&h.broker.log()),
         "expected a reconnection: {}",
-        h.mosquitto.log()
+        h.broker.log()
     );
     // Requests sent while it was away are lost (clean session); the next ones are answered.
     until_answering(&h).await;

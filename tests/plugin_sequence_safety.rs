@@ -31,7 +31,7 @@ async fn spawn_trigger(
     action: &'static str,
     value: Value,
 ) -> JoinHandle<Result<Reply, TestError>> {
-    let mut client = TestClient::connect(h.mosquitto.host(), h.mosquitto.port())
+    let mut client = TestClient::connect(h.broker.host(), h.broker.port())
         .await
         .expect("a client");
     client.set_timeout(Duration::from_secs(60));
@@ -288,13 +288,13 @@ async fn a_broker_lost_mid_sequence_makes_the_board_safe_and_keeps_it_halted() {
         s.actuated == vec![1] && s.hv_enabled
     })
     .await;
-    h.mosquitto.kill().unwrap();
+    h.broker.kill().unwrap();
     until(&h, "the board safe without the broker", |s| {
         !s.hv_enabled && s.actuated.is_empty()
     })
     .await;
     run.abort();
-    h.mosquitto.restart().unwrap();
+    h.broker.restart().unwrap();
     let status = h.wait_board("halted").await.unwrap();
     assert_eq!(status["detail"], "bus-lost", "{status}");
     h.state_where("halted", |v| v["reason"] == "bus-lost")

@@ -25,7 +25,7 @@ async fn view_of(h: &PluginHarness, stand_in: Option<Value>, stream_ms: Option<u
     ));
     view::start(ViewOptions {
         listen: "127.0.0.1:0".parse().expect("an address"),
-        bus: h.mosquitto.bus_options(&format!("{}-view", h.name)),
+        bus: h.broker.bus_options(&format!("{}-view", h.name)),
         plugin: h.name.clone(),
         droplets: Some(droplets),
         stand_in_device: stand_in,

@@ -1,9 +1,12 @@
 //! [`BusClient`]: owner of the MQTT connection.
 //!
 //! rumqttc's `EventLoop::poll()` runs alone in its own task and forwards incoming publishes
-//! over a channel. After an error it sleeps with exponential backoff and jitter (reset on
-//! ConnAck); on every ConnAck the resync task restores subscriptions and our retained messages,
-//! because a clean session loses both (and a restarted broker has no retained state).
+//! over a channel, each marked stored or live (see the bus layer's `sync` module). After an error it sleeps
+//! with exponential backoff and jitter (reset only after a session that lasted
+//! `STABLE_SESSION` (10 s), so a broker that drops us right after each ConnAck is not hammered); on
+//! every ConnAck the resync task restores subscriptions and our retained messages, because a
+//! clean session loses both (and a restarted broker has no retained state). The ack task keeps
+//! every packet from the broker acknowledged (see the `ack` module).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,17 +19,21 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
+use super::ack::{ack_task, acknowledge_now};
 use super::envelope::{encode, Envelope, Header};
 use super::error::BusError;
-use super::handle::{BusHandle, SYNC_PREFIX};
+use super::handle::BusHandle;
 use super::options::BusOptions;
 use super::shared::{resync_task, Shared};
+use super::sync::SYNC_PREFIX;
 use super::topics::Topic;
 
 /// First delay after a connection error; doubles up to [`BACKOFF_MAX`].
 const BACKOFF_START: Duration = Duration::from_millis(50);
 /// Longest delay between connection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A session at least this long resets the backoff when it ends.
+pub(crate) const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 /// Where the connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +61,12 @@ pub struct BusMessage {
     pub topic: String,
     /// Raw payload.
     pub payload: bytes::Bytes,
-    /// Whether the broker sent it as a stored retained message.
+    /// The retain flag as the broker set it (mosca clears it on every message).
     pub retain: bool,
+    /// Whether it is stored state delivered at (re)subscription rather than a live message:
+    /// the retain flag, or arrival before our subscription's marker (see the bus layer's `sync` module).
+    /// This holds on every broker; `retain` does not.
+    pub stored: bool,
     max_payload: usize,
 }
 
@@ -89,6 +100,7 @@ pub struct BusClient {
     messages: mpsc::Receiver<BusMessage>,
     poll_task: JoinHandle<()>,
     resync_task: JoinHandle<()>,
+    ack_task: JoinHandle<()>,
 }
 
 impl BusClient {
@@ -113,11 +125,13 @@ impl BusClient {
         ));
         let poll_task = tokio::spawn(poll_task(eventloop, shared.clone(), msg_tx, state_tx));
         let resync_task = tokio::spawn(resync_task(shared.clone()));
+        let ack_task = tokio::spawn(ack_task(shared.clone()));
         Ok(BusClient {
             handle: BusHandle { shared },
             messages,
             poll_task,
             resync_task,
+            ack_task,
         })
     }
 
@@ -160,6 +174,7 @@ impl BusClient {
         let result = self.say_goodbye(farewell, deadline, timeout).await;
         self.handle.shared.closed.store(true, Ordering::Release);
         self.handle.shared.kick.notify_one();
+        self.ack_task.abort();
         result
     }
 
@@ -203,6 +218,7 @@ impl Drop for BusClient {
         self.handle.shared.closed.store(true, Ordering::Release);
         self.poll_task.abort();
         self.resync_task.abort();
+        self.ack_task.abort();
     }
 }
 
@@ -223,6 +239,16 @@ impl Backoff {
         self.next = BACKOFF_START;
     }
 
+    /// The delay after a connection error; `session` is how long the connection that just
+    /// broke lasted (`None`: it never came up). Only a stable session starts again from the
+    /// shortest delay.
+    fn after_error(&mut self, session: Option<Duration>) -> Duration {
+        if session.is_some_and(|s| s >= STABLE_SESSION) {
+            self.reset();
+        }
+        self.next_delay()
+    }
+
     fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (d * 2).min(BACKOFF_MAX);
@@ -239,33 +265,47 @@ async fn poll_task(
     state: watch::Sender<ConnectionState>,
 ) {
     let mut backoff = Backoff::new();
-    let mut connected = false;
+    let mut connected_at: Option<Instant> = None;
     loop {
-        if !connected {
+        if connected_at.is_none() {
             shared
                 .counters
                 .connection_attempts
                 .fetch_add(1, Ordering::Relaxed);
         }
-        match eventloop.poll().await {
+        let event = eventloop.poll().await;
+        match &event {
+            Ok(Event::Incoming(_)) => shared.acks.received(),
+            Ok(Event::Outgoing(_)) => shared.acks.sent(),
+            Err(_) => {}
+        }
+        match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                connected = true;
-                backoff.reset();
+                connected_at = Some(Instant::now());
                 let session = shared.counters.connections.fetch_add(1, Ordering::Relaxed) + 1;
                 shared.connected.store(true, Ordering::Release);
                 shared.resync_all.store(true, Ordering::Release);
-                shared.kick.notify_one();
+                // The state first: the resync task's waits end when it stops being Connected.
                 state.send_replace(ConnectionState::Connected { session });
+                shared.kick.notify_one();
                 tracing::info!(session, "connected to the MQTT broker");
             }
+            Ok(Event::Incoming(Packet::PubAck(_))) => shared.syncs.puback(),
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic.starts_with(SYNC_PREFIX) => {
-                shared.end_sync_waiter(&p.topic, true);
+                shared.syncs.marker_arrived(&p.topic);
+            }
+            Ok(Event::Incoming(Packet::Publish(p)))
+                if shared.take_own_echo(&p.topic, &p.payload) =>
+            {
+                acknowledge_now(&shared);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                let stored = p.retain || shared.syncs.in_window(&p.topic);
                 let msg = BusMessage {
                     topic: p.topic,
                     payload: p.payload,
                     retain: p.retain,
+                    stored,
                     max_payload: shared.max_payload,
                 };
                 // Waits while the receiver is behind (back-pressure); fails only when the
@@ -276,12 +316,12 @@ async fn poll_task(
             Ok(_) => {}
             Err(e) => {
                 let reason = e.to_string();
-                if connected {
+                let session = connected_at.take().map(|t| t.elapsed());
+                if session.is_some() {
                     tracing::warn!(%reason, "MQTT connection lost");
                 } else {
                     tracing::debug!(%reason, "MQTT connection attempt failed");
                 }
-                connected = false;
                 shared.connected.store(false, Ordering::Release);
                 state.send_if_modified(|s| {
                     let changed =
@@ -293,7 +333,7 @@ async fn poll_task(
                     }
                     changed
                 });
-                tokio::time::sleep(backoff.next_delay()).await;
+                tokio::time::sleep(backoff.after_error(session)).await;
             }
         }
     }
@@ -316,5 +356,18 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= BACKOFF_START);
+    }
+
+    #[test]
+    fn only_a_stable_session_resets_the_backoff() {
+        let mut b = Backoff::new();
+        for _ in 0..8 {
+            b.after_error(None);
+        }
+        // A broker that drops us right after each ConnAck keeps us at the longest delay.
+        let short = Some(Duration::from_millis(50));
+        assert!(b.after_error(short) >= BACKOFF_MAX / 2);
+        assert!(b.after_error(short) >= BACKOFF_MAX / 2);
+        assert!(b.after_error(Some(STABLE_SESSION)) <= BACKOFF_START);
     }
 }

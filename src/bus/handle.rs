@@ -16,10 +16,6 @@ use super::router::Router;
 use super::shared::Shared;
 use super::topics::Topic;
 
-/// Topic prefix of [`BusHandle::sync`] probes: outside `microdrop/`, so no MicroDrop client
-/// sees them; the poll task swallows them.
-pub(crate) const SYNC_PREFIX: &str = "microdrop-bus-sync/";
-
 /// Bytes an MQTT PUBLISH adds around topic and payload (fixed header + topic length), at most.
 const PUBLISH_OVERHEAD: usize = 7;
 
@@ -32,6 +28,9 @@ pub struct BusStats {
     pub connections: u64,
     /// Outgoing messages dropped because the request queue was full.
     pub dropped_outgoing: u64,
+    /// Empty packets sent only to acknowledge a packet from the broker that nothing else
+    /// answered (see the bus layer's `ack` module).
+    pub empty_acks: u64,
 }
 
 /// Cloneable handle for publishing and subscribing from any task. Never blocks: when the
@@ -166,20 +165,33 @@ impl BusHandle {
         }
     }
 
-    /// Subscribes to `filter` (QoS 0), now and after every reconnection.
+    /// Subscribes to `filter` (QoS 0), now and after every reconnection. Messages it holds
+    /// stored arrive with [`BusMessage::stored`](super::BusMessage::stored) set. Our own retained
+    /// messages coming back are not handed on (each once; the same value written by someone
+    /// else is).
     pub fn subscribe(&self, filter: &str) -> Result<(), BusError> {
-        if !rumqttc::valid_filter(filter) || filter.contains('\0') {
+        self.subscribe_many(&[filter])
+    }
+
+    /// Subscribes to all `filters` in one SUBSCRIBE (see [`BusHandle::subscribe`]).
+    pub fn subscribe_many(&self, filters: &[&str]) -> Result<(), BusError> {
+        if let Some(bad) = filters
+            .iter()
+            .find(|f| !rumqttc::valid_filter(f) || f.contains('\0'))
+        {
             return Err(BusError::Topic {
-                topic: filter.to_owned(),
+                topic: (*bad).to_owned(),
                 reason: "not a valid MQTT filter",
             });
         }
-        self.shared.subscribe(filter)
+        self.shared.subscribe(filters)
     }
 
-    /// Subscribes to every filter of `router`.
+    /// Subscribes to every filter of `router`, in one SUBSCRIBE.
     pub fn subscribe_router<K>(&self, router: &Router<K>) -> Result<(), BusError> {
-        router.filters().iter().try_for_each(|f| self.subscribe(f))
+        let filters = router.filters();
+        let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+        self.subscribe_many(&filters)
     }
 
     /// Every filter subscribed so far, in order.
@@ -187,9 +199,11 @@ impl BusHandle {
         self.shared.filters()
     }
 
-    /// Waits until the broker has processed everything we queued before this call (in
-    /// particular every subscription, also those restored after a reconnection), at most
-    /// `timeout`. Works by sending a probe to ourselves on a private topic.
+    /// Waits until every subscription so far, also those restored after a reconnection, is in
+    /// place and its stored messages have been delivered, and (on brokers that handle a
+    /// client's packets in order, such as mosquitto) everything queued before this call has
+    /// been processed; at most `timeout`. Works with a retained marker of our own (see the bus
+    /// layer's `sync` module).
     pub async fn sync(&self, timeout: Duration) -> Result<(), BusError> {
         let deadline = Instant::now() + timeout;
         let too_late = |_| BusError::Timeout(timeout, "the broker to process our requests");
@@ -197,34 +211,18 @@ impl BusHandle {
         // First the restore after the current connection's ConnAck must be queued.
         let mut resynced = shared.resynced.subscribe();
         let ready = resynced.wait_for(|&done| {
-            shared.connected.load(Ordering::Acquire)
-                && done >= shared.counters.connections.load(Ordering::Acquire)
+            shared.is_connected() && done >= shared.counters.connections.load(Ordering::Acquire)
         });
         timeout_at(deadline, ready)
             .await
             .map_err(too_late)?
             .map_err(|_| BusError::Closed)?;
-        let topic = format!("{SYNC_PREFIX}{}/{}", self.name(), uuid::Uuid::new_v4());
-        let probe = shared.add_sync_waiter(&topic);
-        let sent = shared
-            .client
-            .try_subscribe(topic.as_str(), QoS::AtMostOnce)
-            .and_then(|()| {
-                shared
-                    .client
-                    .try_publish(topic.as_str(), QoS::AtMostOnce, false, b"{}".to_vec())
-            });
-        let outcome = match sent {
-            Err(_) => Err(shared.dropped(&topic)),
-            Ok(()) => match timeout_at(deadline, probe).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(BusError::Closed),
-                Err(e) => Err(too_late(e)),
-            },
-        };
-        shared.end_sync_waiter(&topic, false);
-        let _ = shared.client.try_unsubscribe(topic);
-        outcome
+        let synced = shared.syncs.add_waiter();
+        shared.kick.notify_one();
+        timeout_at(deadline, synced)
+            .await
+            .map_err(too_late)?
+            .map_err(|_| BusError::Closed)
     }
 
     /// Whether the client is connected to the broker right now.
@@ -244,6 +242,7 @@ impl BusHandle {
             connection_attempts: c.connection_attempts.load(Ordering::Relaxed),
             connections: c.connections.load(Ordering::Relaxed),
             dropped_outgoing: c.dropped_outgoing.load(Ordering::Relaxed),
+            empty_acks: self.shared.acks.sent_empty(),
         }
     }
 }

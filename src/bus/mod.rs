@@ -5,9 +5,12 @@
 //! - [`envelope`]: the `__head__` header, put/trigger unwrapping, notify replies.
 //! - [`client`]: [`BusClient`], the one owner of the MQTT connection (poll task, backoff,
 //!   resubscription and retained republish on every ConnAck, last will).
+//! - `sync`: which messages are stored state, whatever the broker does with the retain flag.
+//! - `ack`: no packet from the broker left unacknowledged (no delayed-ACK stalls).
 //! - [`handle`]: [`BusHandle`], the cloneable, never-blocking publishing side.
 //! - [`options`]: [`BusOptions`], how to reach the broker (TCP, Unix socket, TLS) and who we are.
 
+mod ack;
 pub mod client;
 pub mod envelope;
 pub mod error;
@@ -15,6 +18,7 @@ pub mod handle;
 pub mod options;
 pub mod router;
 mod shared;
+mod sync;
 #[cfg(feature = "tls")]
 mod tls;
 pub mod topics;

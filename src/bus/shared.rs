@@ -1,21 +1,27 @@
 //! State shared by [`BusHandle`](super::BusHandle)s, the poll task and the resync task: the
 //! book of what must be restored on every (re)connection (subscriptions and our retained
-//! messages), and the resync task that restores it.
+//! messages), and the resync task that restores it. Every SUBSCRIBE goes out from the resync
+//! task, synced (see [`super::sync`]), one at a time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, QoS, SubscribeFilter};
-use tokio::sync::{oneshot, watch, Notify};
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::{watch, Notify};
 
+use super::ack::Acks;
 use super::client::ConnectionState;
 use super::envelope::Header;
 use super::error::BusError;
+use super::sync::{subscribe_synced, Synced, Syncs};
 
 /// How long the resync task waits before retrying when the request queue is full.
 const RETRY_FULL: Duration = Duration::from_millis(20);
+/// Our retained payloads remembered per topic until they come back; beyond this the oldest are
+/// taken as lost (a topic we do not subscribe to never sends them back).
+const MAX_ECHOES: usize = 8;
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -31,10 +37,12 @@ struct Book {
     filters: Vec<String>,
     /// Latest retained payload we published, per topic (cleared topics are absent).
     retained: HashMap<String, Vec<u8>>,
-    /// Filters whose SUBSCRIBE did not fit the request queue.
+    /// Filters not subscribed yet in this connection (the resync task sends them).
     unsent_filters: BTreeSet<String>,
     /// Retained topics whose latest value did not fit the request queue.
     unsent_retained: BTreeSet<String>,
+    /// Retained payloads we sent and have not seen come back, per topic, oldest first.
+    echoes: HashMap<String, VecDeque<Vec<u8>>>,
 }
 
 impl Book {
@@ -45,6 +53,15 @@ impl Book {
         } else {
             self.retained.insert(topic.to_owned(), payload.to_vec());
         }
+    }
+
+    /// Remembers that `payload` went out on `topic` and may come back.
+    fn sent(&mut self, topic: &str, payload: &[u8]) {
+        let queue = self.echoes.entry(topic.to_owned()).or_default();
+        if queue.len() == MAX_ECHOES {
+            queue.pop_front();
+        }
+        queue.push_back(payload.to_vec());
     }
 }
 
@@ -65,8 +82,10 @@ pub(crate) struct Shared {
     /// Number of the last connection whose full resync has been queued.
     pub(crate) resynced: watch::Sender<u64>,
     book: Mutex<Book>,
-    /// Probes of [`BusHandle::sync`](super::BusHandle::sync) waiting to come back, by topic.
-    sync_waiters: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// Subscription syncs: which messages are stored state, who waits for a sync.
+    pub(crate) syncs: Syncs,
+    /// Packets from the broker and whether we acknowledged them.
+    pub(crate) acks: Acks,
 }
 
 impl Shared {
@@ -90,7 +109,8 @@ impl Shared {
             state,
             resynced: watch::Sender::new(0),
             book: Mutex::new(Book::default()),
-            sync_waiters: Mutex::new(HashMap::new()),
+            syncs: Syncs::default(),
+            acks: Acks::default(),
         }
     }
 
@@ -101,8 +121,12 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
     }
 
     /// The error for a request that did not fit the queue, counted as a drop.
@@ -125,9 +149,10 @@ impl Shared {
         book.record(topic, &payload);
         if self
             .client
-            .try_publish(topic, QoS::AtMostOnce, true, payload)
+            .try_publish(topic, QoS::AtMostOnce, true, payload.clone())
             .is_ok()
         {
+            book.sent(topic, &payload);
             book.unsent_retained.remove(topic);
             return Ok(());
         }
@@ -140,26 +165,42 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether `payload` on `topic` is a retained message of ours coming back (consumed, with
+    /// any older one that did not come back). The same bytes written by someone else after a
+    /// write of another value are not: each of our publications comes back once.
+    pub(crate) fn take_own_echo(&self, topic: &str, payload: &[u8]) -> bool {
+        let mut book = self.book();
+        let Some(queue) = book.echoes.get_mut(topic) else {
+            return false;
+        };
+        match queue.iter().position(|p| p.as_slice() == payload) {
+            Some(at) => {
+                queue.drain(..=at);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Remembers a retained value without queueing it (the caller queues it itself), so that
     /// a concurrent resync cannot queue an older value after it.
     pub(crate) fn record_retained(&self, topic: &str, payload: &[u8]) {
         self.book().record(topic, payload);
     }
 
-    /// Records `filter` (restored after every ConnAck) and queues its SUBSCRIBE, or leaves it
-    /// to the resync task when the queue is full.
-    pub(crate) fn subscribe(&self, filter: &str) -> Result<(), BusError> {
-        let mut book = self.book();
-        if !book.filters.iter().any(|f| f == filter) {
-            book.filters.push(filter.to_owned());
-        }
-        if self.client.try_subscribe(filter, QoS::AtMostOnce).is_ok() {
-            return Ok(());
-        }
+    /// Records `filters` (restored after every ConnAck) and has the resync task subscribe to
+    /// the new ones, in one synced SUBSCRIBE.
+    pub(crate) fn subscribe(&self, filters: &[&str]) -> Result<(), BusError> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        book.unsent_filters.insert(filter.to_owned());
+        let mut book = self.book();
+        for filter in filters {
+            if !book.filters.iter().any(|f| f == filter) {
+                book.filters.push((*filter).to_owned());
+                book.unsent_filters.insert((*filter).to_owned());
+            }
+        }
         drop(book);
         self.kick.notify_one();
         Ok(())
@@ -169,38 +210,17 @@ impl Shared {
     pub(crate) fn filters(&self) -> Vec<String> {
         self.book().filters.clone()
     }
-
-    /// Registers a sync probe on `topic`; the receiver fires when the probe comes back.
-    pub(crate) fn add_sync_waiter(&self, topic: &str) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut w) = self.sync_waiters.lock() {
-            w.insert(topic.to_owned(), tx);
-        }
-        rx
-    }
-
-    /// Removes the waiter of `topic`, firing it if `fire`.
-    pub(crate) fn end_sync_waiter(&self, topic: &str, fire: bool) {
-        let waiter = self
-            .sync_waiters
-            .lock()
-            .ok()
-            .and_then(|mut w| w.remove(topic));
-        if let (Some(tx), true) = (waiter, fire) {
-            let _ = tx.send(());
-        }
-    }
 }
 
-/// Restores subscriptions and retained messages: everything after each ConnAck, or what did
-/// not fit the request queue. Runs until the client closes.
+/// Restores subscriptions and retained messages: everything after each ConnAck, or what is new
+/// or did not fit the request queue. Runs until the client closes.
 pub(crate) async fn resync_task(shared: std::sync::Arc<Shared>) {
     loop {
         shared.kick.notified().await;
         if shared.is_closed() {
             return;
         }
-        if !shared.connected.load(Ordering::Acquire) {
+        if !shared.is_connected() {
             // The next ConnAck restores everything.
             continue;
         }
@@ -214,14 +234,17 @@ pub(crate) async fn resync_task(shared: std::sync::Arc<Shared>) {
                 topics.extend(book.retained.keys().cloned());
                 (book.filters.clone(), topics)
             } else {
-                (unsent_filters.into_iter().collect(), topics)
+                (unsent_filters.into_iter().collect::<Vec<_>>(), topics)
             }
         };
-        if !resubscribe(&shared, &filters).await {
-            let mut book = shared.book();
-            book.unsent_filters.extend(filters);
-            book.unsent_retained.extend(topics);
-            continue;
+        if !filters.is_empty() || shared.syncs.has_waiters() {
+            if subscribe_synced(&shared, &filters).await == Synced::Lost {
+                let mut book = shared.book();
+                book.unsent_filters.extend(filters);
+                book.unsent_retained.extend(topics);
+                continue;
+            }
+            shared.syncs.release_waiters();
         }
         let mut pending = topics.into_iter();
         let mut complete = true;
@@ -237,26 +260,10 @@ pub(crate) async fn resync_task(shared: std::sync::Arc<Shared>) {
         if all && complete {
             shared.resynced.send_replace(session);
         }
-    }
-}
-
-/// Queues one SUBSCRIBE for all `filters`, waiting for room. False if the connection went away.
-async fn resubscribe(shared: &Shared, filters: &[String]) -> bool {
-    if filters.is_empty() {
-        return true;
-    }
-    let many: Vec<SubscribeFilter> = filters
-        .iter()
-        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtMostOnce))
-        .collect();
-    loop {
-        if shared.client.try_subscribe_many(many.clone()).is_ok() {
-            return true;
+        // Requests that came while this pass ran are served by the next one.
+        if shared.syncs.has_waiters() || !shared.book().unsent_filters.is_empty() {
+            shared.kick.notify_one();
         }
-        if !shared.connected.load(Ordering::Acquire) || shared.is_closed() {
-            return false;
-        }
-        tokio::time::sleep(RETRY_FULL).await;
     }
 }
 
@@ -265,17 +272,18 @@ async fn resubscribe(shared: &Shared, filters: &[String]) -> bool {
 async fn republish(shared: &Shared, topic: &str) -> bool {
     loop {
         {
-            let book = shared.book();
+            let mut book = shared.book();
             let payload = book.retained.get(topic).cloned().unwrap_or_default();
             if shared
                 .client
-                .try_publish(topic, QoS::AtMostOnce, true, payload)
+                .try_publish(topic, QoS::AtMostOnce, true, payload.clone())
                 .is_ok()
             {
+                book.sent(topic, &payload);
                 return true;
             }
         }
-        if !shared.connected.load(Ordering::Acquire) || shared.is_closed() {
+        if !shared.is_connected() || shared.is_closed() {
             return false;
         }
         tokio::time::sleep(RETRY_FULL).await;

@@ -1,7 +1,7 @@
 //! Shared context of the plugin's tasks: the bus handle, the actuation engine and the model,
 //! plus the one function that publishes retained state from the model.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::model::Model;
-use super::properties::{InputError, Property};
+use super::properties::InputError;
 use super::routes::Route;
 use crate::actuation::{
     ActuationError, Actuator, LevelTarget, Ordered, Pending, Picture, Response,
@@ -119,13 +119,7 @@ pub struct Ctx {
     pub exit: mpsc::Sender<()>,
     model: Mutex<Model>,
     published: Mutex<BTreeMap<&'static str, Value>>,
-    /// Per-step properties we published and whose echo (we subscribe to our own state topics
-    /// for them) has not come back yet, oldest first.
-    echoes: Mutex<HashMap<&'static str, VecDeque<Value>>>,
 }
-
-/// Echoes remembered per property; beyond this the oldest are taken as lost.
-const MAX_ECHOES: usize = 32;
 
 impl Ctx {
     /// A context with an empty model.
@@ -147,7 +141,6 @@ impl Ctx {
             behaviour,
             exit,
             published: Mutex::new(BTreeMap::new()),
-            echoes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -170,53 +163,13 @@ impl Ctx {
         drop(model);
         for (property, value) in states {
             if published.get(property) != Some(&value) {
-                match self.bus.publish_state(property, &value) {
-                    Ok(()) => self.expect_echo(property, &value),
-                    Err(e) => tracing::warn!(property, error = %e, "could not publish state"),
+                if let Err(e) = self.bus.publish_state(property, &value) {
+                    tracing::warn!(property, error = %e, "could not publish state");
                 }
                 published.insert(property, value);
             }
         }
         out
-    }
-
-    /// Publish the retained state of `property` again even if it did not change: another
-    /// client may have written our state topic (MicroDrop's step loader does, with
-    /// `dangerouslySetState`), and a successful put must leave the broker holding the truth.
-    pub fn republish(&self, property: &str) {
-        self.published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(property);
-        self.update(|_| ());
-    }
-
-    fn expect_echo(&self, property: &'static str, value: &Value) {
-        if !Property::from_name(property).is_some_and(Property::per_step) {
-            return;
-        }
-        let mut echoes = self.echoes.lock().unwrap_or_else(PoisonError::into_inner);
-        let queue = echoes.entry(property).or_default();
-        if queue.len() == MAX_ECHOES {
-            queue.pop_front();
-        }
-        queue.push_back(value.clone());
-    }
-
-    /// Whether `value` on our own state topic `property` is the echo of one of our own
-    /// publications (consumed, in order; echoes before it are taken as lost).
-    pub fn is_own_echo(&self, property: &str, value: &Value) -> bool {
-        let mut echoes = self.echoes.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(queue) = echoes.get_mut(property) else {
-            return false;
-        };
-        match queue.iter().position(|v| v == value) {
-            Some(at) => {
-                queue.drain(..=at);
-                true
-            }
-            None => false,
-        }
     }
 
     /// Whether a board is connected (as the model knows it).

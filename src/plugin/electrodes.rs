@@ -1,9 +1,13 @@
 //! State-driven actuation: MicroDrop's device model and electrodes model tell us what the chip
-//! looks like and which electrodes must be on; the step runner's `execute` applies a step.
+//! looks like, which electrodes must be on, and a protocol step's voltage and frequency; the step
+//! runner's `execute` applies a step.
 //!
-//! Retained `active-electrodes` messages (delivered when we subscribe or resubscribe) are not
-//! acted upon: they are yesterday's request, and nothing is actuated that a user did not ask
-//! for now. Live updates are applied newest-wins through the actuator.
+//! Stored `active-electrodes` (delivered when we subscribe or resubscribe, told apart by the bus
+//! on every broker, see [`BusMessage::stored`]) are remembered for `execute` but not acted upon:
+//! they are yesterday's request, and nothing is actuated that a user did not ask for now. Live
+//! updates are applied newest-wins through the actuation engine. Electrode ids the device does not have
+//! (a step or route saved with another device) are left out and reported: the known ones are
+//! applied, so no earlier set stays on.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,6 +21,9 @@ use super::requests::Answer;
 use crate::actuation::{Ordered, Phase, Program, Response};
 use crate::bus::{BusError, BusMessage};
 use crate::device::Device;
+
+/// Error topic of electrode problems.
+const ACTIVE_ELECTRODES: &str = "active-electrodes";
 
 /// `microdrop/device-model/state/three-object`: the chip. The channel map always follows it.
 pub fn on_device(ctx: &Arc<Ctx>, msg: &BusMessage) {
@@ -42,7 +49,7 @@ pub fn on_device(ctx: &Arc<Ctx>, msg: &BusMessage) {
         // A new device may map the active electrodes to other channels: follow it, but only
         // while they are actuated (a device load never switches anything on), only for a
         // live message, and with HV as it is.
-        let follow = !msg.retain && !m.actuated.is_empty();
+        let follow = !msg.stored && !m.actuated.is_empty();
         m.active_electrodes.clone().filter(|_| follow)
     });
     if let Some(ids) = remap {
@@ -61,64 +68,37 @@ pub fn on_active_electrodes(ctx: &Arc<Ctx>, msg: &BusMessage) {
         Ok(ids) => ids,
         Err(problem) => {
             let error = InputError::new(
-                "active-electrodes",
+                ACTIVE_ELECTRODES,
                 problem,
                 "an array of electrode id strings",
             );
-            return ctx.report_error("active-electrodes", &error);
+            return ctx.report_error(ACTIVE_ELECTRODES, &error);
         }
     };
-    if msg.retain {
-        tracing::debug!(count = ids.len(), "retained active-electrodes not applied");
+    ctx.update(|m| m.active_electrodes = Some(ids.clone()));
+    if msg.stored {
+        tracing::debug!(count = ids.len(), "stored active-electrodes not applied");
         return;
     }
-    ctx.update(|m| m.active_electrodes = Some(ids.clone()));
     apply(ctx, &ids, true);
 }
 
-/// `microdrop/electrodes-model/state/voltage` or `.../frequency` (`"100 V"`, `"1000 Hz"`):
-/// remembered, and applied when a board is connected (this never turns HV on).
+/// `microdrop/electrodes-model/state/voltage` or `.../frequency` (`"100 V"`, `"1000 Hz"`): a
+/// protocol step's setting, live or stored (the loaded step's). Remembered, and applied when a
+/// board is connected (this never turns HV on).
 pub fn on_step_setting(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
     let value = match msg.envelope() {
         Ok(envelope) => envelope.value,
         Err(e) => return ctx.report_error(property.name(), &e),
     };
-    apply_setting(ctx, property, &value);
-}
-
-/// `microdrop/<self>/state/voltage` or `.../frequency` written by someone else: MicroDrop's step
-/// loader sets a step's per-step properties this way. Our own publications come back on the same
-/// topics and are recognised (in order) and ignored; retained deliveries are old news.
-pub fn on_own_state(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
-    if msg.retain {
-        return;
-    }
-    let Ok(envelope) = msg.envelope() else {
-        // Not ours to judge: put the truth back.
-        return ctx.republish(property.name());
-    };
-    if ctx.is_own_echo(property.name(), &envelope.value) || envelope.value.is_null() {
-        return;
-    }
-    if !apply_setting(ctx, property, &envelope.value) {
-        ctx.republish(property.name());
-    }
-}
-
-/// Remember a voltage or frequency setting and apply it when a board is connected (this never
-/// turns HV on). Returns whether the value was acceptable.
-fn apply_setting(ctx: &Arc<Ctx>, property: Property, value: &Value) -> bool {
     let limits = ctx.model().limits;
     let parsed = match property {
-        Property::Voltage => properties::voltage(value, &limits),
-        _ => properties::frequency(value, &limits),
+        Property::Voltage => properties::voltage(&value, &limits),
+        _ => properties::frequency(&value, &limits),
     };
     let value = match parsed {
         Ok(v) => v,
-        Err(e) => {
-            ctx.report_error(property.name(), &e);
-            return false;
-        }
+        Err(e) => return ctx.report_error(property.name(), &e),
     };
     let (voltage, frequency) = match property {
         Property::Voltage => (Some(value), None),
@@ -132,7 +112,8 @@ fn apply_setting(ctx: &Arc<Ctx>, property: Property, value: &Value) -> bool {
                 let ctx = ctx.clone();
                 let name = property.name();
                 tokio::spawn(async move {
-                    if let Err(e) = ctx.answer(pending, Some(ctx.behaviour.apply_timeout)).await {
+                    let timeout = Some(ctx.behaviour.apply_timeout);
+                    if let Err(e) = ctx.answer(pending, timeout).await {
                         ctx.report_error(name, &e);
                     }
                 });
@@ -140,37 +121,97 @@ fn apply_setting(ctx: &Arc<Ctx>, property: Property, value: &Value) -> bool {
             Err(e) => ctx.report_error(property.name(), &e),
         }
     }
-    true
 }
 
-/// The step runner's `execute`: apply the step's electrodes, voltage and frequency (already
-/// sent to us as electrodes-model state), hold them for the step's duration (the electrodes
-/// model's `min-duration`) on the engine's clock, and answer when it is over. With no board
-/// the step still answers, with a warning, so protocols can be run without hardware.
+/// `microdrop/electrodes-model/state/min-duration`: how long a protocol step holds its
+/// electrodes (ms); `execute` keeps them on that long on the engine's clock.
+pub fn on_step_duration(ctx: &Arc<Ctx>, msg: &BusMessage) {
+    let value = match msg.envelope() {
+        Ok(envelope) => envelope.value,
+        Err(BusError::EmptyPayload) => return ctx.update(|m| m.step_duration = None),
+        Err(e) => return ctx.report_error("min-duration", &e),
+    };
+    let ms = value
+        .as_f64()
+        .filter(|ms| ms.is_finite() && (0.0..=MAX_STEP_MS).contains(ms));
+    match ms {
+        Some(ms) => ctx.update(|m| m.step_duration = Some(Duration::from_secs_f64(ms / 1e3))),
+        None => ctx.report_error(
+            "min-duration",
+            &InputError::new(
+                "min-duration",
+                format!("got {}", describe(&value)),
+                format!("a number of milliseconds from 0 to {MAX_STEP_MS}"),
+            ),
+        ),
+    }
+}
+
+/// Longest step hold taken from `min-duration`, ms (a day).
+const MAX_STEP_MS: f64 = 86_400_000.0;
+
+/// `microdrop/<self>/state/wait-for-board`, our per-step property: MicroDrop's step loader writes
+/// it when a step is loaded (and the broker hands it to us at subscription); taken as the loaded
+/// step's, and published as ours, so that a reconnection restores the step's value rather than
+/// our older one.
+pub fn on_own_state(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
+    let value = match msg.envelope() {
+        Ok(envelope) => envelope.value,
+        // Cleared: the step has no value; the default applies.
+        Err(BusError::EmptyPayload) => Value::Bool(true),
+        Err(e) => return ctx.report_error(property.name(), &e),
+    };
+    match properties::boolean(property.name(), &value) {
+        Ok(wait) => {
+            ctx.update(|m| m.wait_for_board = wait);
+            if !msg.stored {
+                if let Err(e) = ctx.bus.publish_state(property.name(), &json!(wait)) {
+                    tracing::warn!(error = %e, "could not publish wait-for-board");
+                }
+            }
+        }
+        Err(e) => ctx.report_error(property.name(), &e),
+    }
+}
+
+/// The step runner's `execute`: apply the step's electrodes, voltage and frequency (sent to us
+/// as electrodes-model state) and hold them for the step's duration (the electrodes model's
+/// `min-duration`) on the engine's clock; when the step's `wait-for-board` says so, answer once
+/// that is over, else at once. Electrode ids the device lacks are left out and named in a
+/// warning; the step still succeeds. With no board the step answers too, with a warning, so
+/// protocols can be run without hardware.
 pub fn execute(ctx: &Arc<Ctx>) -> Answer {
     if let Err(e) = ctx.board() {
         let warning = json!({"applied": false, "warning": format!("{e}: step not applied")});
         return Answer::Now(Ok(warning));
     }
-    let (ids, voltage, frequency, duration, actuated) = {
+    let (ids, voltage, frequency, wait, duration, actuated) = {
         let m = ctx.model();
         (
             m.active_electrodes.clone(),
             m.voltage_setting,
             m.frequency_setting,
+            m.wait_for_board,
             m.step_duration,
             m.actuated.clone(),
         )
     };
-    let channels = match ids.as_deref().map(|ids| channels_for(ctx, ids)).transpose() {
-        Ok(channels) => channels.unwrap_or(actuated),
-        Err(e) => return Answer::Now(Err(e)),
-    };
+    let mapped = ids.as_deref().map(|ids| channels_for(ctx, ids));
+    let unknown = mapped
+        .as_ref()
+        .map(|m| m.unknown.clone())
+        .unwrap_or_default();
+    if let Some(problem) = mapped.as_ref().and_then(Mapped::problem) {
+        ctx.report_error(ACTIVE_ELECTRODES, &problem);
+    }
     let phase = Phase {
         voltage,
         frequency,
         label: Some("step".into()),
-        ..Phase::timed(channels, duration.unwrap_or(Duration::ZERO))
+        ..Phase::timed(
+            mapped.map_or(actuated, |m| m.channels),
+            duration.unwrap_or(Duration::ZERO),
+        )
     };
     let program = Program {
         needs_hv: false,
@@ -180,8 +221,14 @@ pub fn execute(ctx: &Arc<Ctx>) -> Answer {
         Ok(p) => p,
         Err(e) => return Answer::Now(Err(e)),
     };
+    let warning = (!unknown.is_empty()).then(|| {
+        format!(
+            "electrodes not on this device, left out: {}",
+            unknown.join(", ")
+        )
+    });
     let ctx = ctx.clone();
-    Answer::Later(Box::pin(async move {
+    let hold = async move {
         let report = match ctx.answer(pending, None).await? {
             Response::Sequence(report) => report,
             _ => return Err(RequestError::Busy("unexpected answer".into())),
@@ -193,22 +240,37 @@ pub fn execute(ctx: &Arc<Ctx>) -> Answer {
         Ok(json!({
             "applied": true,
             "electrodes": ids,
+            "unknown_electrodes": unknown,
+            "warning": warning,
             "channels": m.actuated,
             "voltage": m.voltage,
             "frequency": m.frequency,
             "hv_output_enabled": m.hv_output_enabled,
             "capacitance": report.phases.first().and_then(|p| p.capacitance),
         }))
-    }))
+    };
+    if !wait {
+        // The model takes the board's picture when it comes; failures reach the error topic.
+        tokio::spawn(async move {
+            if let Err(e) = hold.await {
+                tracing::warn!(error = %e, "step not applied");
+            }
+        });
+        return Answer::Now(Ok(json!({"applied": "pending"})));
+    }
+    Answer::Later(Box::pin(hold))
 }
 
-/// Submit the channels of `ids` now, in message order; `live` requests may turn HV on by
-/// the auto-HV rule. Errors go to the `active-electrodes` error topic.
+/// Submit the channels of `ids` now, in message order; `live` requests may turn HV on by the
+/// auto-HV rule. Unknown ids and failures go to the `active-electrodes` error topic.
 fn apply(ctx: &Arc<Ctx>, ids: &[String], live: bool) {
-    let submitted = channels_for(ctx, ids).and_then(|channels| ctx.submit_level(channels, live));
-    match submitted {
-        Ok(generation) => confirm_later(ctx.clone(), "active-electrodes", generation),
-        Err(e) => ctx.report_error("active-electrodes", &e),
+    let mapped = channels_for(ctx, ids);
+    if let Some(problem) = mapped.problem() {
+        ctx.report_error(ACTIVE_ELECTRODES, &problem);
+    }
+    match ctx.submit_level(mapped.channels, live) {
+        Ok(generation) => confirm_later(ctx.clone(), ACTIVE_ELECTRODES, generation),
+        Err(e) => ctx.report_error(ACTIVE_ELECTRODES, &e),
     }
 }
 
@@ -221,34 +283,73 @@ fn confirm_later(ctx: Arc<Ctx>, property: &'static str, generation: u64) {
     });
 }
 
-/// Channels of electrode ids through the current device; unknown ids refuse the whole set.
-pub fn channels_for(ctx: &Ctx, ids: &[String]) -> Result<BTreeSet<u16>, RequestError> {
+/// Electrode ids mapped to the board's channels.
+#[derive(Debug, Clone, Default)]
+pub struct Mapped {
+    /// Channels of the ids the device has, on channels the board has.
+    pub channels: BTreeSet<u16>,
+    /// Ids left out: not on the device (or no device yet), or on a channel the board lacks.
+    pub unknown: Vec<String>,
+    /// Why there was no device to map with, if so.
+    no_device: bool,
+    /// The board's channel count, for the message.
+    channel_count: u16,
+}
+
+impl Mapped {
+    /// What was wrong, for the error topic; `None` if every id was mapped.
+    pub fn problem(&self) -> Option<InputError> {
+        if self.unknown.is_empty() {
+            return None;
+        }
+        let (problem, allowed) = if self.no_device {
+            (
+                format!(
+                    "no device is loaded yet; left out: {}",
+                    self.unknown.join(", ")
+                ),
+                "electrode ids after microdrop/device-model/state/three-object was published"
+                    .to_owned(),
+            )
+        } else {
+            (
+                format!("not on this device, left out: {}", self.unknown.join(", ")),
+                format!(
+                    "ids of the loaded device's electrodes on channels 0 to {}",
+                    self.channel_count.saturating_sub(1)
+                ),
+            )
+        };
+        Some(InputError::new(ACTIVE_ELECTRODES, problem, allowed))
+    }
+}
+
+/// Channels of electrode ids through the current device. Ids the device lacks, or that it maps
+/// to a channel the board does not have, are left out and listed.
+pub fn channels_for(ctx: &Ctx, ids: &[String]) -> Mapped {
     let (device, limits) = {
         let m = ctx.model();
         (m.device.clone(), m.limits)
     };
-    let device = device.ok_or_else(|| {
-        InputError::new(
-            "active-electrodes",
-            "no device is loaded yet",
-            "electrode ids after microdrop/device-model/state/three-object was published",
-        )
-    })?;
-    let channels = device
-        .channels_for(ids)
-        .map_err(crate::device::DeviceError::from)?;
-    if let Some(&too_high) = channels.iter().find(|c| **c >= limits.channel_count) {
-        return Err(InputError::new(
-            "active-electrodes",
-            format!("the device maps an electrode to channel {too_high}"),
-            format!(
-                "channels 0 to {} on this board",
-                limits.channel_count.saturating_sub(1)
-            ),
-        )
-        .into());
+    let mut mapped = Mapped {
+        no_device: device.is_none(),
+        channel_count: limits.channel_count,
+        ..Mapped::default()
+    };
+    for id in ids {
+        let channels = device
+            .as_deref()
+            .and_then(|d| d.by_id(id))
+            .map(|e| &e.channels);
+        match channels {
+            Some(c) if c.iter().all(|c| *c < limits.channel_count) => {
+                mapped.channels.extend(c.iter().copied());
+            }
+            _ if !mapped.unknown.contains(id) => mapped.unknown.push(id.clone()),
+            _ => {}
+        }
     }
-    Ok(channels)
+    mapped
 }
 
 fn ids(value: &Value) -> Result<Vec<String>, String> {

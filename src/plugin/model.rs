@@ -52,12 +52,15 @@ pub struct Model {
     pub halted: Option<Halt>,
     /// The latest MicroDrop device.
     pub device: Option<Arc<Device>>,
-    /// The latest live active-electrodes list (ids), for remapping when the device changes.
+    /// The latest active-electrodes list (ids) of the electrodes model, live or stored: what
+    /// `execute` applies, and what a device change remaps while it is actuated.
     pub active_electrodes: Option<Vec<String>>,
     /// Voltage asked by MicroDrop's models or puts, applied on every (re)connection.
     pub voltage_setting: Option<f32>,
     /// Frequency asked by MicroDrop's models or puts, applied on every (re)connection.
     pub frequency_setting: Option<f32>,
+    /// The loaded step's `wait-for-board` (our only per-step property).
+    pub wait_for_board: bool,
     /// How long a protocol step holds its electrodes (the electrodes model's `min-duration`).
     pub step_duration: Option<std::time::Duration>,
     /// The sequence the engine runs.
@@ -66,6 +69,9 @@ pub struct Model {
     connection: Option<u64>,
     /// Revision of the newest engine picture taken.
     picture_revision: u64,
+    /// The schema for `limits`, made once per change of limits (every update publishes from
+    /// the model, so it is read on every request).
+    schema: (Limits, Value),
 }
 
 impl Model {
@@ -87,10 +93,12 @@ impl Model {
             active_electrodes: None,
             voltage_setting: None,
             frequency_setting: None,
+            wait_for_board: true,
             step_duration: None,
             sequence: SequenceState::Idle,
             connection: None,
             picture_revision: 0,
+            schema: (Limits::default(), schema(name, &Limits::default())),
         }
     }
 
@@ -142,6 +150,9 @@ impl Model {
                     max_frequency: f64::from(config.max_frequency()),
                     channel_count: info.channel_count,
                 };
+                if self.schema.0 != self.limits {
+                    self.schema = (self.limits, schema(&self.name, &self.limits));
+                }
             }
             None => {
                 self.voltage = None;
@@ -150,6 +161,14 @@ impl Model {
                 self.disabled.clear();
             }
         }
+    }
+
+    /// The JSON schema for the current limits.
+    pub fn schema(&self) -> Value {
+        if self.schema.0 == self.limits {
+            return self.schema.1.clone();
+        }
+        schema(&self.name, &self.limits)
     }
 
     /// Take the engine's picture of the board (one of another connection, or older than one
@@ -247,24 +266,38 @@ impl Model {
             "id": c.id(),
             "software_version": info.software_version,
             "hardware_version": info.hardware_version,
+            // The firmware's descriptive properties, as MicroDrop's DropBot panel lists them;
+            // null until the board layer reads them (the handshake names the package).
+            "base_node_software_version": Value::Null,
+            "package_name": info.identity.split("::").next(),
+            "display_name": Value::Null,
+            "manufacturer": Value::Null,
+            "url": Value::Null,
             "firmware": info.identity,
             "uuid": info.uuid,
             "port": info.port,
         })
     }
 
-    /// Every retained state topic (property -> value) derived from the model.
+    /// Every retained state topic (property -> value) derived from the model. `voltage` and
+    /// `frequency` are never null (MicroDrop's step loader would write a null into the loaded
+    /// step): with no board they say the last setting, and with none known they are left out,
+    /// so the broker keeps the last value published.
     pub fn states(&self) -> BTreeMap<&'static str, Value> {
         let connected = self.board().is_some();
         let when = |v: Value| if connected { v } else { Value::Null };
-        BTreeMap::from([
+        let setting = |board: Option<f32>, setting: Option<f32>| {
+            let value = if connected { board } else { setting };
+            value.map(|v| json!(v))
+        };
+        let mut states = BTreeMap::from([
             ("status", self.status()),
             ("info", self.info()),
-            ("schema", schema(&self.name, &self.limits)),
+            ("schema", self.schema()),
             ("actuated-channels", when(json!(self.actuated))),
+            // The `channels` property as the editors read it: what is on (nothing without a board).
+            ("channels", json!(self.actuated)),
             ("hv-output-enabled", when(json!(self.hv_output_enabled))),
-            ("voltage", when(json!(self.voltage))),
-            ("frequency", when(json!(self.frequency))),
             (
                 "capacitance-update-interval-ms",
                 when(json!(self.capacitance_update_interval_ms)),
@@ -279,7 +312,14 @@ impl Model {
                 ),
             ),
             ("sequence", json!(self.sequence)),
-        ])
+        ]);
+        if let Some(v) = setting(self.voltage, self.voltage_setting) {
+            states.insert("voltage", v);
+        }
+        if let Some(f) = setting(self.frequency, self.frequency_setting) {
+            states.insert("frequency", f);
+        }
+        states
     }
 }
 
@@ -287,4 +327,24 @@ impl Model {
 /// we publish on the way out.
 pub fn offline_status() -> Value {
     json!({"bus": "offline", "board": "unknown"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voltage_and_frequency_are_never_null() {
+        let mut m = Model::new("dropbot");
+        // Nothing known: left out, so the broker keeps the last value published.
+        let states = m.states();
+        assert!(!states.contains_key("voltage") && !states.contains_key("frequency"));
+        // No board: the last setting.
+        m.remember_settings(Some(120.0), Some(5000.0));
+        let states = m.states();
+        assert_eq!(states.get("voltage"), Some(&json!(120.0)));
+        assert_eq!(states.get("frequency"), Some(&json!(5000.0)));
+        // The editors read `state/channels`: nothing is on without a board.
+        assert_eq!(states.get("channels"), Some(&json!([])));
+    }
 }

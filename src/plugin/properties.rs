@@ -58,11 +58,16 @@ impl InputError {
 }
 
 /// Every property a client may put.
+///
+/// Only [`Property::WaitForBoard`] is stored per protocol step. A step's voltage and frequency
+/// are the electrodes model's (`electrodes-model/state/voltage|frequency`, which the plugin
+/// follows), as in MicroDrop 3 with its 2018 DropBot plugin: one source of truth, whatever order
+/// MicroDrop's step loader writes plugins in. Ours are global: a put sets the board now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Property {
-    /// RMS actuation voltage, V (per step).
+    /// RMS actuation voltage, V (global; steps keep the electrodes model's).
     Voltage,
-    /// Waveform frequency, Hz (per step).
+    /// Waveform frequency, Hz (global; steps keep the electrodes model's).
     Frequency,
     /// HV output on or off (global).
     HvOutputEnabled,
@@ -72,6 +77,9 @@ pub enum Property {
     CapacitanceUpdateIntervalMs,
     /// Channels the board must never actuate (global).
     DisabledChannels,
+    /// Whether a protocol step waits until the board has applied it (per step). Makes the
+    /// plugin one of MicroDrop's step plugins, whose `execute` the step runner calls.
+    WaitForBoard,
 }
 
 /// A validated property value.
@@ -89,6 +97,8 @@ pub enum PropertyValue {
     CapacitanceUpdateIntervalMs(u32),
     /// Channels to disable.
     DisabledChannels(BTreeSet<u16>),
+    /// Wait for the board in `execute`.
+    WaitForBoard(bool),
 }
 
 /// Longest capacitance stream period accepted, ms.
@@ -96,13 +106,14 @@ const MAX_INTERVAL_MS: u64 = 3_600_000;
 
 impl Property {
     /// All properties, in schema order.
-    pub const ALL: [Property; 6] = [
+    pub const ALL: [Property; 7] = [
         Property::Voltage,
         Property::Frequency,
         Property::HvOutputEnabled,
         Property::Channels,
         Property::CapacitanceUpdateIntervalMs,
         Property::DisabledChannels,
+        Property::WaitForBoard,
     ];
 
     /// The property's name in topics.
@@ -114,6 +125,7 @@ impl Property {
             Property::Channels => "channels",
             Property::CapacitanceUpdateIntervalMs => "capacitance-update-interval-ms",
             Property::DisabledChannels => "disabled-channels",
+            Property::WaitForBoard => "wait-for-board",
         }
     }
 
@@ -124,7 +136,7 @@ impl Property {
 
     /// Whether MicroDrop's step editor stores it per protocol step.
     pub fn per_step(self) -> bool {
-        matches!(self, Property::Voltage | Property::Frequency)
+        matches!(self, Property::WaitForBoard)
     }
 
     /// Its JSON schema, with MicroDrop's `per_step` hint.
@@ -133,12 +145,13 @@ impl Property {
         let mut schema = match self {
             Property::Voltage => json!({
                 "type": "number", "minimum": limits.min_voltage, "maximum": limits.max_voltage,
-                "default": 100, "unit": "V", "description": "RMS actuation voltage",
+                "default": 100, "unit": "V",
+                "description": "RMS actuation voltage now; protocol steps set theirs in the electrodes model",
             }),
             Property::Frequency => json!({
                 "type": "number", "minimum": 0, "maximum": limits.max_frequency,
-                "default": 10000, "unit": "Hz",
-                "description": format!("Waveform frequency: 0 (DC) or {} to {} Hz", limits.min_frequency, limits.max_frequency),
+                "default": 1000, "unit": "Hz",
+                "description": format!("Waveform frequency now: 0 (DC) or {} to {} Hz; protocol steps set theirs in the electrodes model", limits.min_frequency, limits.max_frequency),
             }),
             Property::HvOutputEnabled => json!({
                 "type": "boolean", "default": false, "description": "High-voltage output on",
@@ -155,6 +168,10 @@ impl Property {
                 "type": "array", "items": channel, "uniqueItems": true,
                 "description": "Channels the board must never actuate",
             }),
+            Property::WaitForBoard => json!({
+                "type": "boolean", "default": true,
+                "description": "The step waits until the DropBot has applied its electrodes, voltage and frequency",
+            }),
         };
         schema["per_step"] = json!(self.per_step());
         schema
@@ -166,16 +183,7 @@ impl Property {
         Ok(match self {
             Property::Voltage => PropertyValue::Voltage(voltage(value, limits)?),
             Property::Frequency => PropertyValue::Frequency(frequency(value, limits)?),
-            Property::HvOutputEnabled => match value {
-                Value::Bool(b) => PropertyValue::HvOutputEnabled(*b),
-                other => {
-                    return Err(InputError::new(
-                        name,
-                        format!("got {}", describe(other)),
-                        "true or false",
-                    ))
-                }
-            },
+            Property::HvOutputEnabled => PropertyValue::HvOutputEnabled(boolean(name, value)?),
             Property::Channels => {
                 PropertyValue::Channels(channel_set(name, value, limits.channel_count)?)
             }
@@ -196,8 +204,20 @@ impl Property {
             Property::DisabledChannels => {
                 PropertyValue::DisabledChannels(channel_set(name, value, limits.channel_count)?)
             }
+            Property::WaitForBoard => PropertyValue::WaitForBoard(boolean(name, value)?),
         })
     }
+}
+
+/// `true` or `false`.
+pub fn boolean(property: &str, value: &Value) -> Result<bool, InputError> {
+    value.as_bool().ok_or_else(|| {
+        InputError::new(
+            property,
+            format!("got {}", describe(value)),
+            "true or false",
+        )
+    })
 }
 
 /// A voltage (number or `"100 V"`) within the board's limits.
@@ -345,50 +365,5 @@ pub fn describe(value: &Value) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_microdrop_unit_strings() {
-        assert_eq!(parse_quantity("100 V"), Some(100.0));
-        assert_eq!(parse_quantity("1000 Hz"), Some(1000.0));
-        assert_eq!(parse_quantity("1 kHz"), Some(1000.0));
-        assert_eq!(parse_quantity("12.5"), Some(12.5));
-        assert_eq!(parse_quantity("volts"), None);
-    }
-
-    #[test]
-    fn validates_with_limits_and_says_what_is_allowed() {
-        let limits = Limits::default();
-        assert_eq!(
-            Property::Voltage.parse(&json!(120), &limits),
-            Ok(PropertyValue::Voltage(120.0))
-        );
-        let err = Property::Voltage.parse(&json!(500), &limits).unwrap_err();
-        assert!(err.to_string().contains("0 to 150"), "{err}");
-        let err = Property::Voltage.parse(&json!("abc"), &limits).unwrap_err();
-        assert!(err.to_string().contains("the string \"abc\""), "{err}");
-        assert!(Property::Frequency.parse(&json!(0), &limits).is_ok());
-        assert!(Property::Frequency.parse(&json!(50), &limits).is_err());
-        assert!(Property::Channels.parse(&json!([0, 119]), &limits).is_ok());
-        let err = Property::Channels
-            .parse(&json!([120]), &limits)
-            .unwrap_err();
-        assert!(err.to_string().contains("0 to 119"), "{err}");
-        assert!(Property::HvOutputEnabled
-            .parse(&json!("yes"), &limits)
-            .is_err());
-        assert!(Property::CapacitanceUpdateIntervalMs
-            .parse(&json!(-1), &limits)
-            .is_err());
-    }
-
-    #[test]
-    fn schema_lists_every_property_with_per_step_hints() {
-        let s = schema("dropbot", &Limits::default());
-        for p in Property::ALL {
-            assert_eq!(s["properties"][p.name()]["per_step"], json!(p.per_step()));
-        }
-        assert_eq!(s["properties"]["voltage"]["maximum"], json!(150.0));
-    }
-}
+#[path = "properties_tests.rs"]
+mod tests;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::context::{Ctx, RequestError};
-use super::properties::{self, schema, InputError, Property, PropertyValue};
+use super::properties::{self, InputError, Property, PropertyValue};
 use super::routes::{Action, Route};
 use crate::actuation::{Halt, Ordered, Response};
 use crate::bus::{BusMessage, Envelope, ReplyStatus};
@@ -153,6 +153,13 @@ fn put(ctx: &Arc<Ctx>, property: Property, value: &Value) -> Answer {
             let pending = ctx.submit(Ordered::Disabled(channels));
             board_answer(ctx, pending, |ctx, _| json!(ctx.model().disabled))
         }
+        PropertyValue::WaitForBoard(wait) => {
+            // Per step: the retained state is what MicroDrop's step editor records in the
+            // loaded step (published on a put only, so a restart cannot overwrite a step's).
+            ctx.update(|m| m.wait_for_board = wait);
+            let published = ctx.bus.publish_state(property.name(), &json!(wait));
+            Answer::Now(published.map(|()| json!(wait)).map_err(RequestError::from))
+        }
     }
 }
 
@@ -191,20 +198,25 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
     let now = |v: Value| Answer::Now(Ok(v));
     match action {
         Action::Ping => now(json!("pong")),
-        Action::GetSchema => now(schema(&ctx.name, &ctx.model().limits)),
+        Action::GetSchema => now(ctx.model().schema()),
         Action::GetSubscriptions => now(json!(ctx.bus.subscriptions())),
         Action::UpdateVersion => now(value.get("state").cloned().unwrap_or_else(|| json!({}))),
         // The main loop is told after the reply is queued (see `reply`).
         Action::Exit => now(json!("exiting: HV and channels off")),
         Action::ConnectDropbot => Answer::Now(ctx.board().map(|()| ctx.model().status())),
+        // Bare numbers, as the 2018 plugin answered and MicroDrop's DropBot panel shows them;
+        // the retained `capacitance` and `measured-voltage` states carry unit and times.
         Action::MeasureCapacitance => {
             let pending = ctx.submit(Ordered::Capacitance);
             board_answer(ctx, pending, |ctx, r| match r {
-                Response::Capacitance(reading) => super::telemetry::publish_capacitance(
-                    ctx,
-                    reading.farads,
-                    reading.stamp.board_us,
-                ),
+                Response::Capacitance(reading) => {
+                    super::telemetry::publish_capacitance(
+                        ctx,
+                        reading.farads,
+                        reading.stamp.board_us,
+                    );
+                    json!(reading.farads)
+                }
                 _ => Value::Null,
             })
         }
@@ -212,7 +224,9 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
             let pending = ctx.submit(Ordered::MeasuredVoltage);
             board_answer(ctx, pending, |ctx, r| match r {
                 Response::Voltage(v) => {
-                    super::telemetry::publish_measured_voltage(ctx, f64::from(v))
+                    let volts = f64::from(v);
+                    super::telemetry::publish_measured_voltage(ctx, volts);
+                    json!(volts)
                 }
                 _ => Value::Null,
             })

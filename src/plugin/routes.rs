@@ -112,10 +112,18 @@ pub enum Route {
     Device,
     /// `microdrop/electrodes-model/state/active-electrodes`.
     ActiveElectrodes,
-    /// `microdrop/electrodes-model/state/voltage` (`"100 V"`) or `.../frequency` (`"1000 Hz"`).
+    /// `microdrop/electrodes-model/state/voltage` (`"100 V"`) or `.../frequency` (`"1000 Hz"`):
+    /// a protocol step's voltage and frequency (the one source of them).
     StepSetting(Property),
-    /// `microdrop/<self>/state/voltage` or `.../frequency`: our own per-step properties, which
-    /// MicroDrop's step loader writes directly when a protocol step is loaded.
+    /// `microdrop/electrodes-model/state/min-duration`: how long a step holds its electrodes.
+    StepDuration,
+    /// `microdrop/trigger/routes-model/stop`: what MicroDrop's Stop button (and the end of a
+    /// protocol) sends; it stops our sequence too.
+    RoutesStop,
+    /// `microdrop/<self>/state/<property>` of a per-step property: MicroDrop's step loader
+    /// writes it (no put) when a step is loaded. Only per-step properties: every other state
+    /// topic of ours would send us our own publications back, for nothing. (Our own latest
+    /// value coming back is not handed on by the bus.)
     OwnState(Property),
 }
 
@@ -127,6 +135,8 @@ impl Route {
             Route::Trigger(a) => a.name(),
             Route::Device => "three-object",
             Route::ActiveElectrodes => "active-electrodes",
+            Route::StepDuration => "min-duration",
+            Route::RoutesStop => "stop",
             Route::StepSetting(p) | Route::OwnState(p) => p.name(),
         }
     }
@@ -152,11 +162,18 @@ pub fn router(name: &str) -> Result<Router<Route>, BusError> {
         "microdrop/electrodes-model/state/active-electrodes",
         Route::ActiveElectrodes,
     )?;
-    for p in Property::ALL.into_iter().filter(|p| p.per_step()) {
+    for p in [Property::Voltage, Property::Frequency] {
         router.add(
             &format!("microdrop/electrodes-model/state/{}", p.name()),
             Route::StepSetting(p),
         )?;
+    }
+    router.add(
+        "microdrop/electrodes-model/state/min-duration",
+        Route::StepDuration,
+    )?;
+    router.add("microdrop/trigger/routes-model/stop", Route::RoutesStop)?;
+    for p in Property::ALL.into_iter().filter(|p| p.per_step()) {
         router.add(
             &format!("microdrop/{{self}}/state/{}", p.name()),
             Route::OwnState(p),
@@ -181,5 +198,12 @@ mod tests {
             Some(Route::Put(Property::Frequency))
         );
         assert!(r.route("microdrop/put/other/frequency").is_none());
+        // Our own voltage is not a step's: we do not listen to it (nor to its echoes).
+        assert!(r.route("microdrop/dropbot/state/voltage").is_none());
+        assert_eq!(
+            r.route("microdrop/dropbot/state/wait-for-board")
+                .map(|(k, _)| *k),
+            Some(Route::OwnState(Property::WaitForBoard))
+        );
     }
 }

@@ -154,6 +154,12 @@ fn dispatch(ctx: &Arc<Ctx>, msg: BusMessage) {
         Route::ActiveElectrodes => electrodes::on_active_electrodes(ctx, &msg),
         Route::StepSetting(p) => electrodes::on_step_setting(ctx, &msg, p),
         Route::OwnState(p) => electrodes::on_own_state(ctx, &msg, p),
+        Route::StepDuration => electrodes::on_step_duration(ctx, &msg),
+        Route::RoutesStop if !msg.stored => {
+            // MicroDrop's Stop button: our sequence (or a step's hold) stops with its routes.
+            let _ = ctx.actuator.stop();
+        }
+        Route::RoutesStop => {}
         Route::Put(_) | Route::Trigger(_) => requests::handle(ctx, route, msg),
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
-use super::session::{mqtt_options, poll_until, wrap};
+use super::session::{marker_topic, mqtt_options, poll_until, wrap};
 use super::TestError;
 use crate::bus::filter_matches;
 
@@ -52,6 +52,7 @@ impl TestMessage {
 enum Seen {
     Message(TestMessage),
     SubAck,
+    PubAck,
 }
 
 /// An MQTT client for tests that talks like MicroDrop 3's UI.
@@ -102,24 +103,46 @@ impl TestClient {
         self.timeout = timeout;
     }
 
-    /// Subscribes the observing client to `filter` and waits for the SubAck.
+    /// Subscribes the observing client to `filter` and waits until the broker has delivered
+    /// the messages it holds for it (they are kept for `next_message`). Works whatever the
+    /// broker does with the retain flag: a retained marker of our own is subscribed right
+    /// after `filter`, and comes back after `filter`'s stored messages.
     pub async fn subscribe(&mut self, filter: &str) -> Result<(), TestError> {
         if let Ok(mut f) = self.filters.lock() {
             if !f.iter().any(|x| x == filter) {
                 f.push(filter.to_owned());
             }
         }
-        self.client
-            .subscribe(filter, QoS::AtMostOnce)
-            .await
-            .map_err(|e| TestError::Mqtt(e.to_string()))?;
+        let mqtt = |e: rumqttc::ClientError| TestError::Mqtt(e.to_string());
+        let marker = marker_topic();
         let deadline = Instant::now() + self.timeout;
+        self.client
+            .publish(&marker, QoS::AtLeastOnce, true, b"marker".to_vec())
+            .await
+            .map_err(mqtt)?;
+        // Stored before we subscribe to it, so it cannot come back live.
         loop {
-            match self.recv(deadline, "SubAck").await? {
-                Seen::SubAck => return Ok(()),
+            match self.recv(deadline, "PubAck").await? {
+                Seen::PubAck => break,
                 Seen::Message(m) => self.keep(m),
+                Seen::SubAck => {}
             }
         }
+        let filters = [filter, marker.as_str()]
+            .map(|f| rumqttc::SubscribeFilter::new(f.to_owned(), QoS::AtMostOnce));
+        self.client.subscribe_many(filters).await.map_err(mqtt)?;
+        loop {
+            match self.recv(deadline, "the marker").await? {
+                Seen::Message(m) if m.topic == marker => break,
+                Seen::Message(m) => self.keep(m),
+                Seen::SubAck | Seen::PubAck => {}
+            }
+        }
+        self.client.unsubscribe(&marker).await.map_err(mqtt)?;
+        self.client
+            .publish(&marker, QoS::AtMostOnce, true, Vec::new())
+            .await
+            .map_err(mqtt)
     }
 
     /// The next message on `filter` (subscribing first if needed), waiting at most the
@@ -168,7 +191,7 @@ impl TestClient {
             match self.recv(deadline, "").await {
                 Ok(Seen::Message(m)) if filter_matches(filter, &m.topic) => out.push(m),
                 Ok(Seen::Message(m)) => self.keep(m),
-                Ok(Seen::SubAck) => {}
+                Ok(Seen::SubAck | Seen::PubAck) => {}
                 Err(TestError::Timeout(_)) => return Ok(out),
                 Err(e) => return Err(e),
             }
@@ -248,6 +271,7 @@ async fn observe(
                 retain: p.retain,
             }),
             Ok(Event::Incoming(Packet::SubAck(_))) => Seen::SubAck,
+            Ok(Event::Incoming(Packet::PubAck(_))) => Seen::PubAck,
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 let list = filters.lock().map(|f| f.clone()).unwrap_or_default();
                 for f in list {

@@ -1,21 +1,27 @@
 //! Fixtures for tests and benches: real parts, no mocks.
 //!
-//! - [`Mosquitto`]: a private mosquitto child process per test (start, kill, stop, restart).
+//! - [`TestBroker`]: a private broker per test, of either [`BrokerKind`]: [`Mosquitto`] (a child
+//!   process with mosquitto's default settings) or [`Mosca`] (MicroDrop 3's own broker, from npm).
 //! - [`TestClient`]: an MQTT client that talks like MicroDrop 3's UI (puts and triggers with
 //!   `micropede-async-*` names waiting for notify replies, retained-state checks).
 //! - [`PluginHarness`]: broker + simulated board + the plugin, for end-to-end tests.
 //! - [`mod@bench`]: latency histograms and the bare pty echo the benchmarks compare with.
 
 pub mod bench;
+mod broker;
 mod client;
 mod embedded;
+mod mosca;
 mod mosquitto;
+pub mod node;
 mod plugin;
 mod session;
 pub mod sim_host;
 
+pub use broker::{BrokerKind, TestBroker};
 pub use client::{TestClient, TestMessage};
 pub use embedded::embedded_broker;
+pub use mosca::Mosca;
 pub use mosquitto::Mosquitto;
 pub use plugin::{PluginHarness, PluginOptions, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
 pub use session::{async_client_name, Reply};

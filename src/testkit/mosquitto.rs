@@ -37,8 +37,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A running private mosquitto. Listens on `127.0.0.1:port()` and on `socket_path()`, allows
-/// anonymous clients, keeps nothing across restarts (no persistence), no packet size limit.
+/// A running private mosquitto with its default settings. Listens on `127.0.0.1:port()` and on
+/// `socket_path()`, allows anonymous clients, keeps nothing across restarts (no persistence), no
+/// packet size limit.
 pub struct Mosquitto {
     child: Option<Child>,
     port: u16,
@@ -215,8 +216,8 @@ fn read_log(dir: &Path) -> String {
 fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
     let sock = socket_path(dir);
     let config_path = dir.join("mosquitto.conf");
-    // `set_tcp_nodelay`: without it the broker's Nagle waits for our delayed ACKs (~40 ms) when
-    // two messages for a client follow each other (see docs/benchmarks.md).
+    // Nothing but what the test needs (listeners, access, no persistence, logging): mosquitto's
+    // defaults otherwise, Nagle's algorithm included, as users run it (see docs/benchmarks.md).
     let passwords = dir.join(PASSWORD_FILE);
     let access = if passwords.exists() {
         format!(
@@ -228,7 +229,7 @@ fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
     };
     let mut config = format!(
         "per_listener_settings false\n{access}persistence false\n\
-         set_tcp_nodelay true\nlog_dest stderr\nlistener {port} 127.0.0.1\nlistener 0 {sock}\n",
+         log_dest stderr\nlistener {port} 127.0.0.1\nlistener 0 {sock}\n",
         sock = sock.display(),
     );
     if let Some(tls_port) = tls_port {

@@ -1,8 +1,8 @@
 //! [`PluginHarness`]: the whole plugin on real parts for end-to-end tests and benchmarks: a
-//! private mosquitto, a simulated DropBot on a pty (realistic timing, a real firmware id,
-//! MicroDrop 3's default device, a trace file; the plugin opens it through a symlink that
-//! follows replugs), and [`plugin::run`](crate::plugin::run) in a task with a shutdown
-//! switch.
+//! private broker (mosquitto with its defaults, or MicroDrop's mosca), a simulated DropBot on a
+//! pty (realistic timing, a real firmware id, MicroDrop 3's default device, a trace file; the
+//! plugin opens it through a symlink that follows replugs), and
+//! [`plugin::run`](crate::plugin::run) in a task with a shutdown switch.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::sim_host::SimHost;
-use super::{Mosquitto, Reply, TestClient, TestError};
+use super::{BrokerKind, Reply, TestBroker, TestClient, TestError};
 use crate::board::{DiscoveryError, PortInfo, PortLister, Probe, Selector, SupervisorOptions};
 use crate::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
 use crate::plugin::{self, Behaviour, PluginError};
@@ -43,6 +43,8 @@ pub struct PluginOptions {
     /// Configuration written to the board (and saved) before the plugin connects, e.g.
     /// other voltage and frequency limits.
     pub board_config: Option<Config>,
+    /// The broker to run on.
+    pub broker: BrokerKind,
 }
 
 impl Default for PluginOptions {
@@ -59,6 +61,7 @@ impl Default for PluginOptions {
                 MICRODROP3_DEFAULT_THREE_OBJECT.as_bytes().to_vec(),
             )],
             board_config: None,
+            broker: BrokerKind::default(),
         }
     }
 }
@@ -88,12 +91,14 @@ pub struct PluginHarness {
     /// The simulated board.
     pub sim: SimHandle,
     /// The broker (kill and restart it for resilience tests).
-    pub mosquitto: Mosquitto,
+    pub broker: TestBroker,
     /// The plugin's bus name.
     pub name: String,
     trace: PathBuf,
+    link: PathBuf,
+    behaviour: Behaviour,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), PluginError>>>,
+    task: Option<PluginTask>,
     _dir: TempDir,
 }
 
@@ -104,12 +109,12 @@ impl PluginHarness {
         let dir = std::env::temp_dir().join(format!("dropbot-plugin-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir)?;
         let dir = TempDir(dir);
-        let mosquitto = Mosquitto::start()?;
-        let mut client = TestClient::connect(mosquitto.host(), mosquitto.port()).await?;
+        let broker = TestBroker::start(options.broker)?;
+        let mut client = TestClient::connect(broker.host(), broker.port()).await?;
         for (topic, payload) in options.retained {
             client.publish_raw(&topic, payload, true).await?;
             // The broker must hold it before the plugin subscribes.
-            wait_retained(&client, &topic).await?;
+            client.wait_retained(&topic).await?;
         }
         let mut sim_options = options.sim;
         if sim_options.device.is_none() {
@@ -126,23 +131,18 @@ impl PluginHarness {
             configure(&sim.path(), config).await?;
         }
 
-        let probe = Probe::new(Arc::new(TableSet::builtin()));
-        let selector = Selector::Path(link.display().to_string());
-        let supervisor = SupervisorOptions::new(selector, Arc::new(NoPorts), probe);
-        let bus = mosquitto.bus_options(&options.name);
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(plugin::run(bus, supervisor, options.behaviour, async {
-            let _ = stop.await;
-        }));
+        let (shutdown, task) = spawn_plugin(&broker, &options.name, &link, &options.behaviour);
         let harness = PluginHarness {
             client: {
                 client.set_timeout(Duration::from_secs(10));
                 client
             },
             sim,
-            mosquitto,
+            broker,
             name: options.name,
             trace,
+            link,
+            behaviour: options.behaviour,
             shutdown: Some(shutdown),
             task: Some(task),
             _dir: dir,
@@ -151,7 +151,19 @@ impl PluginHarness {
         Ok(harness)
     }
 
-    /// `microdrop/<name>/state/<property>`.
+    /// Stops the plugin (as `exit` or SIGTERM would: HV and channels off, retained status
+    /// offline) and starts it again on the same broker and board; waits (up to 10 s) until the
+    /// new one says the board is connected.
+    pub async fn restart_plugin(&mut self) -> Result<(), TestError> {
+        self.stop()
+            .await?
+            .map_err(|e| TestError::Mqtt(format!("plugin: {e}")))?;
+        let (shutdown, task) = spawn_plugin(&self.broker, &self.name, &self.link, &self.behaviour);
+        self.shutdown = Some(shutdown);
+        self.task = Some(task);
+        self.wait_board("connected").await.map(drop)
+    }
+
     /// The text of the next `microdrop/<name>/error/<topic>` message (the client must be
     /// subscribed to it).
     pub async fn next_error(&mut self, topic: &str) -> Result<String, TestError> {
@@ -274,18 +286,24 @@ impl Drop for PluginHarness {
     }
 }
 
-/// Waits (up to 10 s) until the broker holds a retained message on `topic`.
-async fn wait_retained(client: &TestClient, topic: &str) -> Result<(), TestError> {
-    for _ in 0..50 {
-        if client
-            .retained(topic, Duration::from_millis(200))
-            .await?
-            .is_some()
-        {
-            return Ok(());
-        }
-    }
-    Err(TestError::Timeout(format!("the broker to retain {topic}")))
+type PluginTask = JoinHandle<Result<(), PluginError>>;
+
+/// The plugin on `broker` with the board at `link`, in a task; its shutdown switch.
+fn spawn_plugin(
+    broker: &TestBroker,
+    name: &str,
+    link: &Path,
+    behaviour: &Behaviour,
+) -> (oneshot::Sender<()>, PluginTask) {
+    let probe = Probe::new(Arc::new(TableSet::builtin()));
+    let selector = Selector::Path(link.display().to_string());
+    let supervisor = SupervisorOptions::new(selector, Arc::new(NoPorts), probe);
+    let bus = broker.bus_options(name);
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let task = tokio::spawn(plugin::run(bus, supervisor, behaviour.clone(), async {
+        let _ = stop.await;
+    }));
+    (shutdown, task)
 }
 
 /// Writes and saves `config` on the board at `path` (through the real open path).

@@ -45,6 +45,12 @@ pub(super) fn mqtt_options(name: &str, host: &str, port: u16) -> MqttOptions {
     o
 }
 
+/// A fresh topic for a retained marker: subscribed right after other filters, its stored value
+/// comes back after theirs on mosquitto and on mosca alike (which clears the retain flag).
+pub(super) fn marker_topic() -> String {
+    format!("dropbot-test-sync/{}", uuid::Uuid::new_v4())
+}
+
 /// A name like the async helper's: `micropede-async-<uuid>-<uuid>`.
 pub fn async_client_name() -> String {
     format!(
@@ -91,7 +97,9 @@ pub(super) async fn poll_until<T>(
 
 impl TestClient {
     /// The retained message on `topic` right now, asking the broker on a fresh connection
-    /// and waiting `wait` for it. `None` if nothing is retained.
+    /// (at most `wait`, or the client's timeout if longer). `None` if nothing is retained.
+    /// Works whatever the broker does with the retain flag (mosca clears it): a retained
+    /// marker subscribed right after `topic` comes back after `topic`'s stored message.
     pub async fn retained(
         &self,
         topic: &str,
@@ -100,31 +108,44 @@ impl TestClient {
         let (client, mut eventloop) =
             AsyncClient::new(mqtt_options("test-retained", &self.host, self.port), 8);
         let deadline = Instant::now() + self.timeout.max(wait);
+        let mqtt = |e: rumqttc::ClientError| TestError::Mqtt(e.to_string());
         poll_until(&mut eventloop, deadline, "ConnAck", |e| {
             matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
         })
         .await?;
+        let marker = marker_topic();
         client
-            .try_subscribe(topic, QoS::AtMostOnce)
-            .map_err(|e| TestError::Mqtt(e.to_string()))?;
-        let deadline = Instant::now() + wait;
-        let found = poll_until(&mut eventloop, deadline, "retained", |e| match e {
-            Event::Incoming(Packet::Publish(p)) if p.retain && p.topic == topic => {
-                Some(TestMessage {
+            .try_publish(&marker, QoS::AtLeastOnce, true, b"marker".to_vec())
+            .map_err(mqtt)?;
+        poll_until(&mut eventloop, deadline, "PubAck", |e| {
+            matches!(e, Event::Incoming(Packet::PubAck(_))).then_some(())
+        })
+        .await?;
+        let filters = [topic, marker.as_str()]
+            .map(|f| rumqttc::SubscribeFilter::new(f.to_owned(), QoS::AtMostOnce));
+        client.try_subscribe_many(filters).map_err(mqtt)?;
+        let mut found = None;
+        poll_until(&mut eventloop, deadline, "the marker", |e| match e {
+            Event::Incoming(Packet::Publish(p)) if p.topic == marker => Some(()),
+            Event::Incoming(Packet::Publish(p)) if p.topic == topic => {
+                found = Some(TestMessage {
                     topic: p.topic.clone(),
                     payload: p.payload.to_vec(),
-                    retain: true,
-                })
+                    retain: p.retain,
+                });
+                None
             }
             _ => None,
         })
-        .await;
+        .await?;
+        let _ = client.try_publish(&marker, QoS::AtMostOnce, true, Vec::new());
         let _ = client.try_disconnect();
-        match found {
-            Ok(m) => Ok(Some(m)),
-            Err(TestError::Timeout(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        // Flush the clear and the DISCONNECT (the broker closes the connection after it).
+        let _ = poll_until(&mut eventloop, deadline, "DISCONNECT", |e| {
+            matches!(e, Event::Outgoing(rumqttc::Outgoing::Disconnect)).then_some(())
+        })
+        .await;
+        Ok(found.filter(|m| !m.payload.is_empty()))
     }
 
     /// Waits (up to the timeout) until the broker holds a retained value on `topic` whose

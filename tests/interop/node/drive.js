@@ -156,26 +156,19 @@ async function main() {
   const after = await step('get_state_voltage_after_bad_put', () => microdrop.getState(name, 'voltage'));
   check('a refused put leaves voltage at 90', after.outcome === 'resolved' && after.value === 90, JSON.stringify(after));
 
-  // Observation, not a check (see the report): loading a protocol step writes each stored
-  // property straight to the owner's state topic, as StepMixins.loadStatesForStep does with
-  // dangerouslySetState, then the runner triggers execute.
+  // A step saved while our voltage was per step writes it to our state topic on load
+  // (dangerouslySetState, no put): not a step's setting any more (the electrodes model's is),
+  // so the board keeps its voltage; the next change of ours puts the broker right.
   const stepClient = new MicropedeClient(APP, host, port, `stepClient-0-${Math.floor(Math.random() * 10000)}`);
   await Promise.race([new Promise((res) => stepClient.on('connected', res)), new Promise((res) => setTimeout(res, 2000))]);
-  const loaded = await step('step_load_voltage_120', async () => {
-    await stepClient.dangerouslySetState('voltage', 120, name);
-    const reply = await new MicropedeAsync(APP, host, port).triggerPlugin(name, 'execute', {}, -1);
-    return { execute_voltage: reply.response && reply.response.voltage, retained_after: await microdrop.getState(name, 'voltage') };
-  });
-  summary.observations = { step_load: loaded };
-  check('a loaded step voltage (120) is applied by execute and stays the retained state',
-    loaded.outcome === 'resolved' && loaded.value.execute_voltage === 120 && loaded.value.retained_after === 120,
-    JSON.stringify(loaded));
+  await stepClient.sendMessage(`${APP}/${name}/state/voltage`, 120, true, 1);
+  const executed = await step('execute_after_write', () => new MicropedeAsync(APP, host, port).triggerPlugin(name, 'execute', {}, -1));
+  check('a write to our voltage state does not change the board', executed.outcome === 'resolved' && executed.value.response.voltage === 90, JSON.stringify(executed));
   await stepClient.disconnectClient();
-  // Whatever a step load wrote, a successful put must leave the broker holding the truth.
-  const reput = await step('put_voltage_after_step_load', () => microdrop.putPlugin(name, 'voltage', 90));
-  resolved('put voltage 90 after the step load', reput);
-  const restored = await step('get_state_voltage_after_reput', () => microdrop.getState(name, 'voltage'));
-  check('a successful put republishes voltage 90', restored.outcome === 'resolved' && restored.value === 90, JSON.stringify(restored));
+  const reput = await step('put_voltage_after_write', () => microdrop.putPlugin(name, 'voltage', 95));
+  resolved('put voltage 95 after the write', reput);
+  const truth = await step('get_state_voltage_after_reput', () => microdrop.getState(name, 'voltage'));
+  check('the broker holds the truth again', truth.outcome === 'resolved' && truth.value === 95, JSON.stringify(truth));
 
   summary.watched = watcher.seen;
   await watcher.disconnectClient();

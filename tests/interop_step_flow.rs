@@ -105,6 +105,11 @@ fn route_frames() -> Vec<Vec<String>> {
 
 async fn routes(kind: BrokerKind) {
     let h = harness(kind).await;
+    // As in MicroDrop, where the step that runs the routes switched HV on first: a frame that
+    // came while HV is still switching on (the firmware blocks ~200 ms for it) would be
+    // superseded by the next one, newest wins.
+    let on = h.put("hv-output-enabled", json!(true)).await.unwrap();
+    assert!(on.is_success(), "{on:?}");
     let frames = route_frames();
     let mut command = flows(&h, "routes");
     command.args(["--frames", &json!(frames).to_string()]);

@@ -336,7 +336,11 @@ async fn a_board_lost_mid_sequence_fails_the_run_and_the_next_board_stays_off() 
     assert!(reply.response["error"].is_string(), "{reply:?}");
     assert_eq!(reasons(&reply.response), vec!["failed"]);
     h.sim.replug().await.unwrap();
-    h.wait_board("connected").await.unwrap();
+    // The board lost power while energised: it comes back halted until a user resumes.
+    h.wait_board("halted").await.unwrap();
+    h.state_where("halted", |v| v["reason"] == "board-reset")
+        .await
+        .unwrap();
     h.state_where("sequence", |v| v["state"] == "idle")
         .await
         .unwrap();

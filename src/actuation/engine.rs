@@ -54,8 +54,8 @@ pub(super) struct Engine {
     pub slot_after_phase: bool,
     /// The actuated set samples are tagged with (shared until it changes).
     pub actuated_tag: Arc<BTreeSet<u16>>,
-    /// The board that was lost while energised (its serial), and when.
-    pub lost_energised: Option<(String, Instant)>,
+    /// The board that was lost while energised: its serial, when, and its clock then.
+    pub lost_energised: Option<(String, Instant, Option<u64>)>,
     /// The attached board's serial.
     pub serial: Option<String>,
 }
@@ -254,33 +254,35 @@ impl Engine {
     /// watchdog fired, it lost power, it was unplugged): whatever it was doing was cut, which
     /// is a halt nobody asked for. It stays halted until a user resumes.
     fn noticed_restart(&mut self, summary: &super::board::BoardSummary) {
-        let Some((serial, at)) = self.lost_energised.take() else {
+        let Some((serial, at, clock_then)) = self.lost_energised.take() else {
             return;
         };
-        let restarted = summary
-            .uptime
-            .is_some_and(|up| up < at.elapsed() + RESTART_MARGIN);
-        if serial == summary.serial && restarted {
-            let detail = json!(format!(
-                "the board restarted while energised (up {:?}; lost {:?} ago): its watchdog fired, \
-                 or it lost power or was unplugged",
-                summary.uptime.unwrap_or_default(),
-                at.elapsed()
-            ));
-            self.policy.halt(Halt::new("board-reset", detail.clone()));
-            self.picture.halted = self.policy.halted().cloned();
-            let _ = self
-                .out
-                .notices
-                .try_send(Notice::Halted(Halt::new("board-reset", detail)));
+        let (Some(then), Some(now)) = (clock_then, summary.uptime) else {
+            return;
+        };
+        if serial != summary.serial || !restarted(then, at.elapsed(), now) {
+            return;
         }
+        let detail = json!(format!(
+            "the board restarted while energised (its clock reads {now:?}, {:?} after it was \
+             lost): its watchdog fired, or it lost power or was unplugged",
+            at.elapsed()
+        ));
+        self.policy.halt(Halt::new("board-reset", detail.clone()));
+        self.picture.halted = self.policy.halted().cloned();
+        let _ = self
+            .out
+            .notices
+            .try_send(Notice::Halted(Halt::new("board-reset", detail)));
     }
 
     /// Forget the board: fail what waits for it, so nothing of it reaches the next board.
     pub fn detach(&mut self, why: &str) {
         let energised = self.picture.hv_output_enabled || !self.picture.actuated.is_empty();
         if let (true, Some(serial)) = (energised, self.serial.take()) {
-            self.lost_energised = Some((serial, Instant::now()));
+            let now = Instant::now();
+            let clock = self.board.as_ref().and_then(|a| a.board.board_time(now));
+            self.lost_energised = Some((serial, now, clock));
         }
         self.end_run(super::program::EndReason::Failed, Some(why.to_owned()));
         if let Some(mut attached) = self.board.take() {
@@ -500,8 +502,41 @@ impl Engine {
     }
 }
 
-/// Slack when telling a restarted board (its uptime shorter than the time it was away).
-const RESTART_MARGIN: Duration = Duration::from_secs(2);
+/// Slack when telling a restarted board from one that kept running while it was away (both
+/// readings come from clock mappings good to well under a millisecond).
+const RESTART_MARGIN: Duration = Duration::from_millis(200);
+
+/// Whether a board whose clock read `then_us` when it was lost, `away` ago, and reads `now`
+/// has restarted meanwhile: a board that kept running reads `then + away`. Its clock is a
+/// 32-bit microsecond counter (the DropBot's `micros()`), so the comparison wraps.
+fn restarted(then_us: u64, away: Duration, now: Duration) -> bool {
+    const WRAP: u64 = 1 << 32;
+    let expected = (then_us + u64::try_from(away.as_micros()).unwrap_or(u64::MAX)) % WRAP;
+    let now = u64::try_from(now.as_micros()).unwrap_or(u64::MAX) % WRAP;
+    let off = now.abs_diff(expected);
+    let off = off.min(WRAP - off);
+    Duration::from_micros(off) > RESTART_MARGIN
+}
 
 /// How long a control request may wait behind the final spin to a deadline.
 pub(super) const SPIN_WINDOW: Duration = Duration::from_millis(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_shows_in_the_board_clock() {
+        let s = Duration::from_secs;
+        // Kept running: then + away, give or take the margin.
+        assert!(!restarted(3_000_000, s(1), s(4)));
+        assert!(!restarted(3_000_000, s(1), Duration::from_millis(4_100)));
+        assert!(restarted(3_000_000, s(1), Duration::from_millis(4_500)));
+        // Restarted: its clock began again.
+        assert!(restarted(3_000_000, s(1), Duration::from_millis(200)));
+        assert!(restarted(600_000_000, s(10), s(9)));
+        // Across the 32-bit wrap (~71.6 min) a running board still matches.
+        let near_wrap = (1u64 << 32) - 500_000;
+        assert!(!restarted(near_wrap, s(1), Duration::from_micros(500_000)));
+    }
+}

@@ -446,3 +446,43 @@ async fn a_false_start_does_not_swallow_the_reply_behind_it() {
     );
     assert_eq!(link.stats().replies, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_thread_gets_its_replies_and_the_resync_too() {
+    let (master, port) = pty();
+    let (script, release) = held_first_reply();
+    fake_board(master, script);
+    let link = Link::spawn(port, options(100));
+    link.set_resync_probe(echo_probe());
+    // From a thread that runs no async tasks, as the actuation engine's: the first request
+    // times out, its late reply is discarded by the probe, the next ones get their own.
+    let thread_link = link.clone();
+    let answers = std::thread::spawn(move || {
+        let first = thread_link.request_blocking("first", b"one", T);
+        release.notify_one();
+        let long = Duration::from_secs(10);
+        let second = thread_link.request_blocking("second", b"two", long);
+        let third = thread_link.request_blocking("third", b"three", long);
+        (first, second, third)
+    });
+    let (first, second, third) = tokio::task::spawn_blocking(move || answers.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            first,
+            Err(LinkError::Timeout {
+                command: "first",
+                ..
+            })
+        ),
+        "{first:?}"
+    );
+    assert_eq!(second.unwrap().payload, b"two");
+    let third = third.unwrap();
+    assert_eq!(third.payload, b"three");
+    assert!(third.sent <= third.written && third.sent <= third.received);
+    let stats = link.stats();
+    assert_eq!((stats.timeouts, stats.stale_replies), (1, 1), "{stats:?}");
+}

@@ -107,7 +107,11 @@ impl DmfBoard for DropBotBoard {
     }
 
     fn set_channels(&mut self, channels: &BTreeSet<u16>) -> Result<Stamp, BoardError> {
-        let t = self.block(self.bot.set_channels(channels))?;
+        // The phase frame: written by this thread itself, no hop through the runtime.
+        if !self.runtime_alive.load(Ordering::Acquire) {
+            return Err(BoardError::Link(LinkError::Closed));
+        }
+        let t = self.bot.set_channels_blocking(channels)?;
         Ok(self.stamp(t))
     }
 
@@ -165,11 +169,14 @@ impl DmfBoard for DropBotBoard {
     }
 
     fn keepalive(&mut self) -> Result<KeepAlive, BoardError> {
+        if !self.runtime_alive.load(Ordering::Acquire) {
+            return Err(BoardError::Link(LinkError::Closed));
+        }
         if self.failsafe_timeout.is_some() {
-            self.block(self.bot.watchdog_refresh())?;
+            self.bot.watchdog_refresh_blocking()?;
         }
         let expected = self.bot.board_time_now();
-        let now = self.block(self.bot.sync_time())?;
+        let now = self.bot.sync_time_blocking()?;
         let board_reset = expected.is_some_and(|e| now + RESET_TOLERANCE_US < e);
         Ok(KeepAlive { board_reset })
     }

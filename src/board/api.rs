@@ -30,24 +30,39 @@ impl DropBot {
     /// Actuate exactly `channels` (all others off); when it was written and confirmed. A
     /// board answering false -> `Refused`.
     pub async fn set_channels(&self, channels: &BTreeSet<u16>) -> Result<CallTiming, BoardError> {
-        let states = self.pack(channels.iter().copied())?;
+        let request = self.channels_request(channels)?;
         let (ok, timing) = self
-            .call_timed(
-                &SetStateOfChannels {
-                    channel_states: states,
-                },
-                Kind::Write,
-                self.timeout(),
-            )
+            .call_timed(&request, Kind::Write, self.timeout())
             .await?;
+        self.channels_taken(ok, channels)?;
+        Ok(timing)
+    }
+
+    /// [`DropBot::set_channels`] from a plain thread (the actuation engine's).
+    pub fn set_channels_blocking(
+        &self,
+        channels: &BTreeSet<u16>,
+    ) -> Result<CallTiming, BoardError> {
+        let request = self.channels_request(channels)?;
+        let (ok, timing) = self.call_blocking(&request, Kind::Write, self.timeout())?;
+        self.channels_taken(ok, channels)?;
+        Ok(timing)
+    }
+
+    fn channels_request(&self, channels: &BTreeSet<u16>) -> Result<SetStateOfChannels, BoardError> {
+        Ok(SetStateOfChannels {
+            channel_states: self.pack(channels.iter().copied())?,
+        })
+    }
+
+    fn channels_taken(&self, ok: bool, channels: &BTreeSet<u16>) -> Result<(), BoardError> {
         self.accepted::<SetStateOfChannels>(ok, || {
             format!(
                 "{} of {} channels asked for (some may be disabled)",
                 channels.len(),
                 self.info().channel_count
             )
-        })?;
-        Ok(timing)
+        })
     }
 
     /// The actuated channels.

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use super::error::{BoardError, LinkError};
 use super::event::BoardEvent;
-use super::link::{Link, LinkOptions, LinkStats};
+use super::link::{Link, LinkOptions, LinkStats, Reply};
 use super::transport::CloseReason;
 
 mod connect;
@@ -104,16 +104,26 @@ impl Caller {
             }
             other => other?,
         };
-        let timing = CallTiming {
-            sent: reply.sent,
-            written: reply.written,
-            received: reply.received,
+        decode::<C>(&reply)
+    }
+
+    /// [`Caller::call_timed`] from a plain thread ([`Link::request_blocking`]).
+    fn call_blocking<C: Command>(
+        &self,
+        command: &C,
+        kind: Kind,
+        timeout: Duration,
+    ) -> Result<(C::Reply, CallTiming), BoardError> {
+        let payload = command.encode(&self.table)?;
+        let name = C::NAME.as_str();
+        let reply = match self.link.request_blocking(name, &payload, timeout) {
+            Err(LinkError::Timeout { .. }) if kind == Kind::Read && !self.link.is_closed() => {
+                tracing::debug!(command = name, "read timed out; retrying once");
+                self.link.request_blocking(name, &payload, timeout)?
+            }
+            other => other?,
         };
-        let value = C::decode_reply(&reply.payload).map_err(|source| BoardError::InvalidReply {
-            command: name,
-            source,
-        })?;
-        Ok((value, timing))
+        decode::<C>(&reply)
     }
 
     /// One `microseconds()` round trip into the clock; returns the unwrapped board time.
@@ -129,6 +139,20 @@ impl Caller {
             .link
             .with_clock(|c| c.add_sample(raw, reply.sent, reply.received)))
     }
+}
+
+/// A reply as command `C`'s value, with its times.
+fn decode<C: Command>(reply: &Reply) -> Result<(C::Reply, CallTiming), BoardError> {
+    let timing = CallTiming {
+        sent: reply.sent,
+        written: reply.written,
+        received: reply.received,
+    };
+    let value = C::decode_reply(&reply.payload).map_err(|source| BoardError::InvalidReply {
+        command: C::NAME.as_str(),
+        source,
+    })?;
+    Ok((value, timing))
 }
 
 /// When a call went out and when its reply came (host time).
@@ -371,6 +395,26 @@ impl DropBot {
         timeout: Duration,
     ) -> Result<(C::Reply, CallTiming), BoardError> {
         self.caller.call_timed(command, kind, timeout).await
+    }
+
+    /// A call from a plain thread (not inside an async runtime): the thread writes the
+    /// request and blocks on the reply. For the actuation engine's own thread.
+    pub(crate) fn call_blocking<C: Command>(
+        &self,
+        command: &C,
+        kind: Kind,
+        timeout: Duration,
+    ) -> Result<(C::Reply, CallTiming), BoardError> {
+        self.caller.call_blocking(command, kind, timeout)
+    }
+
+    /// [`DropBot::sync_time`] from a plain thread.
+    pub fn sync_time_blocking(&self) -> Result<u64, BoardError> {
+        let (raw, t) = self.call_blocking(&Microseconds {}, Kind::Read, self.timeout())?;
+        Ok(self
+            .caller
+            .link
+            .with_clock(|c| c.add_sample(raw, t.sent, t.received)))
     }
 
     pub(crate) async fn call<C: Command>(

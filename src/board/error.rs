@@ -46,6 +46,17 @@ pub enum LinkError {
     Encode(#[from] EncodeError),
 }
 
+impl LinkError {
+    /// A timeout of a resync probe is the timeout of the request it was sent for (which then
+    /// was not sent).
+    pub(crate) fn for_command(self, command: &'static str) -> Self {
+        match self {
+            LinkError::Timeout { after, .. } => LinkError::Timeout { command, after },
+            other => other,
+        }
+    }
+}
+
 /// A failed board operation.
 #[derive(Debug, Error, Clone)]
 pub enum BoardError {

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, oneshot, watch, Notify};
 use super::clock::BoardClock;
 use super::error::LinkError;
 use super::event::BoardEvent;
-use super::slot::{Arrival, Expect, Pending, Slot};
+use super::slot::{Arrival, Expect, Pending, Slot, Tx};
 pub use super::transport::LinkStats;
 use super::transport::{
     describe_io, lock, read_loop, CloseReason, Core, Counters, InFlight, Writer,
@@ -136,6 +136,10 @@ impl Link {
         }
     }
 
+    pub(super) fn core(&self) -> &Core {
+        &self.inner.core
+    }
+
     /// The options this link was made with.
     pub fn options(&self) -> &LinkOptions {
         &self.inner.options
@@ -245,7 +249,7 @@ impl Link {
         let _ = done.wait_for(|done| *done).await;
     }
 
-    fn check_open(&self) -> Result<(), LinkError> {
+    pub(super) fn check_open(&self) -> Result<(), LinkError> {
         match self.close_reason() {
             Some(reason) => Err(reason.to_error()),
             None => Ok(()),
@@ -264,52 +268,54 @@ impl Link {
         let mut writer = self.inner.core.writer.lock().await;
         let result = async {
             self.check_open()?;
-            if expect == Expect::Data && lock(&self.inner.core.slot).out_of_step() {
-                let probe = lock(&self.inner.probe).clone();
-                match probe {
-                    Some(probe) => self.resync(&mut writer, &probe, command, timeout).await?,
-                    None => self.drain_stale().await?,
+            if expect == Expect::Data {
+                match self.resync_needed() {
+                    Some(Some(probe)) => {
+                        let (payload, answer) = probe(rand::random());
+                        let probe = Expect::Probe(answer);
+                        self.send_and_wait(&mut writer, probe, "resync", &payload, timeout)
+                            .await
+                            .map_err(|e| e.for_command(command))?;
+                    }
+                    Some(None) => self.drain_stale().await?,
+                    None => {}
                 }
             }
             self.send_and_wait(&mut writer, expect, command, payload, timeout)
                 .await
         }
         .await;
-        if self.is_closed() {
-            // The one place the port is released after a failure.
-            writer.half = None;
-        }
+        self.release_if_closed(&mut writer);
         result
     }
 
-    /// Send a probe with a fresh nonce and wait for its answer, discarding late replies. If
-    /// it gets no answer the caller's request is not sent and times out too.
-    async fn resync(
-        &self,
-        writer: &mut Writer,
-        probe: &ResyncProbe,
-        command: &'static str,
-        timeout: Duration,
-    ) -> Result<(), LinkError> {
-        let (payload, answer) = probe(rand::random());
-        match self
-            .send_and_wait(writer, Expect::Probe(answer), "resync", &payload, timeout)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(LinkError::Timeout { after, .. }) => Err(LinkError::Timeout { command, after }),
-            Err(e) => Err(e),
+    /// Whether the link is out of step after a request was given up, and how to get back:
+    /// `Some(Some(probe))` with a resync probe (its nonce's answer: every reply before it is a
+    /// late one; if it gets none the caller's request is not sent and times out too),
+    /// `Some(None)` by waiting out the grace period.
+    pub(super) fn resync_needed(&self) -> Option<Option<ResyncProbe>> {
+        lock(&self.inner.core.slot)
+            .out_of_step()
+            .then(|| lock(&self.inner.probe).clone())
+    }
+
+    /// Once the link is closed the port is released: the one place that happens after a
+    /// failed request.
+    pub(super) fn release_if_closed(&self, writer: &mut Writer) {
+        if self.is_closed() {
+            writer.half = None;
         }
     }
 
-    async fn send_and_wait(
+    /// Put a request in the slot (answered through `tx`) and encode it into the writer's
+    /// buffer; its id.
+    pub(super) fn register(
         &self,
         writer: &mut Writer,
         expect: Expect,
-        command: &'static str,
         payload: &[u8],
-        timeout: Duration,
-    ) -> Result<Reply, LinkError> {
+        tx: Tx,
+    ) -> Result<u16, LinkError> {
         let core = &self.inner.core;
         let id = writer.next_id();
         let packet = match expect {
@@ -321,77 +327,88 @@ impl Link {
         };
         writer.buf.clear();
         packet.encode_into(&mut writer.buf)?;
-        let (tx, mut rx) = oneshot::channel();
         lock(&core.slot).pending = Some(Pending { id, expect, tx });
+        core.counters.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Writing failed: the port is gone.
+    pub(super) fn write_failed(&self, e: &std::io::Error) -> LinkError {
+        self.inner
+            .core
+            .shut(CloseReason::Gone(describe_io("writing to the port", e)));
+        self.gone()
+    }
+
+    /// The reply came.
+    pub(super) fn answered(&self, arrival: Arrival, sent: Instant, written: Instant) -> Reply {
+        self.inner.consecutive_timeouts.store(0, Ordering::Relaxed);
+        Reply {
+            payload: arrival.payload,
+            sent,
+            written,
+            received: arrival.at,
+        }
+    }
+
+    async fn send_and_wait(
+        &self,
+        writer: &mut Writer,
+        expect: Expect,
+        command: &'static str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Reply, LinkError> {
+        let (tx, mut rx) = oneshot::channel();
+        let id = self.register(writer, expect, payload, Tx::Async(tx))?;
         let mut guard = InFlight {
-            core,
+            core: &self.inner.core,
             id,
             grace: self.inner.options.stale_grace,
             armed: true,
         };
-        core.counters.requests.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent + timeout);
         let Some(half) = writer.half.as_mut() else {
             guard.armed = false;
             return Err(self.gone());
         };
-        match tokio::time::timeout_at(deadline, half.write_all(&writer.buf)).await {
+        let write = tokio::time::timeout_at(deadline, half.write_all(&writer.buf)).await;
+        guard.armed = false;
+        match write {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                guard.armed = false;
-                core.shut(CloseReason::Gone(describe_io("writing to the port", &e)));
-                return Err(self.gone());
-            }
+            Ok(Err(e)) => return Err(self.write_failed(&e)),
             // A partial packet may be on the wire; the firmware's parser drops it on a bad CRC.
-            Err(_) => return self.timed_out(&mut guard, &mut rx, command, timeout, sent, sent),
+            Err(_) => return self.timed_out(id, command, timeout, || late(&mut rx), sent, sent),
         }
+        guard.armed = true;
         let written = Instant::now();
-        match tokio::time::timeout_at(deadline, &mut rx).await {
-            Ok(Ok(Ok(arrival))) => {
-                guard.armed = false;
-                self.inner.consecutive_timeouts.store(0, Ordering::Relaxed);
-                Ok(Reply {
-                    payload: arrival.payload,
-                    sent,
-                    written,
-                    received: arrival.at,
-                })
-            }
-            Ok(Ok(Err(e))) => {
-                guard.armed = false;
-                Err(e)
-            }
-            Ok(Err(_)) => {
-                guard.armed = false;
-                Err(self.gone())
-            }
-            Err(_) => self.timed_out(&mut guard, &mut rx, command, timeout, sent, written),
+        let outcome = tokio::time::timeout_at(deadline, &mut rx).await;
+        guard.armed = false;
+        match outcome {
+            Ok(Ok(Ok(arrival))) => Ok(self.answered(arrival, sent, written)),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(self.gone()),
+            Err(_) => self.timed_out(id, command, timeout, || late(&mut rx), sent, written),
         }
     }
 
-    /// The request timed out: give it up, or take its reply if it raced in.
-    fn timed_out(
+    /// Request `id` timed out: give it up, or take its reply if it raced in (`late`).
+    pub(super) fn timed_out(
         &self,
-        guard: &mut InFlight<'_>,
-        rx: &mut oneshot::Receiver<Result<Arrival, LinkError>>,
+        id: u16,
         command: &'static str,
         after: Duration,
+        late: impl FnOnce() -> Option<Arrival>,
         sent: Instant,
         written: Instant,
     ) -> Result<Reply, LinkError> {
-        guard.armed = false;
         let core = &self.inner.core;
-        let abandoned = lock(&core.slot).abandon(guard.id, Instant::now() + guard.grace);
+        let grace = Instant::now() + self.inner.options.stale_grace;
+        let abandoned = lock(&core.slot).abandon(id, grace);
         if !abandoned {
-            if let Ok(Ok(arrival)) = rx.try_recv() {
-                self.inner.consecutive_timeouts.store(0, Ordering::Relaxed);
-                return Ok(Reply {
-                    payload: arrival.payload,
-                    sent,
-                    written,
-                    received: arrival.at,
-                });
+            if let Some(arrival) = late() {
+                return Ok(self.answered(arrival, sent, written));
             }
         }
         core.counters.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -434,11 +451,16 @@ impl Link {
         }
     }
 
-    fn gone(&self) -> LinkError {
+    pub(super) fn gone(&self) -> LinkError {
         self.close_reason()
             .map(|r| r.to_error())
             .unwrap_or(LinkError::Gone {
                 reason: "the reader stopped".into(),
             })
     }
+}
+
+/// A reply that raced in as the request timed out.
+fn late(rx: &mut oneshot::Receiver<Result<Arrival, LinkError>>) -> Option<Arrival> {
+    rx.try_recv().ok().and_then(Result::ok)
 }

@@ -12,6 +12,7 @@
 //! (the board refused or answered nonsense, or the request was out of range).
 
 mod api;
+mod blocking;
 pub mod check;
 pub mod clock;
 pub mod discovery;

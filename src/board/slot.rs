@@ -35,10 +35,30 @@ pub(super) struct Arrival {
     pub at: Instant,
 }
 
+/// Where a request's answer goes: a task awaiting it, or a plain thread blocked on it.
+pub(super) enum Tx {
+    Async(oneshot::Sender<Result<Arrival, LinkError>>),
+    Blocking(crossbeam_channel::Sender<Result<Arrival, LinkError>>),
+}
+
+impl Tx {
+    /// Hand over the answer (nobody may be waiting any more: that is fine).
+    pub fn send(self, answer: Result<Arrival, LinkError>) {
+        match self {
+            Tx::Async(tx) => {
+                let _ = tx.send(answer);
+            }
+            Tx::Blocking(tx) => {
+                let _ = tx.try_send(answer);
+            }
+        }
+    }
+}
+
 pub(super) struct Pending {
     pub id: u16,
     pub expect: Expect,
-    pub tx: oneshot::Sender<Result<Arrival, LinkError>>,
+    pub tx: Tx,
 }
 
 /// The single request slot; see the module docs.
@@ -70,7 +90,7 @@ impl Slot {
         match self.pending.take() {
             Some(p) if p.expect == Expect::Probe(payload.clone()) => {
                 self.forget_stale();
-                let _ = p.tx.send(Ok(Arrival { payload, at }));
+                p.tx.send(Ok(Arrival { payload, at }));
                 Disposition::Delivered
             }
             Some(p) if matches!(p.expect, Expect::Probe(_)) => {
@@ -86,7 +106,7 @@ impl Slot {
             }
             Some(p) if p.expect == Expect::Data => {
                 // The requester may have given up in this instant; its guard handles that.
-                let _ = p.tx.send(Ok(Arrival { payload, at }));
+                p.tx.send(Ok(Arrival { payload, at }));
                 Disposition::Delivered
             }
             other => {
@@ -105,7 +125,7 @@ impl Slot {
     pub fn on_identity(&mut self, payload: Vec<u8>, at: Instant) -> Disposition {
         match self.pending.take() {
             Some(p) if p.expect == Expect::Identity => {
-                let _ = p.tx.send(Ok(Arrival { payload, at }));
+                p.tx.send(Ok(Arrival { payload, at }));
                 Disposition::Delivered
             }
             other => {
@@ -150,7 +170,11 @@ mod tests {
         expect: Expect,
     ) -> oneshot::Receiver<Result<Arrival, LinkError>> {
         let (tx, rx) = oneshot::channel();
-        slot.pending = Some(Pending { id, expect, tx });
+        slot.pending = Some(Pending {
+            id,
+            expect,
+            tx: Tx::Async(tx),
+        });
         rx
     }
 

@@ -175,7 +175,7 @@ impl Core {
         });
         let error = self.close_reason().map(|r| r.to_error());
         if let (Some(p), Some(error)) = (lock(&self.slot).pending.take(), error) {
-            let _ = p.tx.send(Err(error));
+            p.tx.send(Err(error));
         }
         if let Some(reader) = lock(&self.reader).take() {
             reader.abort();

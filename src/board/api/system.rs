@@ -192,6 +192,12 @@ impl DropBot {
             .await
     }
 
+    /// [`DropBot::watchdog_refresh`] from a plain thread (the actuation engine's keep-alive).
+    pub fn watchdog_refresh_blocking(&self) -> Result<(), BoardError> {
+        self.call_blocking(&WatchdogRefresh {}, Kind::Write, self.timeout())
+            .map(|(r, _)| r)
+    }
+
     /// Whether the firmware's main loop refreshes the MCU watchdog by itself; returns whether
     /// the setting changed.
     pub async fn watchdog_auto_refresh(&self, enabled: bool) -> Result<bool, BoardError> {

@@ -279,3 +279,39 @@ async fn long_short_detection_does_not_trip_the_armed_failsafe() {
     assert_eq!(resets, 0);
     actuator.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_behind_its_schedule_still_feeds_the_failsafe() {
+    // 1 ms phases on a board that takes ~10 ms per frame: a phase is always due. For longer
+    // than the 5 s failsafe, the keep-alives must still go out.
+    let (sim, actuator, _streams) = engine(Timing::Realistic).await;
+    let mut picture = actuator.picture();
+    picture.wait_for(|p| p.failsafe_armed).await.unwrap();
+    let phases = (0..600u16)
+        .map(|i| Phase::timed(set(&[i % 100]), Duration::from_millis(1)))
+        .collect();
+    let report = match actuator
+        .submit(Ordered::Run(Program::new(phases)))
+        .wait(Some(Duration::from_secs(120)))
+        .await
+    {
+        Ok(Response::Sequence(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(report.outcome, EndReason::Duration, "{:?}", report.error);
+    let resets = sim
+        .trace()
+        .iter()
+        .filter(|r| matches!(r.entry, TraceEntry::Reset { .. }))
+        .count();
+    assert_eq!(resets, 0, "the board's watchdog fired");
+    let refreshes = sim
+        .trace()
+        .iter()
+        .filter(|r| {
+            matches!(&r.entry, TraceEntry::Rx { command: Some(c), .. } if c == "watchdog_refresh")
+        })
+        .count();
+    assert!(refreshes >= 2, "{refreshes} refreshes");
+    actuator.shutdown().await.unwrap();
+}

@@ -60,11 +60,17 @@ impl DropBotBoard {
     /// shutting down (the process is ending) makes tokio panic inside; that is a link that
     /// is gone, not a reason for this thread to die.
     fn block<T>(&self, call: impl Future<Output = Result<T, BoardError>>) -> Result<T, BoardError> {
-        if !self.runtime_alive.load(Ordering::Acquire) {
-            return Err(BoardError::Link(LinkError::Closed));
-        }
+        self.alive()?;
         std::panic::catch_unwind(AssertUnwindSafe(|| self.rt.block_on(call)))
             .unwrap_or(Err(BoardError::Link(LinkError::Closed)))
+    }
+
+    /// A runtime shutting down takes the link's reader with it: no more calls then.
+    fn alive(&self) -> Result<(), BoardError> {
+        match self.runtime_alive.load(Ordering::Acquire) {
+            true => Ok(()),
+            false => Err(BoardError::Link(LinkError::Closed)),
+        }
     }
 
     fn stamp(&self, t: CallTiming) -> Stamp {
@@ -108,9 +114,7 @@ impl DmfBoard for DropBotBoard {
 
     fn set_channels(&mut self, channels: &BTreeSet<u16>) -> Result<Stamp, BoardError> {
         // The phase frame: written by this thread itself, no hop through the runtime.
-        if !self.runtime_alive.load(Ordering::Acquire) {
-            return Err(BoardError::Link(LinkError::Closed));
-        }
+        self.alive()?;
         let t = self.bot.set_channels_blocking(channels)?;
         Ok(self.stamp(t))
     }
@@ -169,9 +173,7 @@ impl DmfBoard for DropBotBoard {
     }
 
     fn keepalive(&mut self) -> Result<KeepAlive, BoardError> {
-        if !self.runtime_alive.load(Ordering::Acquire) {
-            return Err(BoardError::Link(LinkError::Closed));
-        }
+        self.alive()?;
         if self.failsafe_timeout.is_some() {
             self.bot.watchdog_refresh_blocking()?;
         }
@@ -239,13 +241,17 @@ impl DmfBoard for DropBotBoard {
 
     fn set_capacitance_target(&mut self, farads: f32) -> Result<bool, BoardError> {
         // One sample at or above the target is enough: the engine reacts to the first.
+        // Not read back: the engine watches the stream itself, and this call sits between a
+        // feedback phase's frame and its first sample.
         let target_count = (farads > 0.0).then_some(1.0);
-        self.state(State {
-            target_capacitance: Some(farads),
-            target_count,
-            ..State::default()
-        })
-        .map(|_| true)
+        self.alive()?;
+        self.bot
+            .update_state_unconfirmed_blocking(&State {
+                target_capacitance: Some(farads),
+                target_count,
+                ..State::default()
+            })
+            .map(|_| true)
     }
 
     fn board_time(&self, at: Instant) -> Option<u64> {

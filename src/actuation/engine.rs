@@ -88,6 +88,11 @@ impl Engine {
                 return;
             }
             self.take_events();
+            // An overdue keep-alive first: a sequence that is behind its schedule always has a
+            // phase due, and must not starve the board's failsafe.
+            if self.keepalive_overdue() && self.keepalive_if_due() {
+                continue;
+            }
             if self.step_sequence() || self.keepalive_if_due() || self.next_request() {
                 continue;
             }
@@ -457,6 +462,11 @@ impl Engine {
         }
     }
 
+    /// A keep-alive a whole period late: it goes before anything else.
+    fn keepalive_overdue(&self) -> bool {
+        self.board.is_some() && Instant::now() >= self.next_keepalive + self.options.keepalive
+    }
+
     fn keepalive_if_due(&mut self) -> bool {
         let now = Instant::now();
         if self.board.is_none() || now < self.next_keepalive {
@@ -464,8 +474,7 @@ impl Engine {
         }
         // Like requests, out of a sequence's way; but never so late that the board's
         // failsafe fires (it is armed for at least three periods).
-        let overdue = now >= self.next_keepalive + self.options.keepalive;
-        if !overdue && !self.room_for(super::ops::KEEPALIVE_BUDGET) {
+        if !self.keepalive_overdue() && !self.room_for(super::ops::KEEPALIVE_BUDGET) {
             return false;
         }
         self.next_keepalive = now + self.options.keepalive;

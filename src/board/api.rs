@@ -112,8 +112,36 @@ impl DropBot {
     }
 
     /// Merge the fields present in `update` into the board state, after checking them against
-    /// the board's configuration (nothing is sent if one is out of range).
+    /// the board's configuration (nothing is sent if one is out of range), and confirm by
+    /// reading the state back.
     pub async fn update_state(&self, update: &State) -> Result<CallTiming, BoardError> {
+        let (update, request, timeout) = self.state_request(update)?;
+        let (decoded, timing) = self.call_timed(&request, Kind::Write, timeout).await?;
+        self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))?;
+        // The firmware answers whether the message decoded (nanopb `update_state`), and skips
+        // a field its callback refuses (dropbot.py `Node.h` `on_state_*_changed`): only the
+        // state read back says what it took.
+        let not_taken = update.not_taken(&self.state().await?);
+        self.accepted::<UpdateState>(not_taken.is_empty(), || {
+            format!("it did not take {}", not_taken.join(", "))
+        })?;
+        Ok(timing)
+    }
+
+    /// [`DropBot::update_state`] from a plain thread, without the read-back: for settings
+    /// whose refusal harms nothing (e.g. a capacitance target the host also watches itself).
+    pub fn update_state_unconfirmed_blocking(
+        &self,
+        update: &State,
+    ) -> Result<CallTiming, BoardError> {
+        let (update, request, timeout) = self.state_request(update)?;
+        let (decoded, timing) = self.call_blocking(&request, Kind::Write, timeout)?;
+        self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))?;
+        Ok(timing)
+    }
+
+    /// The checked update, its request and its timeout.
+    fn state_request(&self, update: &State) -> Result<(State, UpdateState, Duration), BoardError> {
         let mut update = update.clone();
         update.channel_count = None; // read only on the board
         update
@@ -138,19 +166,10 @@ impl DropBot {
         } else {
             self.timeout()
         };
-        let serialized = update.to_bytes();
-        let (decoded, timing) = self
-            .call_timed(&UpdateState { serialized }, Kind::Write, timeout)
-            .await?;
-        self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))?;
-        // The firmware answers whether the message decoded (nanopb `update_state`), and skips
-        // a field its callback refuses (dropbot.py `Node.h` `on_state_*_changed`): only the
-        // state read back says what it took.
-        let not_taken = update.not_taken(&self.state().await?);
-        self.accepted::<UpdateState>(not_taken.is_empty(), || {
-            format!("it did not take {}", not_taken.join(", "))
-        })?;
-        Ok(timing)
+        let request = UpdateState {
+            serialized: update.to_bytes(),
+        };
+        Ok((update, request, timeout))
     }
 
     /// Target RMS voltage, volts (0 to the configuration's `max_voltage`).

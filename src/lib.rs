@@ -14,6 +14,7 @@ pub mod actuation;
 pub mod board;
 pub mod broker;
 pub mod bus;
+pub mod calibration;
 pub mod device;
 pub mod plugin;
 pub mod sim;

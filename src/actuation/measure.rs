@@ -23,8 +23,7 @@ impl Engine {
     pub(super) fn monitor(&mut self) -> Result<Monitor, ActuationError> {
         let r = self.board()?.board.monitor();
         let monitor = r.map_err(|e| self.board_failed(e))?;
-        if monitor.chip_inserted.is_some() && monitor.chip_inserted != self.picture.chip_inserted
-        {
+        if monitor.chip_inserted.is_some() && monitor.chip_inserted != self.picture.chip_inserted {
             self.picture.chip_inserted = monitor.chip_inserted;
             self.publish();
         }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use firmware_protocol::commands::{
     BaseNodeSoftwareVersion, DigitalRead, DisplayName, EchoArray, InitializeSwitchingBoards,
     InputCurrent, InputCurrentRms, Manufacturer, MeasureTemperature, Milliseconds, OutputCurrent,
-    OutputCurrentRms, PackageName, SelectOnBoardTestCapacitor, SerializeConfig, StrEcho,
-    SyncTime, UpdateConfig, Url, WallTime, WatchdogAutoRefresh, WatchdogDisable, WatchdogEnable,
+    OutputCurrentRms, PackageName, SelectOnBoardTestCapacitor, SerializeConfig, StrEcho, SyncTime,
+    UpdateConfig, Url, WallTime, WatchdogAutoRefresh, WatchdogDisable, WatchdogEnable,
     WatchdogRefresh,
 };
 use firmware_protocol::{Command, Config};

@@ -17,6 +17,7 @@ pub mod bus;
 pub mod calibration;
 pub mod device;
 pub mod plugin;
+pub mod runlog;
 pub mod sim;
 pub mod testkit;
 pub mod view;

@@ -22,7 +22,6 @@ enum Message {
     Open {
         id: RecordId,
         summary: Value,
-        opened: tokio::sync::oneshot::Sender<Result<(), RunlogError>>,
     },
     Row(Row),
     Close {
@@ -105,26 +104,25 @@ impl Recorder {
         )
     }
 
-    /// Open a record of `kind` with `summary` (written at once); rows go to it until closed.
-    pub async fn open(&self, kind: &str, summary: Value) -> Result<RecordId, RunlogError> {
+    /// Open a record of `kind` with `summary` (written at once by the thread); rows sent
+    /// from now on go to it until it is closed. A file that cannot be made is reported in
+    /// the log and in the summary [`Recorder::close`] returns.
+    pub fn open(&self, kind: &str, summary: Value) -> Result<RecordId, RunlogError> {
         let n = self.counters.next_number();
         let id = RecordId {
             n,
             files: RecordFiles::new(&self.dir, kind, n, SystemTime::now()),
         };
-        let (opened, answer) = tokio::sync::oneshot::channel();
         // Counted before the writer takes it: rows sent from now on are not skipped.
         self.counters.open.fetch_add(1, Ordering::AcqRel);
         let message = Message::Open {
             id: id.clone(),
             summary,
-            opened,
         };
         if self.tx.send(message).is_err() {
             self.counters.open.fetch_sub(1, Ordering::AcqRel);
             return Err(RunlogError::Stopped);
         }
-        answer.await.map_err(|_| RunlogError::Stopped)??;
         Ok(id)
     }
 
@@ -163,6 +161,8 @@ struct Open {
 struct Writer {
     counters: SharedCounters,
     open: BTreeMap<u64, Open>,
+    /// Records that could not be opened, and why (told at their close).
+    failed: BTreeMap<u64, String>,
     /// The oldest row not yet handed to the OS.
     dirty_since: Option<Instant>,
 }
@@ -172,6 +172,7 @@ impl Writer {
         Writer {
             counters,
             open: BTreeMap::new(),
+            failed: BTreeMap::new(),
             dirty_since: None,
         }
     }
@@ -204,16 +205,12 @@ impl Writer {
 
     fn take(&mut self, message: Message) {
         match message {
-            Message::Open {
-                id,
-                summary,
-                opened,
-            } => {
-                let result = self.open(id, summary);
-                if result.is_err() {
+            Message::Open { id, summary } => {
+                if let Err(e) = self.open(&id, summary) {
+                    tracing::warn!(error = %e, "run record could not be opened");
+                    self.failed.insert(id.n, e.to_string());
                     self.counters.open.fetch_sub(1, Ordering::AcqRel);
                 }
-                let _ = opened.send(result);
             }
             Message::Row(row) => self.row(&row),
             Message::Close { n, update, closed } => {
@@ -226,7 +223,7 @@ impl Writer {
         }
     }
 
-    fn open(&mut self, id: RecordId, summary: Value) -> Result<(), RunlogError> {
+    fn open(&mut self, id: &RecordId, summary: Value) -> Result<(), RunlogError> {
         let io = |path: &std::path::Path, source| RunlogError::Io {
             path: path.display().to_string(),
             source,
@@ -262,7 +259,7 @@ impl Writer {
         self.open.insert(
             id.n,
             Open {
-                files: id.files,
+                files: id.files.clone(),
                 csv,
                 summary,
                 rows: 0,
@@ -307,7 +304,9 @@ impl Writer {
 
     fn close(&mut self, n: u64, update: Value) -> Value {
         let Some(mut record) = self.open.remove(&n) else {
-            return json!({"error": format!("record {n} is not open")});
+            let why = self.failed.remove(&n);
+            let why = why.unwrap_or_else(|| format!("record {n} is not open"));
+            return json!({"write_error": why});
         };
         self.counters.open.fetch_sub(1, Ordering::AcqRel);
         let synced = record
@@ -364,15 +363,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let recorder = Recorder::spawn(dir.path().join("runs"), 1024).unwrap();
         assert!(!recorder.is_recording());
-        let a = recorder
-            .open("manual", json!({"kind": "manual"}))
-            .await
-            .unwrap();
+        let a = recorder.open("manual", json!({"kind": "manual"})).unwrap();
         assert!(recorder.is_recording());
         recorder.row(row(1, None));
         let b = recorder
             .open("run-sequence", json!({"kind": "run"}))
-            .await
             .unwrap();
         recorder.row(row(2, Some(0)));
         recorder.row(row(3, Some(1)));
@@ -402,7 +397,7 @@ mod tests {
     async fn rows_reach_the_file_within_a_second_while_the_record_stays_open() {
         let dir = tempfile::tempdir().unwrap();
         let recorder = Recorder::spawn(dir.path(), 1024).unwrap();
-        let a = recorder.open("manual", json!({})).await.unwrap();
+        let a = recorder.open("manual", json!({})).unwrap();
         recorder.row(row(1, None));
         // The writer flushes on its own: the row is in the file while the record is open.
         let deadline = Instant::now() + Duration::from_secs(20);

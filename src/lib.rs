@@ -16,6 +16,7 @@ pub mod broker;
 pub mod bus;
 pub mod calibration;
 pub mod device;
+pub mod plot;
 pub mod plugin;
 pub mod runlog;
 pub mod sim;

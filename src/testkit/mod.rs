@@ -13,6 +13,7 @@ mod mosquitto;
 mod plugin;
 mod session;
 pub mod sim_host;
+pub mod stream_board;
 
 pub use client::{TestClient, TestMessage};
 pub use embedded::embedded_broker;

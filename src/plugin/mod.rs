@@ -8,8 +8,8 @@
 //! - [`electrodes`]: device and electrodes models, the step runner's `execute`.
 //! - [`sequences`], [`runs`]: `run-sequence` and `run-routes` (through
 //!   [`crate::actuation::routes`]), `stop`, `pause`, `resume`.
-//! - [`telemetry`]: readings (rate-limited retained state, batched samples, health readings)
-//!   and board events as signals.
+//! - [`telemetry`]: readings (rate-limited retained state, batched samples, health
+//!   readings) and board events as signals.
 //! - [`calibration`]: the chip's calibration: kept, loaded, made by triggers.
 //! - [`recording`]: run records of sequences, routes, protocols and recordings by hand.
 //! - [`model`]: the model every retained state is derived from.

@@ -210,7 +210,8 @@ fn on_board_event(ctx: &Ctx, e: BoardEvent) {
             } else {
                 "chip-removed"
             };
-            signal(ctx, name, times(json!({})));
+            // The signal stays `{}` as before; the retained `chip` carries the times.
+            signal(ctx, name, json!({}));
             let chip = times(json!({"inserted": inserted, "source": "interlock event"}));
             ctx.telemetry.retained("chip", chip);
         }

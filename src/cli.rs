@@ -52,6 +52,67 @@ enum Command {
     /// Bring-up report of a board: identity, table, readings, timing (turns nothing on unless
     /// asked with --actuate).
     Check(CheckArgs),
+    /// Draw a run record (CSV) as a PNG: capacitance, coverage, voltage, phases.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Args)]
+struct PlotArgs {
+    /// The run record (a CSV the plugin wrote).
+    csv: PathBuf,
+    /// The PNG to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Width, pixels.
+    #[arg(long, default_value_t = 1200)]
+    width: u32,
+    /// Height, pixels.
+    #[arg(long, default_value_t = 800)]
+    height: u32,
+}
+
+#[derive(Debug, Args)]
+struct DataArgs {
+    /// Where calibrations are kept, one file per chip and board [default: the user's data
+    /// directory, e.g. ~/.local/share/dropbot-plugin].
+    #[arg(long, value_name = "DIR", env = "DROPBOT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where run records go [default: DATA_DIR/runs].
+    #[arg(long, value_name = "DIR")]
+    runs_dir: Option<PathBuf>,
+    /// Keep no calibration file and no run record.
+    #[arg(long, conflicts_with_all = ["data_dir", "runs_dir"])]
+    no_data: bool,
+}
+
+impl DataArgs {
+    /// The readings' options with these directories.
+    fn readings(&self) -> plugin::telemetry::ReadingsOptions {
+        let data = match (&self.data_dir, self.no_data) {
+            (_, true) => None,
+            (Some(d), false) => Some(d.clone()),
+            (None, false) => default_data_dir(),
+        };
+        let runs = match (&self.runs_dir, self.no_data) {
+            (_, true) => None,
+            (Some(r), false) => Some(r.clone()),
+            (None, false) => data.as_ref().map(|d| d.join("runs")),
+        };
+        plugin::telemetry::ReadingsOptions {
+            data_dir: data,
+            runs_dir: runs,
+            ..Default::default()
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/dropbot-plugin`, or `~/.local/share/dropbot-plugin`.
+fn default_data_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(base.join("dropbot-plugin"))
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +191,8 @@ struct RunArgs {
     bus: BusArgs,
     #[command(flatten)]
     board: BoardArgs,
+    #[command(flatten)]
+    data: DataArgs,
     /// Use a simulated board started in this process instead of hardware.
     #[arg(long, conflicts_with = "port")]
     simulate: bool,
@@ -154,6 +217,8 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct DemoArgs {
+    #[command(flatten)]
+    data: DataArgs,
     /// Use this broker instead of starting one (HOST:PORT).
     #[arg(long, value_name = "HOST:PORT")]
     broker: Option<String>,
@@ -217,7 +282,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Simulate(args) => Ok(sim::run_simulate(args).await?),
         Command::Ports(args) => ports(args).await,
         Command::Check(args) => check(args).await,
+        Command::Plot(args) => plot(&args),
     }
+}
+
+fn plot(args: &PlotArgs) -> Result<()> {
+    let rows = dropbot_plugin::runlog::read_rows(&args.csv)?;
+    let drawn = dropbot_plugin::plot::render(&rows, &args.out, args.width, args.height)?;
+    println!(
+        "{}: {} samples, {} phase boundaries{}",
+        args.out.display(),
+        drawn.rows,
+        drawn.boundaries,
+        if drawn.coverage { ", coverage" } else { "" }
+    );
+    Ok(())
 }
 
 async fn check(args: CheckArgs) -> Result<()> {
@@ -317,6 +396,7 @@ async fn run_plugin(args: RunArgs) -> Result<()> {
     let supervisor = supervisor_options(&args.board, selector)?;
     let behaviour = Behaviour {
         auto_hv: !args.board.no_auto_hv,
+        readings: args.data.readings(),
         ..Behaviour::default()
     };
     let outcome = plugin::run(bus, supervisor, behaviour, stop).await;
@@ -424,7 +504,11 @@ async fn demo(args: DemoArgs) -> Result<()> {
             }
         }
     };
-    let outcome = plugin::run(bus, supervisor, Behaviour::default(), stop).await;
+    let behaviour = Behaviour {
+        readings: args.data.readings(),
+        ..Behaviour::default()
+    };
+    let outcome = plugin::run(bus, supervisor, behaviour, stop).await;
     if let Some(view) = view {
         view.shutdown().await;
     }

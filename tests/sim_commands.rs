@@ -77,6 +77,8 @@ async fn every_command_of_the_table_gets_a_well_formed_reply() -> R {
         WallTime {}.into(),
         TurnOffAllChannels {}.into(),
         Halt {}.into(),
+        SelectOnBoardTestCapacitor { index: 1 }.into(),
+        SelectOnBoardTestCapacitor { index: -1 }.into(),
     ];
     let mut covered: BTreeSet<CommandName> = requests.iter().map(Request::name).collect();
     covered.insert(CommandName::Reboot);

@@ -226,6 +226,10 @@ commands! {
     WatchdogRefresh = "watchdog_refresh" {} -> ();
     /// Restart the firmware (it never replies).
     Reboot = "reboot" {} -> ();
+    /// Connect on-board test capacitor `index` (0: 1 pF, 1: 10 pF, 2: 100 pF) to the HV
+    /// output, after disconnecting all of them; -1 disconnects all. Returns the nominal
+    /// capacitance now connected, farads (dropbot.py `Node.h`, since 1.73.0).
+    SelectOnBoardTestCapacitor = "select_on_board_test_capacitor" { index: i8 } -> f32;
     /// Capacitance of each listed channel actuated alone, in farads.
     ChannelCapacitances = "channel_capacitances" { channels: Vec<u8> } -> Vec<f32>;
     /// Actuated channels, bit-packed (channel n is bit n%8 of byte n/8).

@@ -281,6 +281,10 @@ fn request(name: CommandName, a: Args) -> Request {
         N::WatchdogDisable => WatchdogDisable {}.into(),
         N::WatchdogRefresh => WatchdogRefresh {}.into(),
         N::Reboot => Reboot {}.into(),
+        N::SelectOnBoardTestCapacitor => SelectOnBoardTestCapacitor {
+            index: a.small as i8,
+        }
+        .into(),
         N::ChannelCapacitances => ChannelCapacitances { channels: a.bytes }.into(),
         N::StateOfChannels => StateOfChannels {}.into(),
         N::SetDisabledChannelsMask => SetDisabledChannelsMask {

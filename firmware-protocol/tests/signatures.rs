@@ -87,6 +87,8 @@ fn cases() -> Vec<(Request, &'static str)> {
         (WatchdogDisable {}.into(), "8907"),
         (WatchdogRefresh {}.into(), "8a07"),
         (Reboot {}.into(), "8b07"),
+        // 1918 (0x077e): i8 index -1 (every test capacitor off)
+        (SelectOnBoardTestCapacitor { index: -1 }.into(), "7e07 ff"),
         // 1943: slot {3, 8}, u8 channels 0, 1, 119
         (
             ChannelCapacitances {

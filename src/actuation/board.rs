@@ -50,6 +50,25 @@ pub struct Reading {
     pub stamp: Stamp,
 }
 
+/// The board's health readings; a field the board cannot read is `None`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Monitor {
+    /// Measured RMS output voltage, V.
+    pub measured_voltage: Option<f32>,
+    /// RMS output (HV) current, A.
+    pub output_current: Option<f32>,
+    /// RMS input (supply) current, A.
+    pub input_current: Option<f32>,
+    /// Temperature of the board's MCU, °C.
+    pub temperature_c: Option<f32>,
+    /// Whether a chip is in, as the interlock pin reads now.
+    pub chip_inserted: Option<bool>,
+    /// When the readings were asked.
+    pub at: Instant,
+    /// Board time (unwrapped microseconds) at `at`, when the clock is known.
+    pub board_us: Option<u64>,
+}
+
 /// A DMF control board, driven by blocking calls from the engine's thread. Only the first
 /// five are required (channels, waveform, HV, halt, summary).
 pub trait DmfBoard: Send {
@@ -146,6 +165,30 @@ pub trait DmfBoard: Send {
     fn set_capacitance_target(&mut self, farads: f32) -> Result<bool, BoardError> {
         let _ = farads;
         Ok(false)
+    }
+
+    /// Health readings: measured HV, currents, temperature, chip interlock.
+    fn monitor(&mut self) -> Result<Monitor, BoardError> {
+        Err(unsupported("monitor"))
+    }
+
+    /// Connect on-board test capacitor `index` (`None`: none) to the output; the nominal
+    /// capacitance now connected, farads.
+    fn select_test_capacitor(&mut self, index: Option<u8>) -> Result<f64, BoardError> {
+        let _ = index;
+        Err(unsupported("select_on_board_test_capacitor"))
+    }
+
+    /// The feedback capacitor the board computes capacitance with, farads.
+    fn feedback_capacitor(&mut self) -> Result<f64, BoardError> {
+        Err(unsupported("feedback capacitor"))
+    }
+
+    /// Set the feedback capacitor the board computes capacitance with, farads (kept until
+    /// the board restarts).
+    fn set_feedback_capacitor(&mut self, farads: f64) -> Result<(), BoardError> {
+        let _ = farads;
+        Err(unsupported("feedback capacitor"))
     }
 
     /// Board time of a host instant, when the clock is known.

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-use super::board::{BoardSummary, DmfBoard, KeepAlive, Reading, Stamp};
+use super::board::{BoardSummary, DmfBoard, KeepAlive, Monitor, Reading, Stamp};
 use crate::board::{BoardError, CallTiming, DropBot, EventSink, LinkError};
-use firmware_protocol::State;
+use firmware_protocol::{Config, State};
 
 /// A board clock that jumped back by more than this means the board restarted.
 const RESET_TOLERANCE_US: u64 = 500_000;
@@ -256,6 +256,55 @@ impl DmfBoard for DropBotBoard {
 
     fn board_time(&self, at: Instant) -> Option<u64> {
         self.bot.board_time_at(at)
+    }
+
+    /// What dropbot.py's `monitor.py` and hardware tests read: `high_voltage`,
+    /// `output_current_rms`, `input_current_rms`, `measure_temperature`, pin 22. A reading
+    /// that fails leaves its field empty; a link that is gone fails the whole.
+    fn monitor(&mut self) -> Result<Monitor, BoardError> {
+        let at = Instant::now();
+        let keep = |r: Result<f32, BoardError>| match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_gone() => Err(e),
+            Err(_) => Ok(None),
+        };
+        let measured_voltage = keep(self.block(self.bot.high_voltage()))?;
+        let output_current = keep(self.block(self.bot.output_current_rms()))?;
+        let input_current = keep(self.block(self.bot.input_current_rms()))?;
+        let temperature_c = keep(self.block(self.bot.measure_temperature()))?;
+        let chip_inserted = match self.block(self.bot.chip_inserted()) {
+            Ok(c) => Some(c),
+            Err(e) if e.is_gone() => return Err(e),
+            Err(_) => None,
+        };
+        Ok(Monitor {
+            measured_voltage,
+            output_current,
+            input_current,
+            temperature_c,
+            chip_inserted,
+            at,
+            board_us: self.bot.board_time_at(at),
+        })
+    }
+
+    fn select_test_capacitor(&mut self, index: Option<u8>) -> Result<f64, BoardError> {
+        let index = index.and_then(|i| i8::try_from(i).ok()).unwrap_or(-1);
+        let nominal = self.block(self.bot.select_on_board_test_capacitor(index))?;
+        Ok(f64::from(nominal))
+    }
+
+    fn feedback_capacitor(&mut self) -> Result<f64, BoardError> {
+        let config = self.block(self.bot.config())?;
+        Ok(f64::from(config.c16()))
+    }
+
+    fn set_feedback_capacitor(&mut self, farads: f64) -> Result<(), BoardError> {
+        let update = Config {
+            c16: Some(farads as f32),
+            ..Config::default()
+        };
+        self.block(self.bot.update_config(&update))
     }
 
     fn set_event_sink(&mut self, sink: Option<EventSink>) {

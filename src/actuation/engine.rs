@@ -7,7 +7,7 @@
 //! at absolute deadlines: the thread parks until shortly before, then spin-sleeps to the
 //! instant (see [`super::timing`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,12 @@ pub(super) struct Engine {
     pub next_keepalive: Instant,
     /// A sequence phase just started: one waiting request may go before the next deadline.
     pub slot_after_phase: bool,
-    /// The actuated set samples are tagged with (shared until it changes).
-    pub actuated_tag: Arc<BTreeSet<u16>>,
+    /// What was on since when, newest last: samples are tagged from here.
+    pub tags: VecDeque<super::events::Tag>,
+    /// The instant the next tag starts at (a frame's confirmation), if not now.
+    pub tag_from: Option<Instant>,
+    /// The sequence phase (index, label) on the board, for tags.
+    pub phase_tag: Option<(usize, Option<String>)>,
     /// The board that was lost while energised: its serial, when, and its clock then.
     pub lost_energised: Option<(String, Instant, Option<u64>)>,
     /// The attached board's serial.
@@ -74,7 +78,9 @@ impl Engine {
             mask_before_halt: None,
             next_keepalive: Instant::now(),
             slot_after_phase: false,
-            actuated_tag: Arc::default(),
+            tags: VecDeque::new(),
+            tag_from: None,
+            phase_tag: None,
             lost_energised: None,
             serial: None,
         }
@@ -102,6 +108,7 @@ impl Engine {
 
     /// Publish the picture (after every change).
     pub fn publish(&mut self) {
+        self.retag();
         self.picture.revision += 1;
         self.out.picture.send_replace(self.picture.clone());
     }

@@ -3,7 +3,9 @@
 //! every capacitance sample is tagged with what was on, checked against a waiting feedback
 //! phase, and handed up.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use firmware_protocol::events::HaltReason;
 use firmware_protocol::Event;
@@ -14,6 +16,18 @@ use super::inbox::lock;
 use super::outputs::{Notice, Sample};
 use super::picture::Halt;
 use crate::board::BoardEvent;
+
+/// Tags kept: enough for samples that wait behind a few short phases.
+const MAX_TAGS: usize = 64;
+
+/// What was on the board from an instant on: the phase and the actuated channels.
+#[derive(Debug, Clone)]
+pub(super) struct Tag {
+    pub from: Instant,
+    pub phase: Option<usize>,
+    pub label: Option<String>,
+    pub actuated: Arc<BTreeSet<u16>>,
+}
 
 impl Engine {
     /// Take every queued board event, the rare ones first.
@@ -41,7 +55,8 @@ impl Engine {
                     HaltReason::ChipLoadSaturated { .. } => "chip-load-saturated",
                 };
                 let detail = json!({"error": error, "board_time_us": e.board_time_us});
-                if let Err(err) = self.halt(Halt::new(reason, detail)) {
+                let halt = Halt::new(reason, detail).at_board_time(e.board_time_us);
+                if let Err(err) = self.halt(halt) {
                     tracing::warn!(error = %err, "could not confirm the safe state after a halt");
                 }
                 self.read_mask();
@@ -77,13 +92,18 @@ impl Engine {
             return;
         };
         self.feedback(new_value, e.received);
-        let (phase, label) = match self.run.as_ref().and_then(|r| r.current.as_ref()) {
-            Some(c) => (Some(c.index), c.label.clone()),
-            None => (None, None),
+        // What was on when the board took it: the newest tag from before it arrived (the
+        // board sends a sample before the reply to a later frame).
+        let tag = self
+            .tags
+            .iter()
+            .rev()
+            .find(|t| t.from <= e.received)
+            .or(self.tags.front());
+        let (phase, label, actuated) = match tag {
+            Some(t) => (t.phase, t.label.clone(), t.actuated.clone()),
+            None => (None, None, Arc::new(self.picture.actuated.clone())),
         };
-        if *self.actuated_tag != self.picture.actuated {
-            self.actuated_tag = Arc::new(self.picture.actuated.clone());
-        }
         self.out.sample(Sample {
             farads: new_value,
             board_us: e.board_time_us,
@@ -93,7 +113,31 @@ impl Engine {
             voltage: v_a,
             phase,
             label,
-            actuated: self.actuated_tag.clone(),
+            actuated,
+        });
+    }
+
+    /// After a change of the picture or the phase: a new tag if what samples are tagged
+    /// with changed.
+    pub(super) fn retag(&mut self) {
+        let from = self.tag_from.take().unwrap_or_else(Instant::now);
+        let phase = self.phase_tag.as_ref().map(|(i, _)| *i);
+        let same = self.tags.back().is_some_and(|t| {
+            t.phase == phase
+                && *t.actuated == self.picture.actuated
+                && t.label == self.phase_tag.as_ref().and_then(|(_, l)| l.clone())
+        });
+        if same {
+            return;
+        }
+        if self.tags.len() == MAX_TAGS {
+            self.tags.pop_front();
+        }
+        self.tags.push_back(Tag {
+            from,
+            phase,
+            label: self.phase_tag.as_ref().and_then(|(_, l)| l.clone()),
+            actuated: Arc::new(self.picture.actuated.clone()),
         });
     }
 

@@ -16,13 +16,13 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use firmware_protocol::Event;
 use tokio::sync::oneshot;
 
-use super::board::{DmfBoard, Reading};
+use super::board::{DmfBoard, Monitor, Reading};
 use super::picture::{Halt, Picture};
 use super::program::{Program, SequenceReport};
 use super::ActuationError;
@@ -43,6 +43,23 @@ pub enum Response {
     Voltage(f32),
     /// A sequence ended.
     Sequence(SequenceReport),
+    /// Health readings.
+    Monitor(Monitor),
+    /// Capacitance readings of each measured set, farads, `repeats` per set.
+    Measured(Vec<Vec<f64>>),
+    /// Readings of the on-board test capacitors.
+    TestCapacitors(TestCapacitorReadings),
+}
+
+/// What the on-board test capacitors read, with the feedback capacitor then in use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestCapacitorReadings {
+    /// The feedback capacitor the board computed with, farads.
+    pub feedback_f: f64,
+    /// Nominal capacitance connected for each list of readings (0 first: none connected).
+    pub nominal_f: Vec<f64>,
+    /// Readings with each, farads.
+    pub readings: Vec<Vec<f64>>,
 }
 
 /// Where an answer goes.
@@ -107,6 +124,26 @@ pub enum Ordered {
     Stream(u32),
     /// Run a sequence; the answer comes when it ends.
     Run(Program),
+    /// Health readings (measured HV, currents, temperature, chip pin).
+    Monitor,
+    /// Actuate each set alone (HV on for it), wait `settle`, read the capacitance `repeats`
+    /// times; then the channels and HV as they were. Refused while halted.
+    Measure {
+        /// The channel sets, in order.
+        sets: Vec<BTreeSet<u16>>,
+        /// Readings per set.
+        repeats: u32,
+        /// Wait after each set is on.
+        settle: Duration,
+    },
+    /// Read the capacitance with no channel on and with each on-board test capacitor,
+    /// `repeats` times each; then the channels and HV as they were. Refused while halted.
+    TestCapacitors {
+        /// Readings per capacitor.
+        repeats: u32,
+    },
+    /// Set the feedback capacitor the board computes capacitance with, farads.
+    SetFeedbackCapacitor(f64),
 }
 
 impl Ordered {

@@ -16,6 +16,7 @@ mod engine;
 mod events;
 mod handle;
 pub mod inbox;
+mod measure;
 mod ops;
 mod outputs;
 pub mod picture;
@@ -27,10 +28,10 @@ mod timing;
 
 use std::time::Duration;
 
-pub use board::{BoardSummary, DmfBoard, KeepAlive, Reading, Stamp};
+pub use board::{BoardSummary, DmfBoard, KeepAlive, Monitor, Reading, Stamp};
 pub use dropbot::DropBotBoard;
 pub use handle::{Actuator, Pending, Streams};
-pub use inbox::{LevelOutcome, LevelTarget, Ordered, Response};
+pub use inbox::{LevelOutcome, LevelTarget, Ordered, Response, TestCapacitorReadings};
 pub use outputs::{Notice, Sample};
 pub use picture::{Halt, Picture, SequenceState};
 pub use program::{EndReason, Phase, PhaseResult, Program, SequenceReport};

@@ -97,6 +97,20 @@ impl Engine {
             Ordered::Stream(ms) => self
                 .set_stream(ms)
                 .map(|()| Response::Picture(self.picture.clone())),
+            Ordered::Monitor => self.monitor().map(Response::Monitor),
+            Ordered::Measure {
+                sets,
+                repeats,
+                settle,
+            } => self
+                .measure_sets(&sets, repeats, settle)
+                .map(Response::Measured),
+            Ordered::TestCapacitors { repeats } => self
+                .measure_test_capacitors(repeats)
+                .map(Response::TestCapacitors),
+            Ordered::SetFeedbackCapacitor(farads) => self
+                .set_feedback_capacitor(farads)
+                .map(|()| Response::Picture(self.picture.clone())),
         };
         let _ = reply.send(result);
     }
@@ -155,6 +169,8 @@ impl Engine {
         let stamp = r.map_err(|e| self.board_failed(e))?;
         self.picture.channels = channels.clone();
         self.picture.refresh_actuated();
+        // Samples the board took before it confirmed this frame describe the previous one.
+        self.tag_from = Some(stamp.confirmed);
         self.publish();
         Ok(stamp)
     }
@@ -278,6 +294,12 @@ impl Engine {
 fn refused_during_run(request: &Ordered) -> bool {
     matches!(
         request,
-        Ordered::Run(_) | Ordered::Scan(_) | Ordered::DetectShorts { .. } | Ordered::Disabled(_)
+        Ordered::Run(_)
+            | Ordered::Scan(_)
+            | Ordered::DetectShorts { .. }
+            | Ordered::Disabled(_)
+            | Ordered::Measure { .. }
+            | Ordered::TestCapacitors { .. }
+            | Ordered::SetFeedbackCapacitor(_)
     )
 }

@@ -15,14 +15,31 @@ pub struct Halt {
     pub reason: String,
     /// Details (the board's own words where it gave some).
     pub detail: Value,
+    /// When the host learned of it, ms since the Unix epoch.
+    pub host_time_ms: f64,
+    /// Board time (unwrapped microseconds) of the board's own halt event.
+    pub board_time_us: Option<u64>,
 }
 
 impl Halt {
-    /// A halt for `reason` with `detail`.
+    /// A halt for `reason` with `detail`, now.
     pub fn new(reason: impl Into<String>, detail: Value) -> Self {
+        let host_time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3);
         Halt {
             reason: reason.into(),
             detail,
+            host_time_ms,
+            board_time_us: None,
+        }
+    }
+
+    /// The same halt, at board time `board_us`.
+    pub fn at_board_time(self, board_us: Option<u64>) -> Self {
+        Halt {
+            board_time_us: board_us,
+            ..self
         }
     }
 }

@@ -190,6 +190,7 @@ impl Engine {
                 return self.end_run(EndReason::Failed, Some(e.to_string()));
             }
         }
+        self.phase_tag = Some((index, phase.label.clone()));
         let stamp = match self.write_channels(&phase.channels) {
             Ok(stamp) => stamp,
             Err(e) => return self.end_run(EndReason::Failed, Some(e.to_string())),
@@ -278,6 +279,7 @@ impl Engine {
         let Some(mut run) = self.run.take() else {
             return;
         };
+        self.phase_tag = None;
         if let Some(old) = run.restore_stream {
             if self.board.is_some() {
                 let _ = self.set_stream(old);

@@ -45,6 +45,9 @@ pub enum RequestError {
     /// The bus refused to send.
     #[error("bus: {0}")]
     Bus(#[from] crate::bus::BusError),
+    /// A calibration could not be made or kept.
+    #[error(transparent)]
+    Calibration(#[from] crate::calibration::CalibrationError),
     /// A sequence ended early (halted, or the board failed): why, and what each phase did
     /// (the `failed` reply carries the report).
     #[error("{message}")]
@@ -86,6 +89,8 @@ pub struct Behaviour {
     /// After the broker has been gone this long, the board goes safe and stays halted until a
     /// user resumes: nobody could switch it off from the bus meanwhile.
     pub safe_after_bus_loss: Duration,
+    /// Readings: rates, batches, health readings, calibration and run record directories.
+    pub readings: super::telemetry::ReadingsOptions,
 }
 
 impl Default for Behaviour {
@@ -97,6 +102,7 @@ impl Default for Behaviour {
             failsafe: Some(Duration::from_secs(5)),
             max_in_flight: 256,
             safe_after_bus_loss: Duration::from_secs(5),
+            readings: super::telemetry::ReadingsOptions::default(),
         }
     }
 }
@@ -117,6 +123,8 @@ pub struct Ctx {
     pub behaviour: Behaviour,
     /// Asks the main loop to shut down (the `exit` trigger).
     pub exit: mpsc::Sender<()>,
+    /// Readings, calibration and run records.
+    pub telemetry: Arc<super::telemetry::Telemetry>,
     model: Mutex<Model>,
     published: Mutex<BTreeMap<&'static str, Value>>,
 }
@@ -131,7 +139,9 @@ impl Ctx {
         exit: mpsc::Sender<()>,
     ) -> Arc<Ctx> {
         let name = bus.name().to_owned();
+        let telemetry = super::telemetry::Telemetry::new(bus.clone(), behaviour.readings.clone());
         Arc::new(Ctx {
+            telemetry,
             model: Mutex::new(Model::new(&name)),
             name,
             bus,

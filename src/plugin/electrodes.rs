@@ -217,9 +217,14 @@ pub fn execute(ctx: &Arc<Ctx>) -> Answer {
         needs_hv: false,
         ..Program::new(vec![phase])
     };
+    // A protocol's steps make one run record (opened with its first step).
+    super::recording::step_begin(ctx);
     let pending = match ctx.submit(Ordered::Run(program)) {
         Ok(p) => p,
-        Err(e) => return Answer::Now(Err(e)),
+        Err(e) => {
+            super::recording::step_end(ctx);
+            return Answer::Now(Err(e));
+        }
     };
     let warning = (!unknown.is_empty()).then(|| {
         format!(
@@ -229,7 +234,9 @@ pub fn execute(ctx: &Arc<Ctx>) -> Answer {
     });
     let ctx = ctx.clone();
     let hold = async move {
-        let report = match ctx.answer(pending, None).await? {
+        let answer = ctx.answer(pending, None).await;
+        super::recording::step_end(&ctx);
+        let report = match answer? {
             Response::Sequence(report) => report,
             _ => return Err(RequestError::Busy("unexpected answer".into())),
         };

@@ -8,14 +8,19 @@
 //! - [`electrodes`]: device and electrodes models, the step runner's `execute`.
 //! - [`sequences`], [`runs`]: `run-sequence` and `run-routes` (through
 //!   [`crate::actuation::routes`]), `stop`, `pause`, `resume`.
-//! - [`telemetry`]: board events to readings and signals.
+//! - [`telemetry`]: readings (rate-limited retained state, batched samples, health
+//!   readings) and board events as signals.
+//! - [`calibration`]: the chip's calibration: kept, loaded, made by triggers.
+//! - [`recording`]: run records of sequences, routes, protocols and recordings by hand.
 //! - [`model`]: the model every retained state is derived from.
 //! - [`service`]: the main loop and the safe shutdown.
 
+pub mod calibration;
 pub mod context;
 pub mod electrodes;
 pub mod model;
 pub mod properties;
+pub mod recording;
 pub mod requests;
 pub mod routes;
 pub mod runs;

@@ -306,10 +306,7 @@ impl Model {
             ("chip-inserted", when(json!(self.chip_inserted))),
             (
                 "halted",
-                self.halted.as_ref().map_or(
-                    Value::Null,
-                    |h| json!({"reason": h.reason, "detail": h.detail}),
-                ),
+                self.halted.as_ref().map_or(Value::Null, |h| json!(h)),
             ),
             ("sequence", json!(self.sequence)),
         ]);

@@ -280,6 +280,7 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
                 let _ = ctx
                     .bus
                     .signal("shorts-detected", &json!({"channels": shorts}));
+                super::telemetry::publish_shorts(ctx, &shorts);
                 json!(shorts)
             })
         }
@@ -323,6 +324,14 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
         Action::Stop => super::runs::stop(ctx),
         Action::Pause => super::runs::pause(ctx),
         Action::Resume => super::runs::resume(ctx),
+        Action::CalibrateCapacitance => {
+            super::calibration::triggers::calibrate_capacitance(ctx, value)
+        }
+        Action::CalibrateFeedback => super::calibration::triggers::calibrate_feedback(ctx, value),
+        Action::DetectDroplets => super::calibration::triggers::detect_droplets(ctx, value),
+        Action::MeasureForce => super::calibration::triggers::measure_force(ctx),
+        Action::StartRecording => super::recording::start(ctx, value),
+        Action::StopRecording => super::recording::stop(ctx),
     }
 }
 

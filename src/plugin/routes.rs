@@ -49,11 +49,23 @@ pub enum Action {
     Pause,
     /// Goes on with a held sequence.
     Resume,
+    /// Liquid and filler capacitance per mm² from electrode sets.
+    CalibrateCapacitance,
+    /// The feedback correction from the on-board test capacitors.
+    CalibrateFeedback,
+    /// Droplets from a per-channel scan against the calibration.
+    DetectDroplets,
+    /// The electrowetting force per unit length at the measured voltage.
+    MeasureForce,
+    /// Record every sample until `stop-recording`.
+    StartRecording,
+    /// End the recording started by hand.
+    StopRecording,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 25] = [
         Action::Ping,
         Action::GetSchema,
         Action::GetSubscriptions,
@@ -73,6 +85,12 @@ impl Action {
         Action::Stop,
         Action::Pause,
         Action::Resume,
+        Action::CalibrateCapacitance,
+        Action::CalibrateFeedback,
+        Action::DetectDroplets,
+        Action::MeasureForce,
+        Action::StartRecording,
+        Action::StopRecording,
     ];
 
     /// The action's name in topics.
@@ -97,6 +115,12 @@ impl Action {
             Action::Stop => "stop",
             Action::Pause => "pause",
             Action::Resume => "resume",
+            Action::CalibrateCapacitance => "calibrate-capacitance",
+            Action::CalibrateFeedback => "calibrate-feedback",
+            Action::DetectDroplets => "detect-droplets",
+            Action::MeasureForce => "measure-force",
+            Action::StartRecording => "start-recording",
+            Action::StopRecording => "stop-recording",
         }
     }
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::context::{Ctx, RequestError};
 use super::properties::InputError;
+use super::recording;
 use super::requests::Answer;
 use super::sequences::{self, Env, MAX_RUN, MAX_RUN_PHASES};
 use crate::actuation::routes::{self, Bounds, RouteError};
@@ -28,15 +29,22 @@ pub fn run_sequence(ctx: &Arc<Ctx>, value: &Value) -> Answer {
         let m = ctx.model();
         (m.device.clone(), m.limits)
     };
+    // Coverage targets use the chip's calibration on this board (refused without one).
+    let calibration = ctx
+        .telemetry
+        .chip()
+        .specific
+        .map(|s| sequences::Calibration {
+            liquid_f_per_mm2: s.liquid_f_per_mm2,
+            filler_f_per_mm2: s.filler_f_per_mm2,
+        });
     let env = Env {
         device: device.as_deref(),
         limits,
-        // Coverage targets wait for the chip calibration (another issue): until then they
-        // are refused with a clear error.
-        calibration: None,
+        calibration,
     };
     match sequences::parse_sequence(value, &env) {
-        Ok(program) => run(ctx, program, None),
+        Ok(program) => run(ctx, program, None, ("run-sequence", value)),
         Err(e) => Answer::Now(Err(e.into())),
     }
 }
@@ -76,32 +84,77 @@ pub fn run_routes(ctx: &Arc<Ctx>, value: &Value) -> Answer {
         .iter()
         .map(|w| json!({"ids": w.ids, "closed": w.closed, "repeats": w.repeats}))
         .collect();
-    run(ctx, compiled.program, Some(("routes", Value::Array(walks))))
+    run(
+        ctx,
+        compiled.program,
+        Some(("routes", Value::Array(walks))),
+        ("run-routes", value),
+    )
 }
 
 fn route_error(e: &RouteError) -> InputError {
     InputError::new("run-routes", e.to_string(), e.allowed())
 }
 
-/// Submit `program` now (in message order); answer with its report when it ends.
-fn run(ctx: &Arc<Ctx>, program: Program, extra: Option<(&'static str, Value)>) -> Answer {
+/// Submit `program` now (in message order), with its run record; answer with its report
+/// when it ends.
+fn run(
+    ctx: &Arc<Ctx>,
+    program: Program,
+    extra: Option<(&'static str, Value)>,
+    (kind, request): (&str, &Value),
+) -> Answer {
     let of = program.len();
+    if let Err(e) = ctx.board() {
+        return Answer::Now(Err(e));
+    }
+    // Opened (and the stream turned on) before the run is submitted: the engine keeps order.
+    let record = recording::begin(ctx, kind, request.clone());
     let pending = match ctx.submit(Ordered::Run(program)) {
         Ok(p) => p,
-        Err(e) => return Answer::Now(Err(e)),
+        Err(e) => {
+            if let Some(r) = record {
+                let ctx = ctx.clone();
+                let why = json!({"outcome": "refused", "error": e.to_string()});
+                tokio::spawn(async move { recording::end(&ctx, r, why).await });
+            }
+            return Answer::Now(Err(e));
+        }
     };
     let ctx = ctx.clone();
     Answer::Later(Box::pin(async move {
-        let report = match ctx.answer(pending, None).await? {
-            Response::Sequence(report) => report,
+        let answer = ctx.answer(pending, None).await;
+        let report = match answer {
+            Ok(Response::Sequence(report)) => report,
             other => {
-                let e = ActuationError::Invalid(format!("the engine answered {other:?}"));
-                return Err(e.into());
+                let e = match other {
+                    Err(e) => e,
+                    Ok(other) => {
+                        ActuationError::Invalid(format!("the engine answered {other:?}")).into()
+                    }
+                };
+                if let Some(r) = record {
+                    let why = json!({"outcome": "failed", "error": e.to_string()});
+                    recording::end(&ctx, r, why).await;
+                }
+                return Err(e);
             }
         };
         let mut value = report_json(&report);
         if let (Some((key, extra)), Value::Object(map)) = (extra, &mut value) {
             map.insert(key.into(), extra);
+        }
+        if let Some(r) = record {
+            let files = json!({"csv": r.files().csv, "json": r.files().json});
+            recording::end(
+                &ctx,
+                r,
+                json!({"outcome": value["outcome"], "report": value}),
+            )
+            .await;
+            if let Value::Object(map) = &mut value {
+                map.insert("record".into(), files);
+            }
         }
         match report.outcome {
             EndReason::Halted | EndReason::Failed => Err(RequestError::SequenceEnded {

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::context::{Behaviour, Ctx};
 use super::model::offline_status;
 use super::routes::{self, Route};
-use super::{electrodes, requests, telemetry, PluginError};
+use super::{calibration, electrodes, recording, requests, telemetry, PluginError};
 use crate::actuation::{Actuator, DropBotBoard, EngineOptions, Halt, Ordered};
 use crate::board::{BoardStatus, BoardSupervisor, SupervisorHandle, SupervisorOptions};
 use crate::bus::{BusClient, BusMessage, BusOptions, ConnectionState, Farewell, Topic, Will};
@@ -52,6 +52,16 @@ pub async fn run(
     let router = routes::router(&name)?;
     let (exit_tx, mut exit_rx) = mpsc::channel(1);
     let ctx = Ctx::new(bus.clone(), actuator, router, behaviour, exit_tx);
+    // Samples go their own way (batches, rate limits, records), off the main loop.
+    telemetry::stream::spawn(ctx.telemetry.clone(), streams.samples);
+    let mut monitor = tokio::time::interval(
+        ctx.behaviour
+            .readings
+            .monitor_interval
+            .unwrap_or(Duration::from_secs(3600)),
+    );
+    monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let monitoring = ctx.behaviour.readings.monitor_interval.is_some();
     bus.subscribe_router(&ctx.router)?;
     ctx.update(|_| ());
     tracing::info!(%name, "plugin running");
@@ -70,6 +80,8 @@ pub async fn run(
     tokio::pin!(shutdown);
     let outcome = loop {
         let bus_deadline = bus_lost_since.map(|t| t + ctx.behaviour.safe_after_bus_loss);
+        let protocol_deadline = recording::protocol_deadline(&ctx).map(Into::into);
+        calibration::follow(&ctx);
         tokio::select! {
             () = &mut shutdown => break Ok(()),
             _ = exit_rx.recv() => break Ok(()),
@@ -93,7 +105,8 @@ pub async fn run(
                 ctx.take_picture(&p);
             }
             Some(notice) = streams.notices.recv() => telemetry::on_notice(&ctx, notice),
-            Some(sample) = streams.samples.recv() => telemetry::on_sample(&ctx, &sample),
+            _ = monitor.tick(), if monitoring => telemetry::monitor::tick(&ctx),
+            () = sleep_until(protocol_deadline) => recording::protocol_expired(&ctx),
             Ok(()) = connection.changed() => {
                 let up = matches!(*connection.borrow_and_update(), ConnectionState::Connected { .. });
                 bus_lost_since = match (up, bus_lost_since) {

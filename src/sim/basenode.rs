@@ -77,14 +77,15 @@ impl Firmware {
     }
 
     /// `digitalRead(pin)` for the pins the firmware drives or reads; the test-capacitor pins
-    /// 0-2 are high (`Node::begin`); any other pin reads low.
+    /// 0-2 are high (`Node::begin`) unless `select_on_board_test_capacitor` pulled one low;
+    /// any other pin reads low.
     pub(super) fn digital_read(&self, pin: u8) -> u8 {
         let hv = self.physics.hv();
         let high = match pin {
             OE_PIN => !hv.chip(),
             SHDN_PIN => !hv.enabled(),
             HV_OUTPUT_SELECT_PIN => !hv.selected(),
-            0..=2 => true,
+            0..=2 => self.physics.test_capacitor() != Some(usize::from(pin)),
             _ => false,
         };
         u8::from(high)

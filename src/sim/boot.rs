@@ -70,6 +70,8 @@ impl Firmware {
         self.target_count = 0;
         self.interlock = Interlock::default();
         self.physics.advance_to(now);
+        // `Node::begin`: the test-capacitor pins start high (all disconnected).
+        self.physics.select_test_capacitor(-1);
         let minimum = self.min_waveform_voltage();
         let hv = self.physics.hv_mut(now);
         hv.disable();

@@ -98,6 +98,9 @@ impl Firmware {
             }
             // Handled before execution: the MCU restarts without replying.
             Request::Reboot(_) => Vec::new(),
+            Request::SelectOnBoardTestCapacitor(c) => {
+                (self.physics.select_test_capacitor(c.index) as f32).encode_reply()
+            }
             Request::ChannelCapacitances(c) => {
                 let n = self.config.capacitance_n_samples().max(1);
                 self.channel_capacitances(&c.channels, n).encode_reply()
@@ -244,7 +247,8 @@ impl Firmware {
             }
             let cost = self.opts.timing.per_channel_capacitance;
             self.spend(cost, false);
-            values.push(self.physics.sample_channel(ch, n) as f32);
+            let gain = self.feedback_gain();
+            values.push((self.physics.sample_channel(ch, n) * gain) as f32);
         }
         self.update_channels();
         if restore {

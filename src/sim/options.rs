@@ -142,6 +142,11 @@ pub struct PhysicsParams {
     pub short_resistance_ohm: f64,
     /// Chip load (farads) that saturates the capacitance front end.
     pub saturation_f: f64,
+    /// The board's real feedback capacitor C16, farads; `None`: exactly the configured one.
+    /// The firmware computes C = V_feedback · C16 / V_hv with the *configured* C16, so a real
+    /// one that differs scales every reading by configured / real (what the on-board test
+    /// capacitors calibrate, dropbot.py `proxy_py2.py` `calibrate_C16`).
+    pub feedback_capacitor_f: Option<f64>,
 }
 
 impl Default for PhysicsParams {
@@ -155,6 +160,7 @@ impl Default for PhysicsParams {
             threshold_v: 30.0,
             short_resistance_ohm: 2000.0,
             saturation_f: 1.5e-9,
+            feedback_capacitor_f: None,
         }
     }
 }

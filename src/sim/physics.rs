@@ -58,7 +58,13 @@ pub struct Physics {
     hv: HvSupply,
     rng: ChaCha8Rng,
     last: Duration,
+    /// The on-board test capacitor connected to the HV output, farads (0: none).
+    test_capacitor_f: f64,
 }
+
+/// The on-board test capacitors, by index: 1, 10 and 100 pF (dropbot.py `Node.h`
+/// `on_board_capacitance`, `CAPACITOR_0`..`CAPACITOR_2`, on pins 0-2, active low).
+pub const TEST_CAPACITORS_F: [f64; 3] = [1e-12, 10e-12, 100e-12];
 
 impl Physics {
     /// A chip of `layout`, HV off, no droplets.
@@ -82,6 +88,7 @@ impl Physics {
             hv: HvSupply::new(hv_step, chip_inserted, supply_v),
             rng: ChaCha8Rng::seed_from_u64(seed),
             last: Duration::ZERO,
+            test_capacitor_f: 0.0,
         }
     }
 
@@ -250,10 +257,28 @@ impl Physics {
         self.ideal_capacitance(&self.applied)
     }
 
-    /// A reading of the driven electrodes averaged over `n_samples` (0 without HV).
+    /// A reading of the driven electrodes averaged over `n_samples` (0 without HV); an
+    /// on-board test capacitor that is connected adds to the load.
     pub fn sample_capacitance(&mut self, n_samples: u32) -> f64 {
-        let ideal = self.load_capacitance();
+        let ideal = self.load_capacitance() + self.test_capacitor_f;
         self.reading(ideal, n_samples)
+    }
+
+    /// `select_on_board_test_capacitor(index)`: every test capacitor off first, then
+    /// `index` on (-1 or out of range: none); the nominal capacitance now connected.
+    pub fn select_test_capacitor(&mut self, index: i8) -> f64 {
+        self.test_capacitor_f = usize::try_from(index)
+            .ok()
+            .and_then(|i| TEST_CAPACITORS_F.get(i).copied())
+            .unwrap_or(0.0);
+        self.test_capacitor_f
+    }
+
+    /// Which test capacitor is connected (its index), as pins 0-2 read it.
+    pub fn test_capacitor(&self) -> Option<usize> {
+        TEST_CAPACITORS_F
+            .iter()
+            .position(|c| *c == self.test_capacitor_f)
     }
 
     /// A reading of the electrodes of channel `ch` alone.

@@ -187,9 +187,20 @@ impl Firmware {
         }
     }
 
+    /// What the front end's formula makes of a real capacitance: C = V_feedback · C16 / V_hv
+    /// with the configured C16 (dropbot.py `channels.h` `capacitance`; `Node.h`
+    /// `on_config_C16_changed` sets it), so a
+    /// real feedback capacitor that differs scales the reading by configured / real.
+    pub(super) fn feedback_gain(&self) -> f64 {
+        match self.physics.params().feedback_capacitor_f {
+            Some(real) if real > 0.0 => f64::from(self.config.c16()) / real,
+            _ => 1.0,
+        }
+    }
+
     /// A capacitance reading of the driven electrodes, traced.
     pub(super) fn read_capacitance(&mut self, n_samples: u32) -> f64 {
-        let value = self.physics.sample_capacitance(n_samples);
+        let value = self.physics.sample_capacitance(n_samples) * self.feedback_gain();
         let actuated = self.boards.driven().into_iter().collect();
         let now = self.now();
         self.record(
@@ -283,7 +294,7 @@ impl Firmware {
             capacitances: Vec::new(),
         };
         for ch in measured {
-            let c = self.physics.sample_channel(ch, n);
+            let c = self.physics.sample_channel(ch, n) * self.feedback_gain();
             if c >= DROP_THRESHOLD_F {
                 drops.channels.push(vec![ch]);
                 drops.capacitances.push(vec![c]);

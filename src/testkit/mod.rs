@@ -17,6 +17,7 @@ pub mod node;
 mod plugin;
 mod session;
 pub mod sim_host;
+pub mod stream_board;
 
 pub use broker::{BrokerKind, TestBroker};
 pub use client::{TestClient, TestMessage};

@@ -6,9 +6,11 @@ use std::time::Duration;
 use firmware_protocol::commands::{
     BaseNodeSoftwareVersion, DigitalRead, DisplayName, EchoArray, InitializeSwitchingBoards,
     InputCurrent, InputCurrentRms, Manufacturer, MeasureTemperature, Milliseconds, OutputCurrent,
-    OutputCurrentRms, PackageName, StrEcho, SyncTime, Url, WallTime, WatchdogAutoRefresh,
-    WatchdogDisable, WatchdogEnable, WatchdogRefresh,
+    OutputCurrentRms, PackageName, SelectOnBoardTestCapacitor, SerializeConfig, StrEcho, SyncTime,
+    UpdateConfig, Url, WallTime, WatchdogAutoRefresh, WatchdogDisable, WatchdogEnable,
+    WatchdogRefresh,
 };
+use firmware_protocol::{Command, Config};
 
 use crate::board::dropbot::{DropBot, Kind};
 use crate::board::error::BoardError;
@@ -50,6 +52,45 @@ impl DropBot {
     pub async fn measure_temperature(&self) -> Result<f32, BoardError> {
         self.call(&MeasureTemperature {}, Kind::Read, self.timeout())
             .await
+    }
+
+    /// Connect on-board test capacitor `index` (0: 1 pF, 1: 10 pF, 2: 100 pF; -1: none) to
+    /// the HV output; the nominal capacitance now connected, farads (dropbot.py `Node.h`
+    /// `select_on_board_test_capacitor`, firmware 1.73 on).
+    pub async fn select_on_board_test_capacitor(&self, index: i8) -> Result<f32, BoardError> {
+        self.call(
+            &SelectOnBoardTestCapacitor { index },
+            Kind::Write,
+            self.timeout(),
+        )
+        .await
+    }
+
+    /// The configuration as the board has it now (`serialize_config`).
+    pub async fn config(&self) -> Result<Config, BoardError> {
+        let bytes = self
+            .call(&SerializeConfig {}, Kind::Read, self.timeout())
+            .await?;
+        Config::from_bytes(&bytes).map_err(|e| BoardError::BadMessage {
+            command: SerializeConfig::NAME.as_str(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Merge `update` into the configuration (in RAM: `save_config` would keep it); the
+    /// firmware answers whether it decoded.
+    pub async fn update_config(&self, update: &Config) -> Result<(), BoardError> {
+        let serialized = update.to_bytes();
+        let decoded = self
+            .call(&UpdateConfig { serialized }, Kind::Write, self.timeout())
+            .await?;
+        match decoded {
+            0 => Err(BoardError::Refused {
+                command: UpdateConfig::NAME.as_str(),
+                detail: "the board could not decode the configuration".into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Level of a digital pin (0 or 1).

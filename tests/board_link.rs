@@ -221,7 +221,17 @@ async fn a_packet_split_across_usb_transfers_is_received_whole() {
         ..Script::plain(false)
     };
     fake_board(master, script);
-    let link = Link::spawn(port, options(5_000));
+    // The fake's 5 ms gap is a tokio sleep, which a loaded machine stretches: give the link a
+    // quiet time well above it here; the default's margin over the Teensy's 5 ms is checked
+    // below.
+    let link = Link::spawn(
+        port,
+        LinkOptions {
+            idle_flush: Duration::from_millis(500),
+            ..options(5_000)
+        },
+    );
+    assert!(LinkOptions::default().idle_flush >= Duration::from_millis(20));
     let big: Vec<u8> = (0..300u16).map(|i| (i % 251) as u8).collect();
     for _ in 0..5 {
         assert_eq!(link.request("big", &big, T * 50).await.unwrap(), big);

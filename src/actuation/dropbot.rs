@@ -16,6 +16,8 @@ use super::board::{BoardSummary, DmfBoard, KeepAlive, Monitor, Reading, Stamp};
 use crate::board::{BoardError, CallTiming, DropBot, EventSink, LinkError};
 use firmware_protocol::{Config, State};
 
+/// Keep-alives per clock sync while the failsafe is refreshed (one a second: a sync every 5 s).
+const KEEPALIVES_PER_SYNC: u32 = 5;
 /// A board clock that jumped back by more than this means the board restarted.
 const RESET_TOLERANCE_US: u64 = 500_000;
 /// The watchdog timeout the firmware sets itself at boot, ms (dropbot.py `dropbot.ino`
@@ -34,6 +36,8 @@ pub struct DropBotBoard {
     event_mask: u32,
     /// The MCU watchdog timeout, ms, while it is ours to refresh (its automatic refresh off).
     failsafe_timeout: Option<u32>,
+    /// Keep-alives since the last clock sync.
+    since_sync: u32,
 }
 
 impl DropBotBoard {
@@ -53,6 +57,7 @@ impl DropBotBoard {
             runtime_alive,
             event_mask,
             failsafe_timeout: None,
+            since_sync: 0,
         }
     }
 
@@ -172,11 +177,19 @@ impl DmfBoard for DropBotBoard {
         }
     }
 
+    /// One round trip: the watchdog refresh while the failsafe is ours; the clock sync (which
+    /// also tells a board that restarted under an open link) every few keep-alives, or every
+    /// time without a failsafe. A keep-alive between two phases must be short.
     fn keepalive(&mut self) -> Result<KeepAlive, BoardError> {
         self.alive()?;
+        self.since_sync += 1;
         if self.failsafe_timeout.is_some() {
             self.bot.watchdog_refresh_blocking()?;
+            if self.since_sync < KEEPALIVES_PER_SYNC {
+                return Ok(KeepAlive::default());
+            }
         }
+        self.since_sync = 0;
         let expected = self.bot.board_time_now();
         let now = self.bot.sync_time_blocking()?;
         let board_reset = expected.is_some_and(|e| now + RESET_TOLERANCE_US < e);

@@ -481,7 +481,7 @@ impl Engine {
         }
         // Like requests, out of a sequence's way; but never so late that the board's
         // failsafe fires (it is armed for at least three periods).
-        if !self.keepalive_overdue() && !self.room_for(super::ops::KEEPALIVE_BUDGET) {
+        if !self.keepalive_overdue() && !self.fits(super::ops::KEEPALIVE_BUDGET) {
             return false;
         }
         self.next_keepalive = now + self.options.keepalive;

@@ -14,8 +14,9 @@ use super::ActuationError;
 /// trivial call in ~1-7 ms): while a sequence keeps time, a request goes only if the next
 /// deadline is further away than this, or right after a phase starts.
 const REQUEST_BUDGET: Duration = Duration::from_millis(20);
-/// The same for a keep-alive (two trivial calls).
-pub(super) const KEEPALIVE_BUDGET: Duration = Duration::from_millis(20);
+/// The same for a keep-alive (one trivial call). It never takes the moment after a phase
+/// start: it waits for room, or until it is overdue (still in time for the failsafe).
+pub(super) const KEEPALIVE_BUDGET: Duration = Duration::from_millis(10);
 
 /// Channels per chunk of a capacitance scan (~5.5 ms each on a DropBot): a halt waits at
 /// most one chunk.
@@ -141,16 +142,17 @@ impl Engine {
     /// sequence keeps time, or its next deadline is more than `budget` away, or a phase has
     /// just started (once per phase).
     pub(super) fn room_for(&mut self, budget: Duration) -> bool {
+        self.fits(budget) || std::mem::take(&mut self.slot_after_phase)
+    }
+
+    /// Whether `budget` fits before a keeping-time sequence's next deadline (or none runs).
+    pub(super) fn fits(&self, budget: Duration) -> bool {
         let deadline = self
             .run
             .as_ref()
             .filter(|r| r.paused_at.is_none())
             .and_then(super::run::Run::deadline);
-        match deadline {
-            None => true,
-            Some(d) if Instant::now() + budget <= d => true,
-            Some(_) => std::mem::take(&mut self.slot_after_phase),
-        }
+        deadline.is_none_or(|d| Instant::now() + budget <= d)
     }
 
     /// One channel frame; the picture follows what the board took.

@@ -341,3 +341,38 @@ async fn corrupted_bytes_never_become_wrong_answers() {
     sim.set_faults(Faults::default());
     assert_eq!(bot.channels().await.unwrap(), want);
 }
+
+#[tokio::test]
+async fn a_request_across_the_chip_insertion_stall_is_answered_on_the_same_link() {
+    // Realistic timing: on insertion the firmware's loop blocks ~1 s of debounce, then
+    // ~1.2 s of short detection; the request timeout is longer than that.
+    let sim = sim::spawn_pty(SimOptions {
+        timing: Timing::Realistic,
+        chip_inserted: false,
+        uuid: Some(UUID),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let bot = open(&sim, LinkOptions::default()).await.unwrap();
+    let mut events = bot.events();
+    sim.insert_chip(true);
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("output_enabled")
+            .unwrap();
+        if e.event == Event::OutputEnabled {
+            break;
+        }
+    }
+    // The firmware is inside detect_shorts(5) now.
+    let t = bot.sync_time().await;
+    assert!(t.is_ok(), "{t:?}");
+    assert!(bot.is_connected());
+    assert_eq!(bot.stats().timeouts, 0);
+    let busy = sim.trace().into_iter().any(
+        |r| matches!(&r.entry, sim::TraceEntry::Busy { cause, .. } if cause == "detect_shorts"),
+    );
+    assert!(busy, "the firmware did not stall");
+}

@@ -361,3 +361,26 @@ async fn a_board_that_restarted_while_energised_comes_back_halted() {
     assert!(h.put("channels", json!([4])).await.unwrap().is_success());
     assert_eq!(h.sim.snapshot().actuated, vec![4]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chip_insertion_keeps_the_users_disabled_channels_disabled() {
+    let mut h = harness().await;
+    let r = h.put("disabled-channels", json!([7, 8])).await.unwrap();
+    assert!(r.is_success(), "{r:?}");
+    assert_eq!(h.sim.snapshot().disabled, vec![7, 8]);
+    // On insertion the firmware runs its own short detection, which rewrites the whole mask
+    // (dropbot.py `Node.h`, `channels.cpp` `detect_shorts`): channel 20 is shorted now.
+    h.sim.set_shorted(vec![20]);
+    let removed = h.topic("signal", "chip-removed");
+    h.client.subscribe(&removed).await.unwrap();
+    h.sim.insert_chip(false);
+    // The removal counts once the interlock has been stable for its debounce.
+    h.client.next_message(&removed).await.unwrap();
+    h.sim.insert_chip(true);
+    h.state_where("disabled-channels", |v| *v == json!([7, 8, 20]))
+        .await
+        .unwrap();
+    assert_eq!(h.sim.snapshot().disabled, vec![7, 8, 20]);
+    // The plugin still answers after the firmware's stall.
+    assert!(h.trigger("ping", json!({})).await.unwrap().is_success());
+}

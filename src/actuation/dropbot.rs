@@ -87,7 +87,8 @@ impl DropBotBoard {
     }
 
     fn state(&mut self, update: State) -> Result<Stamp, BoardError> {
-        let t = self.block(self.bot.update_state(&update))?;
+        self.alive()?;
+        let t = self.bot.update_state_blocking(&update)?;
         Ok(self.stamp(t))
     }
 }

@@ -118,13 +118,20 @@ impl DropBot {
         let (update, request, timeout) = self.state_request(update)?;
         let (decoded, timing) = self.call_timed(&request, Kind::Write, timeout).await?;
         self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))?;
-        // The firmware answers whether the message decoded (nanopb `update_state`), and skips
-        // a field its callback refuses (dropbot.py `Node.h` `on_state_*_changed`): only the
-        // state read back says what it took.
-        let not_taken = update.not_taken(&self.state().await?);
-        self.accepted::<UpdateState>(not_taken.is_empty(), || {
-            format!("it did not take {}", not_taken.join(", "))
-        })?;
+        let (after, _) = self
+            .call_timed(&SerializeState {}, Kind::Read, self.timeout())
+            .await?;
+        self.taken(&update, &after)?;
+        Ok(timing)
+    }
+
+    /// [`DropBot::update_state`] from a plain thread (the actuation engine's), read back too.
+    pub fn update_state_blocking(&self, update: &State) -> Result<CallTiming, BoardError> {
+        let (update, request, timeout) = self.state_request(update)?;
+        let (decoded, timing) = self.call_blocking(&request, Kind::Write, timeout)?;
+        self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))?;
+        let (after, _) = self.call_blocking(&SerializeState {}, Kind::Read, self.timeout())?;
+        self.taken(&update, &after)?;
         Ok(timing)
     }
 
@@ -138,6 +145,20 @@ impl DropBot {
         let (decoded, timing) = self.call_blocking(&request, Kind::Write, timeout)?;
         self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))?;
         Ok(timing)
+    }
+
+    /// The firmware answers an update with whether the message decoded (nanopb
+    /// `update_state`), and skips a field its callback refuses (dropbot.py `Node.h`
+    /// `on_state_*_changed`): only the state read back (`after`) says what it took.
+    fn taken(&self, update: &State, after: &[u8]) -> Result<(), BoardError> {
+        let after = State::from_bytes(after).map_err(|e| BoardError::BadMessage {
+            command: SerializeState::NAME.as_str(),
+            detail: e.to_string(),
+        })?;
+        let not_taken = update.not_taken(&after);
+        self.accepted::<UpdateState>(not_taken.is_empty(), || {
+            format!("it did not take {}", not_taken.join(", "))
+        })
     }
 
     /// The checked update, its request and its timeout.

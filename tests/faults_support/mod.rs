@@ -7,6 +7,7 @@
 
 pub mod mqtt;
 pub mod payloads;
+pub mod streams;
 pub mod world;
 
 use std::future::Future;

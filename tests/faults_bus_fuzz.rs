@@ -190,6 +190,10 @@ async fn generated_payloads_on_every_endpoint_leave_the_plugin_answering() {
         ),
     );
     figure("bus fuzz: plugin at end", format!("{end:?}"));
+    figure(
+        "bus fuzz: messages the plugin dropped (its MQTT queue full)",
+        world.plugin.log_count("request queue full"),
+    );
     let log = world.plugin.log_tail();
     assert!(!log.contains("panicked"), "a panic:\n{log}");
     assert!(counter.count(&replies) > 0, "no answers were counted");

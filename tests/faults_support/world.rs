@@ -87,6 +87,12 @@ impl PluginProcess {
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
+    /// Lines of its log containing `pattern`.
+    pub fn log_count(&self, pattern: &str) -> usize {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter(|l| l.contains(pattern)).count()
+    }
+
     /// Size of its log so far, bytes.
     pub fn log_bytes(&self) -> u64 {
         std::fs::metadata(&self.log).map_or(0, |m| m.len())

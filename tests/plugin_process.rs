@@ -150,6 +150,44 @@ async fn plugin_binary_leaves_hv_off_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_sequence_leaves_hv_off_without_a_panic() {
+    let Running {
+        _dir,
+        log,
+        _mosquitto,
+        client,
+        sim,
+        mut child,
+    } = running_with_hv_on().await;
+    let mut runner = TestClient::connect(_mosquitto.host(), _mosquitto.port())
+        .await
+        .unwrap();
+    runner.set_timeout(Duration::from_secs(30));
+    let run = tokio::spawn(async move {
+        runner
+            .trigger("dropbot", "run-sequence", &long_sequence())
+            .await
+    });
+    client
+        .wait_retained_where("microdrop/dropbot/state/sequence", |v| {
+            v["state"] == "running"
+        })
+        .await
+        .unwrap();
+    sigterm(&child);
+    let exit = wait_exit(&mut child, &log).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(exit.code(), Some(0), "log:\n{text}");
+    assert!(!text.contains("panicked"), "log:\n{text}");
+    let snap = sim.snapshot();
+    assert!(!snap.hv_enabled && snap.actuated.is_empty(), "{snap:?}");
+    // The run's asker got an answer before the plugin left (MicroDrop's step runner waits
+    // for one without a timeout).
+    let reply = run.await.unwrap().expect("an answer to the run");
+    assert_eq!(reply.response["outcome"], "stopped", "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_demo_answers_a_ping_on_microdrops_port() {
     // The demo listens where MicroDrop 3's broker does; a busy port is a failure, not a skip.
     if let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, 1884)) {

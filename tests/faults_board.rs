@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dropbot_plugin::sim::{TraceEntry, TraceRecord};
 use dropbot_plugin::testkit::{PluginHarness, PluginOptions, TestClient};
-use faults_support::{figure, scale, until};
+use faults_support::{figure, scale, stop_cleanly, until};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -214,4 +214,5 @@ async fn board_unplugged_and_replugged_comes_back_safe_every_time() {
         .await
         .expect("the click applied");
     assert_eq!(h.sim.snapshot().actuated, vec![26]);
+    stop_cleanly(&mut h).await;
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use dropbot_plugin::sim::{TraceEntry, TraceRecord};
 use dropbot_plugin::testkit::{BrokerKind, PluginHarness, PluginOptions, TestClient};
-use faults_support::{figure, full, until, until_async};
+use faults_support::{figure, full, stop_cleanly, until, until_async};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -203,6 +203,7 @@ async fn kill_and_restart(kind: BrokerKind, cycles: usize) -> Tally {
     let stop = h.trigger("stop", json!({})).await.expect("a reply");
     assert!(stop.is_success(), "{stop:?}");
     assert!(h.sim.snapshot().actuated.is_empty());
+    stop_cleanly(&mut h).await;
     tally
 }
 

@@ -6,11 +6,14 @@
 //!   and kept the board busy for seconds;
 //! - a request answered "not applied within ..." was carried out later anyway.
 
+mod faults_support;
+
 use std::time::Duration;
 
 use dropbot_plugin::plugin::Behaviour;
 use dropbot_plugin::sim::TraceEntry;
 use dropbot_plugin::testkit::{PluginHarness, PluginOptions, Reply, TestClient};
+use faults_support::stop_cleanly;
 use serde_json::{json, Value};
 
 const ASKER: &str = "faults-asker";
@@ -110,6 +113,7 @@ async fn with_every_permit_taken_ping_and_halt_are_still_served() {
     );
     let snap = h.sim.snapshot();
     assert!(!snap.hv_enabled && snap.actuated.is_empty(), "{snap:?}");
+    stop_cleanly(&mut h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,6 +159,7 @@ async fn sender_names_unfit_for_a_topic_get_no_answer_and_cut_nothing_off() {
     assert!(!log.contains("malformed"), "{log}");
     let sessions = log.matches(" as dropbot>>").count();
     assert_eq!(sessions, 1, "the plugin had to reconnect:\n{log}");
+    stop_cleanly(&mut h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,11 +201,12 @@ async fn shorts_detection_and_scans_refuse_values_that_are_not_their_options() {
         .trigger("scan-capacitances", json!({"channels": [3]}))
         .await;
     assert!(ok.expect("a reply").is_success());
+    stop_cleanly(&mut h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_answered_as_not_applied_is_not_applied_later() {
-    let h = harness(Behaviour {
+    let mut h = harness(Behaviour {
         apply_timeout: Duration::from_secs(1),
         ..Behaviour::default()
     })
@@ -238,4 +244,5 @@ async fn a_request_answered_as_not_applied_is_not_applied_later() {
     h.state_where("hv-output-enabled", |v| *v == json!(false))
         .await
         .expect("the state says off");
+    stop_cleanly(&mut h).await;
 }

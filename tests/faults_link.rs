@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dropbot_plugin::sim::{Faults, TraceEntry, TraceRecord};
 use dropbot_plugin::testkit::{PluginHarness, PluginOptions};
-use faults_support::{figure, scale, until};
+use faults_support::{figure, scale, stop_cleanly, until};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -186,6 +186,7 @@ async fn one_percent_of_the_boards_bytes_corrupted_while_a_user_clicks() {
         ),
     );
     assert!(corrupted > 0, "no byte was corrupted");
+    stop_cleanly(&mut h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,4 +269,5 @@ async fn a_board_that_stalls_briefly_is_back_in_step_and_one_that_hangs_fails_sa
         ),
     );
     back_in_step(&mut h, "electrode030", &a).await;
+    stop_cleanly(&mut h).await;
 }

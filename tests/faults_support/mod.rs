@@ -70,6 +70,18 @@ pub fn proc_stats(pid: u32) -> io::Result<ProcStats> {
     })
 }
 
+/// Stops an in-process plugin as SIGTERM would, and checks that it ended cleanly (board safe,
+/// engine and supervisor done) after whatever the test put it through.
+pub async fn stop_cleanly(h: &mut dropbot_plugin::testkit::PluginHarness) {
+    let outcome = h.stop().await.expect("the plugin stops within 10 s");
+    assert!(
+        outcome.is_ok(),
+        "the plugin did not end cleanly: {outcome:?}"
+    );
+    let snap = h.sim.snapshot();
+    assert!(!snap.hv_enabled && snap.actuated.is_empty(), "{snap:?}");
+}
+
 /// Polls `check` every 20 ms until it gives a value; panics with `what` (and the last state
 /// `check` describes) after `timeout`.
 pub async fn until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {

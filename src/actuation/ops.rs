@@ -73,6 +73,12 @@ impl Engine {
     }
 
     fn ordered(&mut self, request: Ordered, reply: Responder) {
+        if reply.is_closed() {
+            // Nobody waits for it any more: its asker was told it was not applied (a
+            // timeout), so it must not happen now, minutes later (HV on, a sequence...).
+            tracing::info!("dropped a request given up before the board was free");
+            return;
+        }
         let busy = self.run.is_some() && refused_during_run(&request);
         if busy {
             let _ = reply.send(Err(ActuationError::Busy("a sequence is running".into())));

@@ -247,11 +247,31 @@ impl BusHandle {
     }
 }
 
+/// U+FDD0 to U+FDEF and the last two code points of every plane.
+fn is_noncharacter(c: char) -> bool {
+    let c = u32::from(c);
+    (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
+}
+
+/// Longest topic MQTT can carry (a 16-bit length): rumqttc would send a longer one anyway and
+/// the broker would drop the connection over the malformed packet.
+const MAX_TOPIC_LEN: usize = 65_535;
+
 fn check_publish_topic(topic: &str) -> Result<(), BusError> {
     let reason = if topic.is_empty() {
         "empty topic"
+    } else if topic.len() > MAX_TOPIC_LEN {
+        // The topic comes from a sender's name: only its start goes into the error.
+        let start: String = topic.chars().take(120).collect();
+        return Err(BusError::Topic {
+            topic: format!("{start}... ({} bytes)", topic.len()),
+            reason: "a topic is at most 65535 bytes in MQTT",
+        });
     } else if topic.contains(['+', '#', '\0']) {
         "wildcards and NUL are not allowed in a topic to publish to"
+    } else if topic.chars().any(|c| c.is_control() || is_noncharacter(c)) {
+        // MQTT 3.1.1 section 1.5.3: mosquitto drops a client that sends one.
+        "control characters and Unicode non-characters are not allowed in a topic"
     } else {
         return Ok(());
     };

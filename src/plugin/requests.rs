@@ -50,15 +50,27 @@ pub fn handle(ctx: &Arc<Ctx>, route: Route, msg: BusMessage) {
         }
     };
     // Permits are taken before anything is submitted: a request refused as busy has not
-    // touched the board.
-    let permit = match ctx.in_flight.clone().try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(_) => {
-            let busy = RequestError::Busy(format!(
-                "{} requests are being carried out; try again",
-                ctx.behaviour.max_in_flight
-            ));
-            return reply(ctx, &envelope, route, Err(busy));
+    // touched the board. A request answered at once holds nothing and needs none; the last
+    // permits are kept for requests that make the board safer, so that a flood of other
+    // requests never makes a halt "busy".
+    let permit = match permit_kind(route, &envelope) {
+        Permit::None => None,
+        kind => {
+            let reserve = match kind {
+                Permit::Safety => 0,
+                _ => SAFETY_RESERVE.min(ctx.behaviour.max_in_flight / 2),
+            };
+            let permit = (ctx.in_flight.available_permits() > reserve)
+                .then(|| ctx.in_flight.clone().try_acquire_owned().ok())
+                .flatten();
+            if permit.is_none() {
+                let busy = RequestError::Busy(format!(
+                    "{} requests are being carried out; try again",
+                    ctx.behaviour.max_in_flight
+                ));
+                return reply(ctx, &envelope, route, Err(busy));
+            }
+            permit
         }
     };
     let answer = match route {
@@ -76,6 +88,42 @@ pub fn handle(ctx: &Arc<Ctx>, route: Route, msg: BusMessage) {
                 drop(permit);
             });
         }
+    }
+}
+
+/// Permits of `max_in_flight` that only requests making the board safer may take.
+const SAFETY_RESERVE: usize = 32;
+
+/// What a request needs to go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Permit {
+    /// Answered at once, without the board: no permit.
+    None,
+    /// Makes the board safer (halt, all off, stop, pause, HV off): may take the last permits.
+    Safety,
+    /// Anything else.
+    Ordinary,
+}
+
+fn permit_kind(route: Route, envelope: &Envelope) -> Permit {
+    match route {
+        Route::Trigger(
+            Action::Ping
+            | Action::GetSchema
+            | Action::GetSubscriptions
+            | Action::UpdateVersion
+            | Action::Exit
+            | Action::ConnectDropbot,
+        ) => Permit::None,
+        Route::Trigger(Action::Halt | Action::AllOff | Action::Stop | Action::Pause) => {
+            Permit::Safety
+        }
+        Route::Put(Property::HvOutputEnabled)
+            if envelope.put_value(Property::HvOutputEnabled.name()) == &Value::Bool(false) =>
+        {
+            Permit::Safety
+        }
+        _ => Permit::Ordinary,
     }
 }
 
@@ -257,6 +305,9 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
         }
         Action::DetectShorts => {
             let allowed = format!("{{\"delay_ms\": 0 to {MAX_SHORTS_DELAY_MS}}} or nothing");
+            if let Err(e) = options("detect-shorts", value, &["delay_ms"], &allowed) {
+                return Answer::Now(Err(e.into()));
+            }
             let delay = match value.get("delay_ms") {
                 None => 5,
                 Some(d) => match d.as_u64().filter(|d| *d <= MAX_SHORTS_DELAY_MS) {
@@ -299,6 +350,10 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
             })
         }
         Action::ScanCapacitances => {
+            let allowed = "{\"channels\": [channel, ...]} or nothing (every channel)";
+            if let Err(e) = options("scan-capacitances", value, &["channels"], allowed) {
+                return Answer::Now(Err(e.into()));
+            }
             let limits = ctx.model().limits;
             let channels: Vec<u16> = match value.get("channels") {
                 Some(list) => match properties::channels("scan-capacitances", list, &limits) {
@@ -332,6 +387,28 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
         Action::MeasureForce => super::calibration::triggers::measure_force(ctx),
         Action::StartRecording => super::recording::start(ctx, value),
         Action::StopRecording => super::recording::stop(ctx),
+    }
+}
+
+/// The value of a trigger that takes options: nothing, or an object of only `keys`. Anything
+/// else is refused rather than taken for "no options": these triggers keep the board busy for
+/// seconds.
+fn options(action: &str, value: &Value, keys: &[&str], allowed: &str) -> Result<(), InputError> {
+    match value {
+        Value::Null => Ok(()),
+        Value::Object(map) => match map.keys().find(|k| !keys.contains(&k.as_str())) {
+            Some(key) => Err(InputError::new(
+                action,
+                format!("unknown option `{key}`"),
+                allowed,
+            )),
+            None => Ok(()),
+        },
+        other => Err(InputError::new(
+            action,
+            format!("got {}", properties::describe(other)),
+            allowed,
+        )),
     }
 }
 

@@ -7,7 +7,7 @@ use dropbot_plugin::bus::{
     BusClient, BusError, BusMessage, BusOptions, ConnectionState, Farewell, ReplyStatus, Topic,
     Will,
 };
-use dropbot_plugin::testkit::{Mosquitto, TestClient};
+use dropbot_testkit::{Mosquitto, TestClient};
 use serde_json::{json, Value};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
 use dropbot_plugin::sim::{spawn_pty, SimOptions, Timing};
-use dropbot_plugin::testkit::{Mosquitto, TestClient, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
+use dropbot_testkit::{Mosquitto, TestClient, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
 use serde_json::json;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dropbot-plugin");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dropbot_plugin::testkit::{PluginHarness, PluginOptions, TestClient};
+use dropbot_testkit::{PluginHarness, PluginOptions, TestClient};
 use serde_json::{json, Value};
 
 async fn harness() -> PluginHarness {

@@ -10,7 +10,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::client::{TestClient, TestMessage};
 use super::TestError;
-use crate::bus::BusOptions;
+use dropbot_plugin::bus::BusOptions;
 
 /// Largest packet the test clients send or accept.
 pub(super) const MAX_PACKET: usize = 64 * 1024 * 1024;

@@ -17,7 +17,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::session::{marker_topic, mqtt_options, poll_until, wrap};
 use super::TestError;
-use crate::bus::filter_matches;
+use dropbot_plugin::bus::filter_matches;
 
 /// Messages kept for later `next_message` calls before the oldest are dropped.
 const BUFFER_LIMIT: usize = 10_000;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::bus::{BusOptions, BusTransport};
+use dropbot_plugin::bus::{BusOptions, BusTransport};
 
 /// How long a starting broker may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,21 +19,21 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Ports tried before giving up on "Address already in use".
 const PORT_TRIES: usize = 20;
 
-/// A temporary directory, world-writable because mosquitto drops root to its own user.
-struct TempDir(PathBuf);
+/// A temporary directory (removed on drop), world-writable because mosquitto drops root to its
+/// own user.
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new() -> io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("dropbot-mosquitto-{}", uuid::Uuid::new_v4()));
-        fs::create_dir(&path)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o777))?;
-        Ok(TempDir(path))
+        let dir = tempfile::Builder::new()
+            .prefix("dropbot-mosquitto-")
+            .tempdir()?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777))?;
+        Ok(TempDir(dir))
     }
-}
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 
@@ -70,16 +70,16 @@ impl Mosquitto {
     fn start_inner(tls: bool, credentials: Option<(&str, &str)>) -> io::Result<Mosquitto> {
         let dir = TempDir::new()?;
         if tls {
-            make_certificates(&dir.0)?;
+            make_certificates(dir.path())?;
         }
         if let Some((user, password)) = credentials {
-            make_password_file(&dir.0, user, password)?;
+            make_password_file(dir.path(), user, password)?;
         }
         let mut last_err = None;
         for _ in 0..PORT_TRIES {
             let port = free_port()?;
             let tls_port = if tls { Some(free_port()?) } else { None };
-            match launch(&dir.0, port, tls_port) {
+            match launch(dir.path(), port, tls_port) {
                 Ok(child) => {
                     return Ok(Mosquitto {
                         child: Some(child),
@@ -102,7 +102,7 @@ impl Mosquitto {
 
     /// PEM of the CA that signed the TLS listener's certificate (after `start_tls`).
     pub fn ca_pem(&self) -> io::Result<Vec<u8>> {
-        fs::read(self.dir.0.join("ca.crt"))
+        fs::read(self.dir.path().join("ca.crt"))
     }
 
     /// The TCP port on 127.0.0.1.
@@ -117,7 +117,7 @@ impl Mosquitto {
 
     /// Path of the broker's Unix socket listener.
     pub fn socket_path(&self) -> PathBuf {
-        socket_path(&self.dir.0)
+        socket_path(self.dir.path())
     }
 
     /// Bus options for plugin `name` connecting to this broker over TCP.
@@ -139,7 +139,7 @@ impl Mosquitto {
 
     /// Everything the broker logged so far (for failing tests).
     pub fn log(&self) -> String {
-        read_log(&self.dir.0)
+        read_log(self.dir.path())
     }
 
     /// Crash: SIGKILL, then wait for the process to be gone. Clients see a dead socket.
@@ -178,7 +178,7 @@ impl Mosquitto {
         self.stop()?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            match launch(&self.dir.0, self.port, self.tls_port) {
+            match launch(self.dir.path(), self.port, self.tls_port) {
                 // The port may be briefly taken by someone else; try the same port again.
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                     sleep(Duration::from_millis(50));

@@ -67,11 +67,14 @@ pub async fn run(
         supervisor.status().borrow().clone(),
         &mut next_connection,
     );
-    tokio::pin!(shutdown);
+    let supervisor_gone = supervisor.gone();
+    tokio::pin!(shutdown, supervisor_gone);
     let outcome = loop {
         let bus_deadline = bus_lost_since.map(|t| t + ctx.behaviour.safe_after_bus_loss);
         tokio::select! {
             () = &mut shutdown => break Ok(()),
+            // It ends by itself only when it died: nothing watches the board any more.
+            () = &mut supervisor_gone => break Err(PluginError::SupervisorGone),
             _ = exit_rx.recv() => break Ok(()),
             msg = client.recv() => match msg {
                 Some(msg) => dispatch(&ctx, msg),
@@ -245,4 +248,38 @@ fn on_bus_lost(ctx: &Arc<Ctx>) {
             tracing::warn!(error = %e, "could not confirm the safe state after losing the bus");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use firmware_protocol::TableSet;
+
+    use super::*;
+    use crate::board::{DiscoveryError, PortInfo, PortLister, Probe, Selector};
+
+    /// A port lister that panics, as a bug deep in discovery would.
+    struct Panics;
+
+    impl PortLister for Panics {
+        fn list(&self) -> Result<Vec<PortInfo>, DiscoveryError> {
+            panic!("a bug in port listing");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_plugin_ends_with_an_error_when_its_supervisor_dies() {
+        let probe = Probe::new(Arc::new(TableSet::builtin()));
+        let supervisor = SupervisorOptions::new(Selector::default(), Arc::new(Panics), probe);
+        // No broker: the bus keeps trying in the background, which does not matter here.
+        let bus = BusOptions::new("dropbot", "127.0.0.1", 1);
+        let never = std::future::pending::<()>();
+        let run = run(bus, supervisor, Behaviour::default(), never);
+        let outcome = tokio::time::timeout(Duration::from_secs(30), run).await;
+        assert!(
+            matches!(outcome, Ok(Err(PluginError::SupervisorGone))),
+            "{outcome:?}"
+        );
+    }
 }

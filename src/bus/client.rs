@@ -332,7 +332,10 @@ async fn poll_task(
             // Someone else's value on a topic one of our wills guards: ours goes back.
             Ok(Event::Incoming(Packet::Publish(p))) if shared.defend(&p.topic) => {}
             Ok(Event::Incoming(Packet::Publish(p))) => incoming.forward(&shared, p).await,
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                drain(&mut eventloop).await;
+                break;
+            }
             Ok(_) => {}
             Err(e) => {
                 let reason = describe_error(&e, &shared);
@@ -361,6 +364,21 @@ async fn poll_task(
     shared.closed.store(true, Ordering::Release);
     state.send_replace(ConnectionState::Closed);
 }
+
+/// After our DISCONNECT: reads (and drops) whatever the broker still sends until it closes the
+/// connection. Closing it ourselves with unread data (our own retained messages coming back)
+/// would send a TCP reset, and a reset makes the broker discard what it has not read yet: the
+/// farewell messages and the DISCONNECT itself (the will would fire).
+pub(crate) async fn drain(eventloop: &mut EventLoop) {
+    let closed = async {
+        // The first error is the broker closing the connection; polling again would reconnect.
+        while eventloop.poll().await.is_ok() {}
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, closed).await;
+}
+
+/// Longest wait for the broker to close the connection after our DISCONNECT.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the connection failed, in words. A packet over `max_packet_size` makes rumqttc drop the
 /// connection without naming its topic: the subscription it came after is named instead.

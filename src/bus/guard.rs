@@ -123,7 +123,10 @@ async fn run(mut eventloop: EventLoop, will: Will, up: Arc<watch::Sender<usize>>
                 up.send_modify(|n| *n += 1);
                 tracing::debug!(topic = %will.topic, "will connection up");
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                super::client::drain(&mut eventloop).await;
+                break;
+            }
             Ok(_) => {}
             Err(e) => {
                 let session = connected_at.take().map(|t| t.elapsed());

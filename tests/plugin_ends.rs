@@ -133,7 +133,8 @@ impl Plugin {
     /// Every retained topic that could say something is on says nothing is, and `status`
     /// says `bus` (online or offline) and `board`.
     async fn nothing_on(&self, bus: &str, board: &[&str]) {
-        let checks: [(&str, fn(&Value) -> bool); 5] = [
+        type Check = fn(&Value) -> bool;
+        let checks: [(&str, Check); 5] = [
             ("hv-output-enabled", Value::is_null),
             ("actuated-channels", Value::is_null),
             ("channels", |v| *v == json!([])),

@@ -117,6 +117,8 @@ pub struct Ctx {
     pub behaviour: Behaviour,
     /// Asks the main loop to shut down (the `exit` trigger).
     pub exit: mpsc::Sender<()>,
+    /// Device models waiting to be parsed off the main loop.
+    pub devices: super::devices::DeviceLoader,
     model: Mutex<Model>,
     published: Mutex<BTreeMap<&'static str, Value>>,
 }
@@ -140,6 +142,7 @@ impl Ctx {
             router,
             behaviour,
             exit,
+            devices: Default::default(),
             published: Mutex::new(BTreeMap::new()),
         })
     }

@@ -6,6 +6,7 @@
 //! - [`properties`]: settable properties: schema, validation, limits.
 //! - [`requests`]: puts and triggers.
 //! - [`electrodes`]: device and electrodes models, the step runner's `execute`.
+//! - [`devices`]: device models parsed off the main loop, newest wins, size-capped.
 //! - [`sequences`], [`runs`]: `run-sequence` and `run-routes` (through
 //!   [`crate::actuation::routes`]), `stop`, `pause`, `resume`.
 //! - [`telemetry`]: board events to readings and signals.
@@ -13,6 +14,7 @@
 //! - [`service`]: the main loop and the safe shutdown.
 
 pub mod context;
+pub mod devices;
 pub mod electrodes;
 pub mod model;
 pub mod properties;

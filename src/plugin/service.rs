@@ -116,10 +116,12 @@ pub async fn run(
             // It ends by itself only when it died: nothing watches the board any more.
             () = &mut supervisor_gone => break Err(PluginError::SupervisorGone),
             _ = exit_rx.recv() => break Ok(()),
-            msg = client.recv() => match msg {
+            // While a device is parsed, the messages after it wait (see `devices`).
+            msg = client.recv(), if ctx.devices.is_idle() => match msg {
                 Some(msg) => dispatch(&ctx, msg),
                 None => break Ok(()),
             },
+            () = ctx.devices.idle(), if !ctx.devices.is_idle() => {}
             t = transitions.recv() => match t {
                 Ok(status) => on_status(&ctx, &supervisor, status, &mut next_connection),
                 Err(broadcast::error::RecvError::Lagged(n)) => {

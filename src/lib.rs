@@ -15,6 +15,7 @@ pub mod actuation;
 pub mod board;
 pub mod broker;
 pub mod bus;
+pub mod config;
 pub mod device;
 pub mod plugin;
 pub mod sim;

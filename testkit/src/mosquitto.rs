@@ -60,6 +60,14 @@ impl Mosquitto {
         Self::start_inner(false, Some((user, password)))
     }
 
+    /// Like [`Mosquitto::start`], with these users (name, password) only (anonymous clients
+    /// are refused) and the access rules of `acl` (mosquitto's `acl_file` syntax).
+    pub fn start_with_access(users: &[(&str, &str)], acl: &str) -> io::Result<Mosquitto> {
+        let dir = TempDir::new()?;
+        write_readable(&dir.path().join(ACL_FILE), acl.as_bytes())?;
+        Self::start_in(dir, false, users)
+    }
+
     /// Like [`Mosquitto::start`], plus a TLS listener on `tls_port()` whose server certificate
     /// (for `127.0.0.1` and `localhost`) is signed by the CA in `ca_pem()`. Needs the
     /// `openssl` command.
@@ -68,13 +76,15 @@ impl Mosquitto {
     }
 
     fn start_inner(tls: bool, credentials: Option<(&str, &str)>) -> io::Result<Mosquitto> {
-        let dir = TempDir::new()?;
+        let users: Vec<(&str, &str)> = credentials.into_iter().collect();
+        Self::start_in(TempDir::new()?, tls, &users)
+    }
+
+    fn start_in(dir: TempDir, tls: bool, users: &[(&str, &str)]) -> io::Result<Mosquitto> {
         if tls {
             make_certificates(dir.path())?;
         }
-        if let Some((user, password)) = credentials {
-            make_password_file(dir.path(), user, password)?;
-        }
+        make_password_file(dir.path(), users)?;
         let mut last_err = None;
         for _ in 0..PORT_TRIES {
             let port = free_port()?;
@@ -219,7 +229,7 @@ fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
     // Nothing but what the test needs (listeners, access, no persistence, logging): mosquitto's
     // defaults otherwise, Nagle's algorithm included, as users run it (see docs/benchmarks.md).
     let passwords = dir.join(PASSWORD_FILE);
-    let access = if passwords.exists() {
+    let mut access = if passwords.exists() {
         format!(
             "allow_anonymous false\npassword_file {}\n",
             passwords.display()
@@ -227,6 +237,10 @@ fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
     } else {
         "allow_anonymous true\n".to_owned()
     };
+    let acl = dir.join(ACL_FILE);
+    if acl.exists() {
+        access += &format!("acl_file {}\n", acl.display());
+    }
     let mut config = format!(
         "per_listener_settings false\n{access}persistence false\n\
          log_dest stderr\nlistener {port} 127.0.0.1\nlistener 0 {sock}\n",
@@ -290,19 +304,28 @@ fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
 /// Name of the password file in the broker's directory (its presence turns authentication on).
 const PASSWORD_FILE: &str = "passwd";
 
-/// A password file with one user, readable by the broker after it drops root.
-fn make_password_file(dir: &Path, user: &str, password: &str) -> io::Result<()> {
+/// Name of the ACL file in the broker's directory (its presence turns access rules on).
+const ACL_FILE: &str = "acl";
+
+/// A password file with `users` (none: no file), readable by the broker after it drops root.
+fn make_password_file(dir: &Path, users: &[(&str, &str)]) -> io::Result<()> {
     let path = dir.join(PASSWORD_FILE);
-    let out = Command::new("mosquitto_passwd")
-        .args(["-b", "-c"])
-        .arg(&path)
-        .args([user, password])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot run mosquitto_passwd: {e}")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        return Err(io::Error::other(format!("mosquitto_passwd failed: {err}")));
+    for (i, (user, password)) in users.iter().enumerate() {
+        let create: &[&str] = if i == 0 { &["-b", "-c"] } else { &["-b"] };
+        let out = Command::new("mosquitto_passwd")
+            .args(create)
+            .arg(&path)
+            .args([user, password])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run mosquitto_passwd: {e}")))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            return Err(io::Error::other(format!("mosquitto_passwd failed: {err}")));
+        }
+    }
+    if users.is_empty() {
+        return Ok(());
     }
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
 }

@@ -23,7 +23,7 @@ use dropbot_plugin::actuation::{
 use dropbot_plugin::board::{DropBot, LinkOptions};
 use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::{self, SimHandle, SimOptions, Timing};
-use dropbot_plugin::testkit::bench::{histogram, micros, row};
+use dropbot_testkit::bench::{histogram, micros, row};
 use firmware_protocol::TableSet;
 use hdrhistogram::Histogram;
 

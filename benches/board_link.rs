@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use dropbot_plugin::board::{DropBot, LinkOptions};
 use dropbot_plugin::sim::{self, SimOptions, Timing};
-use dropbot_plugin::testkit::bench::{echo_once, echo_pty, histogram, micros, row};
+use dropbot_testkit::bench::{echo_once, echo_pty, histogram, micros, row};
 use firmware_protocol::commands::{Microseconds, SetStateOfChannels};
 use firmware_protocol::{Command, Packet, TableSet};
 use hdrhistogram::Histogram;

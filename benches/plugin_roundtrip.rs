@@ -24,13 +24,13 @@ use std::error::Error;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dropbot_plugin::testkit::bench::{echo_pty, micros, row};
-use dropbot_plugin::testkit::node::{interop_dir, npm_ci};
-use dropbot_plugin::testkit::{
+use dropbot_plugin::sim::{SimOptions, Timing};
+use dropbot_testkit::bench::{echo_pty, micros, row};
+use dropbot_testkit::node::{interop_dir, npm_ci};
+use dropbot_testkit::{
     async_client_name, BrokerKind, PluginHarness, PluginOptions, TestClient,
     ACTIVE_ELECTRODES_TOPIC,
 };
-use dropbot_plugin::sim::{SimOptions, Timing};
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

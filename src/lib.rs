@@ -8,17 +8,18 @@
 //! ```
 //!
 //! `sim` is a DropBot on the wire behind a pseudo-terminal; `device` is the chip's geometry;
-//! `broker` embeds an MQTT broker for the demo; `testkit` holds fixtures for tests and benches.
+//! `broker` embeds an MQTT broker for the demo. The fixtures for tests and benches are the
+//! workspace crate `dropbot-testkit` (a dev-dependency: nothing of it ships in this library).
 
 pub mod actuation;
 pub mod board;
 pub mod broker;
 pub mod bus;
 pub mod calibration;
+pub mod config;
 pub mod device;
 pub mod plot;
 pub mod plugin;
 pub mod runlog;
 pub mod sim;
-pub mod testkit;
 pub mod view;

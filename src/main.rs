@@ -7,7 +7,6 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let args = cli::Cli::parse();
-    cli::init_logging(args.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(cli::run(args))
 }

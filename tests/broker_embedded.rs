@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use dropbot_plugin::broker::{BrokerOptions, EmbeddedBroker, DEFAULT_MAX_PACKET_SIZE};
 use dropbot_plugin::device::MICRODROP3_DEFAULT_THREE_OBJECT;
-use dropbot_plugin::testkit::embedded_broker;
+use dropbot_testkit::embedded_broker;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

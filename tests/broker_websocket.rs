@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use dropbot_plugin::broker::EmbeddedBroker;
-use dropbot_plugin::testkit::embedded_broker;
+use dropbot_testkit::embedded_broker;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dropbot_plugin::bus::{BusClient, BusOptions};
-use dropbot_plugin::testkit::Mosquitto;
+use dropbot_testkit::Mosquitto;
 use serde_json::json;
 
 fn options(broker: &Mosquitto, user: &str, password: &str) -> BusOptions {

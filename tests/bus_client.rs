@@ -7,7 +7,7 @@ use dropbot_plugin::bus::{
     BusClient, BusError, BusMessage, BusOptions, ConnectionState, Farewell, ReplyStatus, Topic,
     Will,
 };
-use dropbot_plugin::testkit::{Mosquitto, TestClient};
+use dropbot_testkit::{Mosquitto, TestClient};
 use serde_json::{json, Value};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -275,7 +275,11 @@ async fn three_megabyte_payloads_pass_and_oversize_is_refused() -> TestResult {
     ui.publish("microdrop/device-model/state/huge", &huge, false)
         .await?;
     let msg = recv(&mut client).await?;
-    assert!(matches!(msg.envelope(), Err(BusError::TooLarge { .. })));
+    assert!(msg.is_oversized() && msg.payload.is_empty());
+    assert!(matches!(
+        msg.envelope(),
+        Err(BusError::Oversized { ref topic, .. }) if topic == "microdrop/device-model/state/huge"
+    ));
     ui.publish_raw("microdrop/device-model/state/bad", vec![0xff, 0xfe], false)
         .await?;
     let msg = recv(&mut client).await?;

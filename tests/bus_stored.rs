@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dropbot_plugin::bus::{BusClient, BusMessage};
 use dropbot_plugin::device::MICRODROP3_DEFAULT_THREE_OBJECT;
-use dropbot_plugin::testkit::{BrokerKind, TestBroker, TestClient};
+use dropbot_testkit::{BrokerKind, TestBroker, TestClient};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestResult = Result<(), BoxError>;

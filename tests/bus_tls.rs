@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dropbot_plugin::bus::{BusClient, BusError, BusTransport};
-use dropbot_plugin::testkit::{Mosquitto, TestClient};
+use dropbot_testkit::{Mosquitto, TestClient};
 use serde_json::json;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

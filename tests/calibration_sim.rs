@@ -11,7 +11,7 @@ use dropbot_plugin::device::Device;
 use dropbot_plugin::plugin::telemetry::ReadingsOptions;
 use dropbot_plugin::plugin::Behaviour;
 use dropbot_plugin::sim::{PhysicsParams, SimOptions, Timing};
-use dropbot_plugin::testkit::{PluginHarness, PluginOptions};
+use dropbot_testkit::{PluginHarness, PluginOptions};
 use serde_json::{json, Value};
 
 /// The simulated board's real feedback capacitor is this much larger than configured: its

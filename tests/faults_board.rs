@@ -12,7 +12,7 @@ mod faults_support;
 use std::time::{Duration, Instant};
 
 use dropbot_plugin::sim::{TraceEntry, TraceRecord};
-use dropbot_plugin::testkit::{PluginHarness, PluginOptions, TestClient};
+use dropbot_testkit::{PluginHarness, PluginOptions, TestClient};
 use faults_support::{figure, scale, stop_cleanly, until};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;

@@ -13,7 +13,7 @@ mod faults_support;
 use std::time::{Duration, Instant};
 
 use dropbot_plugin::sim::{TraceEntry, TraceRecord};
-use dropbot_plugin::testkit::{BrokerKind, PluginHarness, PluginOptions, TestClient};
+use dropbot_testkit::{BrokerKind, PluginHarness, PluginOptions, TestClient};
 use faults_support::{figure, full, stop_cleanly, until, until_async};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use dropbot_plugin::plugin::Behaviour;
 use dropbot_plugin::sim::TraceEntry;
-use dropbot_plugin::testkit::{PluginHarness, PluginOptions, Reply, TestClient};
+use dropbot_testkit::{PluginHarness, PluginOptions, Reply, TestClient};
 use faults_support::stop_cleanly;
 use serde_json::{json, Value};
 

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use dropbot_plugin::sim::{Faults, TraceEntry, TraceRecord};
-use dropbot_plugin::testkit::{PluginHarness, PluginOptions};
+use dropbot_testkit::{PluginHarness, PluginOptions};
 use faults_support::{figure, scale, stop_cleanly, until};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::Faults;
-use dropbot_plugin::testkit::{TestClient, ACTIVE_ELECTRODES_TOPIC};
+use dropbot_testkit::{TestClient, ACTIVE_ELECTRODES_TOPIC};
 use faults_support::mqtt::Publisher;
 use faults_support::world::{World, WorldOptions, NAME};
 use faults_support::{figure, scale, until_async, ProcStats};

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use dropbot_plugin::testkit::{BrokerKind, TestBroker, TestClient};
+use dropbot_testkit::{BrokerKind, TestBroker, TestClient};
 use serde_json::{json, Value};
 
 /// conda's `activate`, as far as yac's command needs it.

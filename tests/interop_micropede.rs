@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use dropbot_plugin::testkit::node::{interop_dir, npm_ci, ScriptOutcome};
-use dropbot_plugin::testkit::{BrokerKind, PluginHarness, PluginOptions};
+use dropbot_testkit::node::{interop_dir, npm_ci, ScriptOutcome};
+use dropbot_testkit::{BrokerKind, PluginHarness, PluginOptions};
 use serde_json::{json, Value};
 
 /// The step `label` of the summary, which must have resolved; its value.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dropbot_plugin::testkit::{BrokerKind, PluginHarness, PluginOptions, ACTIVE_ELECTRODES_TOPIC};
+use dropbot_testkit::{BrokerKind, PluginHarness, PluginOptions, ACTIVE_ELECTRODES_TOPIC};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

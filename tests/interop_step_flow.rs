@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use dropbot_plugin::device::{Device, Direction};
-use dropbot_plugin::testkit::node::{interop_dir, npm_ci, ScriptOutcome};
-use dropbot_plugin::testkit::{BrokerKind, PluginHarness, PluginOptions};
+use dropbot_testkit::node::{interop_dir, npm_ci, ScriptOutcome};
+use dropbot_testkit::{BrokerKind, PluginHarness, PluginOptions};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;

@@ -9,9 +9,7 @@ use std::time::Duration;
 use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
 use dropbot_plugin::plugin::Behaviour;
 use dropbot_plugin::sim::{TraceEntry, TraceRecord};
-use dropbot_plugin::testkit::{
-    PluginHarness, PluginOptions, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC,
-};
+use dropbot_testkit::{PluginHarness, PluginOptions, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
 use serde_json::{json, Value};
 
 fn device() -> Device {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dropbot_plugin::testkit::{
+use dropbot_testkit::{
     async_client_name, PluginHarness, PluginOptions, Reply, ACTIVE_ELECTRODES_TOPIC,
 };
 use firmware_protocol::Config;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use dropbot_plugin::testkit::{PluginHarness, PluginOptions};
+use dropbot_testkit::{PluginHarness, PluginOptions};
 use serde_json::{json, Value};
 
 async fn harness() -> PluginHarness {

@@ -1,5 +1,5 @@
 //! The real binary: `run` against a simulator in this process (SIGTERM leaves HV off and the
-//! status offline, exit code 0), and `demo` answering a MicroDrop client on TCP 1884.
+//! status offline, exit code 0), and `demo` answering a MicroDrop client (on free ports).
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
 use dropbot_plugin::sim::{spawn_pty, SimOptions, Timing};
-use dropbot_plugin::testkit::{Mosquitto, TestClient, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
+use dropbot_testkit::{Mosquitto, TestClient, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
 use serde_json::json;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dropbot-plugin");
@@ -187,55 +187,72 @@ async fn sigterm_during_a_sequence_leaves_hv_off_without_a_panic() {
     assert_eq!(reply.response["outcome"], "stopped", "{reply:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugin_demo_answers_a_ping_on_microdrops_port() {
-    // The demo listens where MicroDrop 3's broker does; a busy port is a failure, not a skip.
-    if let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, 1884)) {
-        panic!("TCP port 1884 is busy on this machine ({e}): `demo` needs MicroDrop 3's broker port; stop whatever listens there and run again");
-    }
-    let ws_port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+/// A port that was free a moment ago (the demo is started again if someone takes it first).
+fn free_port() -> String {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
-        .to_string();
+        .to_string()
+}
+
+/// `demo` with its broker on free ports and no live view; a client connected to it.
+async fn demo(log: &Path) -> (Child, TestClient) {
+    for _ in 0..5 {
+        let (mqtt, ws) = (free_port(), free_port());
+        let args = [
+            "demo",
+            "--seconds",
+            "60",
+            "--mqtt-port",
+            &mqtt,
+            "--ws-port",
+            &ws,
+            "--no-view",
+        ];
+        let mut child = spawn(&args, log);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port: u16 = mqtt.parse().unwrap();
+        while Instant::now() < deadline {
+            if let Ok(client) = TestClient::connect("127.0.0.1", port).await {
+                return (child, client);
+            }
+            if child.try_wait().unwrap().is_some() {
+                break; // the port was taken meanwhile: again, on other ports
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!(
+        "the demo's broker never answered; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_demo_answers_a_ping() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("demo.log");
-    let mut child = spawn(&["demo", "--seconds", "30", "--ws-port", &ws_port], &log);
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let client = loop {
-        match TestClient::connect("127.0.0.1", 1884).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() < deadline => {
-                assert!(
-                    child.try_wait().unwrap().is_none(),
-                    "demo exited: {e}; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!(
-                "no broker on 1884: {e}; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            ),
-        }
-    };
-    let mut pong = None;
-    for _ in 0..20 {
-        if let Ok(r) = client.trigger("dropbot", "ping", &json!({})).await {
-            pong = Some(r);
-            break;
-        }
-    }
-    let pong = pong.unwrap_or_else(|| {
-        panic!(
-            "no pong; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        )
-    });
+    let (child, mut client) = demo(&log).await;
+    client.set_timeout(Duration::from_secs(20));
+    // The demo's plugin is up once its retained status says the board is connected.
+    let up = client
+        .wait_retained_where("microdrop/dropbot/state/status", |s| {
+            s["board"] == "connected"
+        })
+        .await;
+    assert!(
+        up.is_ok(),
+        "{up:?}; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let pong = client.trigger("dropbot", "ping", &json!({})).await.unwrap();
     assert!(pong.is_success(), "{pong:?}");
     assert_eq!(pong.response, json!("pong"));
+    let mut child = child;
     sigterm(&child);
     let exit = wait_exit(&mut child, &log).await;
     assert_eq!(

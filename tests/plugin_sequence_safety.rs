@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dropbot_plugin::plugin::Behaviour;
 use dropbot_plugin::sim::{SimOptions, SimSnapshot, Timing, TraceEntry, TraceRecord};
-use dropbot_plugin::testkit::{
+use dropbot_testkit::{
     PluginHarness, PluginOptions, Reply, TestClient, TestError, ACTIVE_ELECTRODES_TOPIC,
 };
 use serde_json::{json, Value};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::{SimSnapshot, TraceEntry, TraceRecord};
-use dropbot_plugin::testkit::{PluginHarness, PluginOptions};
+use dropbot_testkit::{PluginHarness, PluginOptions};
 use serde_json::{json, Value};
 
 /// The end of MicroDrop 3's own example route on its default chip (`electrode030` up, up,
@@ -274,7 +274,7 @@ async fn timed_phases_repeat_with_their_settings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_runs_are_refused_before_anything_moves() {
     let h = harness().await;
-    let refused = |reply: dropbot_plugin::testkit::Reply, words: &[&str]| {
+    let refused = |reply: dropbot_testkit::Reply, words: &[&str]| {
         assert_eq!(reply.status, "failed", "{reply:?}");
         let text = reply.response.as_str().unwrap_or_default().to_owned();
         for w in words {

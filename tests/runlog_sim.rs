@@ -10,7 +10,7 @@ use dropbot_plugin::plugin::telemetry::ReadingsOptions;
 use dropbot_plugin::plugin::Behaviour;
 use dropbot_plugin::runlog::read_rows;
 use dropbot_plugin::sim::{SimOptions, Timing};
-use dropbot_plugin::testkit::{PluginHarness, PluginOptions};
+use dropbot_testkit::{PluginHarness, PluginOptions};
 use serde_json::{json, Value};
 
 const IDS: [&str; 3] = ["electrode091", "electrode084", "electrode083"];

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dropbot_plugin::sim::{SimOptions, TraceEntry};
-use dropbot_plugin::testkit::sim_host::{connect, fast_virtual, SimHostError};
+use dropbot_testkit::sim_host::{connect, fast_virtual, SimHostError};
 use firmware_protocol::commands::*;
 use firmware_protocol::{CommandName, Packet, Request};
 

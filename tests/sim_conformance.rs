@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dropbot_plugin::sim::{SimOptions, Timing};
-use dropbot_plugin::testkit::sim_host::{connect, fast_virtual, SimHostError};
+use dropbot_testkit::sim_host::{connect, fast_virtual, SimHostError};
 use firmware_protocol::channels::{pack, unpack};
 use firmware_protocol::commands::*;
 use firmware_protocol::{Config, State};
@@ -270,7 +270,7 @@ async fn config_updates_limits_and_the_eeprom() -> R {
     host.call(SaveConfig {}).await?;
     // After a restart the saved limit is in the config but not applied.
     let path = sim.reboot().await?;
-    let mut host = dropbot_plugin::testkit::sim_host::SimHost::open(&path).await?;
+    let mut host = dropbot_testkit::sim_host::SimHost::open(&path).await?;
     let config =
         Config::from_bytes(&host.call(SerializeConfig {}).await?).map_err(SimHostError::State)?;
     assert_eq!(config.max_voltage, Some(120.0));

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dropbot_plugin::board::{DropBot, LinkOptions};
 use dropbot_plugin::sim::{self, SimHandle, SimOptions, Timing};
-use dropbot_plugin::testkit::sim_host::{connect, fast_virtual, SimHostError};
+use dropbot_testkit::sim_host::{connect, fast_virtual, SimHostError};
 use firmware_protocol::commands::{
     DetectShorts, DigitalRead, HighVoltage, InitializeSwitchingBoards, NumberOfChannels,
     SetStateOfChannels, SyncTime, WallTime,

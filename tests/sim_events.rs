@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dropbot_plugin::sim::{PhysicsParams, SimOptions, Timing, TraceEntry};
-use dropbot_plugin::testkit::sim_host::{connect, SimHostError};
+use dropbot_testkit::sim_host::{connect, SimHostError};
 use firmware_protocol::commands::DisabledChannelsMask;
 use firmware_protocol::events::{HaltReason, EVENT_CHANNELS_UPDATED, EVENT_ENABLE};
 use firmware_protocol::{Event, State};

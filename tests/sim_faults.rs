@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dropbot_plugin::sim::{spawn_at_link, Faults, SimOptions, Timing, TraceEntry};
-use dropbot_plugin::testkit::sim_host::{connect, SimHost, SimHostError};
+use dropbot_testkit::sim_host::{connect, SimHost, SimHostError};
 use firmware_protocol::commands::{
     Microseconds, NumberOfChannels, Reboot, SaveConfig, UpdateConfig,
 };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::{DropletView, SimOptions, Timing, TraceEntry, TraceRecord};
-use dropbot_plugin::testkit::sim_host::{connect, SimHostError};
+use dropbot_testkit::sim_host::{connect, SimHostError};
 use firmware_protocol::commands::{Capacitance, MeasureTemperature};
 use firmware_protocol::State;
 

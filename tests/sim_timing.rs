@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use dropbot_plugin::sim::{SimHandle, SimOptions, TraceEntry, TraceRecord};
-use dropbot_plugin::testkit::sim_host::{connect, SimHost, SimHostError};
+use dropbot_testkit::sim_host::{connect, SimHost, SimHostError};
 use firmware_protocol::commands::{Microseconds, StrEcho, UpdateState};
 use firmware_protocol::{Command, Decoder, Event, Packet, State};
 use prost::Message;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use dropbot_plugin::sim::{SimHandle, SimOptions, Timing, TraceEntry};
-use dropbot_plugin::testkit::sim_host::{connect, fast_virtual, SimHost, SimHostError};
+use dropbot_testkit::sim_host::{connect, fast_virtual, SimHost, SimHostError};
 use firmware_protocol::commands::{
     DetectShorts, SaveConfig, UpdateConfig, WatchdogAutoRefresh, WatchdogDisable, WatchdogEnable,
     WatchdogRefresh,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use dropbot_plugin::actuation::{Actuator, EngineOptions};
 use dropbot_plugin::bus::BusClient;
 use dropbot_plugin::plugin::telemetry::{stream, ReadingsOptions, Telemetry};
-use dropbot_plugin::testkit::stream_board::StreamBoard;
-use dropbot_plugin::testkit::{Mosquitto, TestClient};
+use dropbot_testkit::stream_board::StreamBoard;
+use dropbot_testkit::{Mosquitto, TestClient};
 use serde_json::Value;
 
 const RATE: u32 = 1000;

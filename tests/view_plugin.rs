@@ -10,10 +10,8 @@ use std::sync::Arc;
 use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::layout::default_grid_device;
 use dropbot_plugin::sim::PhysicsParams;
-use dropbot_plugin::testkit::{
-    PluginHarness, PluginOptions, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC,
-};
 use dropbot_plugin::view::{self, DropletSource, SimDroplets, ViewHandle, ViewOptions};
+use dropbot_testkit::{PluginHarness, PluginOptions, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
 use serde_json::{json, Value};
 use view_support::{click, request, Events};
 

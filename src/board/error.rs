@@ -119,6 +119,10 @@ pub enum BoardError {
     /// No board could be found or chosen.
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
+    /// The board supervisor's task ended without putting the board in the safe state (it
+    /// panicked or was cancelled).
+    #[error("the board supervisor failed ({0}): the board's safe state was not confirmed")]
+    SupervisorFailed(String),
 }
 
 impl BoardError {

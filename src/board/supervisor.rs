@@ -131,14 +131,38 @@ impl SupervisorHandle {
         self.board.clone()
     }
 
-    /// Put the board in the safe state and stop. Returns the safe state's outcome.
+    /// Put the board in the safe state and stop. Returns the safe state's outcome; a
+    /// supervisor that died (panicked) is an error, never a success.
     pub async fn shutdown(mut self) -> Result<(), BoardError> {
         self.cancel.cancel();
         match self.task.take() {
-            Some(task) => task.await.unwrap_or(Ok(())),
+            Some(task) => joined(task.await),
             None => Ok(()),
         }
     }
+
+    /// Resolves once the supervisor's task has ended. It ends by itself only when it died
+    /// (a panic): the owner should then stop, and [`shutdown`](Self::shutdown) says why.
+    pub fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut status = self.status.clone();
+        // The task holds the status sender: the watch closes when the task ends.
+        async move { while status.changed().await.is_ok() {} }
+    }
+}
+
+/// A joined supervisor task's outcome: a panic or cancellation is an error.
+fn joined(
+    result: Result<Result<(), BoardError>, tokio::task::JoinError>,
+) -> Result<(), BoardError> {
+    result.unwrap_or_else(|e| {
+        let why = if e.is_panic() {
+            "it panicked"
+        } else {
+            "it was cancelled"
+        };
+        tracing::error!(error = %e, "the board supervisor died");
+        Err(BoardError::SupervisorFailed(why.into()))
+    })
 }
 
 impl Drop for SupervisorHandle {
@@ -249,5 +273,38 @@ impl Supervisor {
         };
         self.announce(BoardStatus::Stopped);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::board::discovery::{DiscoveryError, PortInfo};
+    use firmware_protocol::TableSet;
+
+    /// A port lister that panics, as a bug deep in discovery would.
+    struct Panics;
+
+    impl PortLister for Panics {
+        fn list(&self) -> Result<Vec<PortInfo>, DiscoveryError> {
+            panic!("a bug in port listing");
+        }
+    }
+
+    fn options() -> SupervisorOptions {
+        let probe = Probe::new(Arc::new(TableSet::builtin()));
+        SupervisorOptions::new(Selector::default(), Arc::new(Panics), probe)
+    }
+
+    #[tokio::test]
+    async fn a_dead_supervisor_is_noticed_and_an_error_at_shutdown() {
+        let supervisor = BoardSupervisor::spawn(options());
+        let gone = tokio::time::timeout(Duration::from_secs(30), supervisor.gone()).await;
+        assert!(gone.is_ok(), "the supervisor did not die");
+        let outcome = supervisor.shutdown().await;
+        assert!(
+            matches!(outcome, Err(BoardError::SupervisorFailed(ref why)) if why.contains("panicked")),
+            "{outcome:?}"
+        );
     }
 }

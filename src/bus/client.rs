@@ -1,18 +1,19 @@
 //! [`BusClient`]: owner of the MQTT connection.
 //!
 //! rumqttc's `EventLoop::poll()` runs alone in its own task and forwards incoming publishes
-//! over a channel, each marked stored or live (see the bus layer's `sync` module). After an error it sleeps
-//! with exponential backoff and jitter (reset only after a session that lasted
-//! `STABLE_SESSION` (10 s), so a broker that drops us right after each ConnAck is not hammered); on
+//! over a channel bounded by count and by bytes, each marked stored or live (see the bus
+//! layer's `sync` module) and checked against its topic's payload limit (see `limits`). After
+//! an error it sleeps with exponential backoff and jitter (see `backoff`: reset only after a
+//! stable session, so a broker that drops us right after each ConnAck is not hammered); on
 //! every ConnAck the resync task restores subscriptions and our retained messages, because a
 //! clean session loses both (and a restarted broker has no retained state). The ack task keeps
-//! every packet from the broker acknowledged (see the `ack` module).
+//! every packet from the broker acknowledged (see the `ack` module); the guards carry the wills
+//! of more retained topics (see `guard`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
@@ -20,20 +21,16 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
 use super::ack::{ack_task, acknowledge_now};
-use super::envelope::{encode, Envelope, Header};
+use super::backoff::Backoff;
+use super::envelope::{encode, Envelope};
 use super::error::BusError;
+use super::guard::Guards;
 use super::handle::BusHandle;
+use super::limits::Budget;
 use super::options::BusOptions;
 use super::shared::{resync_task, Shared};
 use super::sync::SYNC_PREFIX;
 use super::topics::Topic;
-
-/// First delay after a connection error; doubles up to [`BACKOFF_MAX`].
-const BACKOFF_START: Duration = Duration::from_millis(50);
-/// Longest delay between connection attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// A session at least this long resets the backoff when it ends.
-pub(crate) const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 /// Where the connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,13 +64,35 @@ pub struct BusMessage {
     /// the retain flag, or arrival before our subscription's marker (see the bus layer's `sync` module).
     /// This holds on every broker; `retain` does not.
     pub stored: bool,
-    max_payload: usize,
+    /// The payload's size when it was over its topic's limit (the payload is then empty).
+    oversized: Option<usize>,
+    /// The topic's payload limit.
+    limit: usize,
+    /// Its bytes in the incoming budget, given back when the last clone is dropped.
+    _budget: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl BusMessage {
-    /// The payload parsed as MicroDrop JSON, `__head__` stripped, size-limited.
+    /// The payload parsed as MicroDrop JSON, `__head__` stripped; a message that was over its
+    /// topic's limit is [`BusError::Oversized`].
     pub fn envelope(&self) -> Result<Envelope, BusError> {
-        Envelope::decode(&self.payload, self.max_payload)
+        if let Some(size) = self.oversized {
+            return Err(self.oversized_error(size));
+        }
+        Envelope::decode(&self.payload, self.limit)
+    }
+
+    /// Whether it was over its topic's payload limit (then dropped, and the payload is empty).
+    pub fn is_oversized(&self) -> bool {
+        self.oversized.is_some()
+    }
+
+    fn oversized_error(&self, size: usize) -> BusError {
+        BusError::Oversized {
+            topic: self.topic.clone(),
+            size,
+            limit: self.limit,
+        }
     }
 
     /// The topic parsed with MicroDrop's grammar.
@@ -101,6 +120,7 @@ pub struct BusClient {
     poll_task: JoinHandle<()>,
     resync_task: JoinHandle<()>,
     ack_task: JoinHandle<()>,
+    guards: Guards,
 }
 
 impl BusClient {
@@ -115,15 +135,17 @@ impl BusClient {
         eventloop.set_network_options(network);
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
         let (msg_tx, messages) = mpsc::channel(options.incoming_capacity);
-        let header = Header::new(options.name, options.version);
-        let shared = Arc::new(Shared::new(
-            client,
-            header,
-            options.max_packet_size,
-            options.max_payload,
-            state_rx,
-        ));
-        let poll_task = tokio::spawn(poll_task(eventloop, shared.clone(), msg_tx, state_tx));
+        let guards = Guards::spawn(&options)?;
+        let shared = Arc::new(Shared::new(client, &options, state_rx, guards.watch()));
+        let guarded: Vec<&str> = options.guards.iter().map(|w| w.topic.as_str()).collect();
+        if !guarded.is_empty() {
+            shared.subscribe_hidden(&guarded)?;
+        }
+        let incoming = Incoming {
+            tx: msg_tx,
+            budget: Budget::new(options.incoming_bytes),
+        };
+        let poll_task = tokio::spawn(poll_task(eventloop, shared.clone(), incoming, state_tx));
         let resync_task = tokio::spawn(resync_task(shared.clone()));
         let ack_task = tokio::spawn(ack_task(shared.clone()));
         Ok(BusClient {
@@ -132,6 +154,7 @@ impl BusClient {
             poll_task,
             resync_task,
             ack_task,
+            guards,
         })
     }
 
@@ -162,16 +185,18 @@ impl BusClient {
         outcome
     }
 
-    /// Publishes `farewell` (e.g. a retained offline status), sends DISCONNECT and waits until
-    /// both are written to the socket, at most `timeout`. The broker then does not fire our
-    /// will. On timeout (e.g. broker down) the tasks are aborted anyway.
+    /// Publishes `farewell` (e.g. a retained offline status), sends DISCONNECT (on the guards'
+    /// connections too) and waits until they are written to the socket, at most `timeout`.
+    /// The broker then fires none of our wills. On timeout (e.g. broker down) the tasks are
+    /// aborted anyway.
     pub async fn disconnect(
-        self,
+        mut self,
         farewell: &[Farewell],
         timeout: Duration,
     ) -> Result<(), BusError> {
         let deadline = Instant::now() + timeout;
         let result = self.say_goodbye(farewell, deadline, timeout).await;
+        self.guards.disconnect(deadline).await;
         self.handle.shared.closed.store(true, Ordering::Release);
         self.handle.shared.kick.notify_one();
         self.ack_task.abort();
@@ -222,37 +247,42 @@ impl Drop for BusClient {
     }
 }
 
-/// Exponential backoff with jitter: the n-th delay is uniform in [d/2, d], d = 50 ms * 2^n,
-/// capped at 2 s.
-struct Backoff {
-    next: Duration,
+/// Where incoming messages go: the channel, and the byte budget they take there.
+struct Incoming {
+    tx: mpsc::Sender<BusMessage>,
+    budget: Budget,
 }
 
-impl Backoff {
-    fn new() -> Self {
-        Backoff {
-            next: BACKOFF_START,
+impl Incoming {
+    /// Hands a publish on (stored or live, within its topic's limit or not). Waits while the
+    /// receiver is behind (back-pressure).
+    async fn forward(&self, shared: &Shared, p: rumqttc::Publish) {
+        let stored = p.retain || shared.syncs.in_window(&p.topic);
+        let limit = shared.limits.for_topic(&p.topic);
+        let size = p.payload.len();
+        let oversized = (size > limit).then_some(size);
+        if oversized.is_some() {
+            shared.reject(&p.topic, size, limit);
         }
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_START;
-    }
-
-    /// The delay after a connection error; `session` is how long the connection that just
-    /// broke lasted (`None`: it never came up). Only a stable session starts again from the
-    /// shortest delay.
-    fn after_error(&mut self, session: Option<Duration>) -> Duration {
-        if session.is_some_and(|s| s >= STABLE_SESSION) {
-            self.reset();
-        }
-        self.next_delay()
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (d * 2).min(BACKOFF_MAX);
-        d.mul_f64(rand::rng().random_range(0.5..=1.0))
+        let budget = match oversized {
+            Some(_) => None,
+            None => self.budget.take(size).await,
+        };
+        let msg = BusMessage {
+            topic: p.topic,
+            payload: if oversized.is_some() {
+                bytes::Bytes::new()
+            } else {
+                p.payload
+            },
+            retain: p.retain,
+            stored,
+            oversized,
+            limit,
+            _budget: budget,
+        };
+        // Fails only when the `BusClient` is gone, and then this task is being aborted anyway.
+        let _ = self.tx.send(msg).await;
     }
 }
 
@@ -261,7 +291,7 @@ impl Backoff {
 async fn poll_task(
     mut eventloop: EventLoop,
     shared: Arc<Shared>,
-    incoming: mpsc::Sender<BusMessage>,
+    incoming: Incoming,
     state: watch::Sender<ConnectionState>,
 ) {
     let mut backoff = Backoff::new();
@@ -299,23 +329,16 @@ async fn poll_task(
             {
                 acknowledge_now(&shared);
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let stored = p.retain || shared.syncs.in_window(&p.topic);
-                let msg = BusMessage {
-                    topic: p.topic,
-                    payload: p.payload,
-                    retain: p.retain,
-                    stored,
-                    max_payload: shared.max_payload,
-                };
-                // Waits while the receiver is behind (back-pressure); fails only when the
-                // `BusClient` is gone, and then this task is being aborted anyway.
-                let _ = incoming.send(msg).await;
+            // Someone else's value on a topic one of our wills guards: ours goes back.
+            Ok(Event::Incoming(Packet::Publish(p))) if shared.defend(&p.topic) => {}
+            Ok(Event::Incoming(Packet::Publish(p))) => incoming.forward(&shared, p).await,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                drain(&mut eventloop).await;
+                break;
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
             Ok(_) => {}
             Err(e) => {
-                let reason = e.to_string();
+                let reason = describe_error(&e, &shared);
                 let session = connected_at.take().map(|t| t.elapsed());
                 if session.is_some() {
                     tracing::warn!(%reason, "MQTT connection lost");
@@ -342,32 +365,45 @@ async fn poll_task(
     state.send_replace(ConnectionState::Closed);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// After our DISCONNECT: reads (and drops) whatever the broker still sends until it closes the
+/// connection. Closing it ourselves with unread data (our own retained messages coming back)
+/// would send a TCP reset, and a reset makes the broker discard what it has not read yet: the
+/// farewell messages and the DISCONNECT itself (the will would fire).
+pub(crate) async fn drain(eventloop: &mut EventLoop) {
+    let closed = async {
+        // The first error is the broker closing the connection; polling again would reconnect.
+        while eventloop.poll().await.is_ok() {}
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, closed).await;
+}
 
-    #[test]
-    fn backoff_doubles_with_jitter_and_resets() {
-        let mut b = Backoff::new();
-        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        for (i, d) in delays.iter().enumerate() {
-            let full = BACKOFF_START.saturating_mul(1 << i).min(BACKOFF_MAX);
-            assert!(*d >= full / 2 && *d <= full, "delay {i}: {d:?} vs {full:?}");
-        }
-        b.reset();
-        assert!(b.next_delay() <= BACKOFF_START);
-    }
+/// Longest wait for the broker to close the connection after our DISCONNECT.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-    #[test]
-    fn only_a_stable_session_resets_the_backoff() {
-        let mut b = Backoff::new();
-        for _ in 0..8 {
-            b.after_error(None);
-        }
-        // A broker that drops us right after each ConnAck keeps us at the longest delay.
-        let short = Some(Duration::from_millis(50));
-        assert!(b.after_error(short) >= BACKOFF_MAX / 2);
-        assert!(b.after_error(short) >= BACKOFF_MAX / 2);
-        assert!(b.after_error(Some(STABLE_SESSION)) <= BACKOFF_START);
-    }
+/// Why the connection failed, in words. A packet over `max_packet_size` makes rumqttc drop the
+/// connection without naming its topic: the subscription it came after is named instead.
+fn describe_error(e: &rumqttc::ConnectionError, shared: &Shared) -> String {
+    use rumqttc::mqttbytes::Error as Mqtt;
+    use rumqttc::{ConnectionError, StateError};
+    let ConnectionError::MqttState(StateError::Deserialization(Mqtt::PayloadSizeLimitExceeded(
+        size,
+    ))) = e
+    else {
+        return e.to_string();
+    };
+    let context = match shared.syncs.window_filters() {
+        Some(filters) => format!(
+            "a message stored on one of the topics {} (delivered at subscription: it will come \
+             again at every reconnection)",
+            filters.join(", ")
+        ),
+        None => "a live message".to_owned(),
+    };
+    let reason = format!(
+        "the broker sent a packet of {size} bytes, over max_packet_size ({} bytes): {context}; \
+         raise bus.max_packet_size or lower the broker's own limit",
+        shared.max_packet
+    );
+    tracing::error!("{reason}");
+    reason
 }

@@ -38,6 +38,20 @@ pub enum BusError {
         /// The configured limit in bytes.
         limit: usize,
     },
+    /// An incoming message over its topic's payload limit: dropped as it arrived (the
+    /// connection stays up).
+    #[error(
+        "the message on `{topic}` has {size} bytes, over this topic's limit of {limit} bytes \
+         (it was dropped; the limits are the bus.payload_limits settings)"
+    )]
+    Oversized {
+        /// The topic it came on.
+        topic: String,
+        /// Its payload's size in bytes.
+        size: usize,
+        /// The topic's limit in bytes.
+        limit: usize,
+    },
     /// The connection options are unusable.
     #[error("invalid bus options: {0}")]
     Options(String),

@@ -31,6 +31,12 @@ pub struct BusStats {
     /// Empty packets sent only to acknowledge a packet from the broker that nothing else
     /// answered (see the bus layer's `ack` module).
     pub empty_acks: u64,
+    /// Incoming messages dropped for being over their topic's payload limit.
+    pub oversized: u64,
+    /// Times someone else's value on a guarded retained topic was replaced by ours.
+    pub defended: u64,
+    /// Will connections (guards) up now.
+    pub guards_connected: u64,
 }
 
 /// Cloneable handle for publishing and subscribing from any task. Never blocks: when the
@@ -243,7 +249,15 @@ impl BusHandle {
             connections: c.connections.load(Ordering::Relaxed),
             dropped_outgoing: c.dropped_outgoing.load(Ordering::Relaxed),
             empty_acks: self.shared.acks.sent_empty(),
+            oversized: c.oversized.load(Ordering::Relaxed),
+            defended: c.defended.load(Ordering::Relaxed),
+            guards_connected: self.shared.guards.connected() as u64,
         }
+    }
+
+    /// The latest incoming message dropped for being over its topic's payload limit.
+    pub fn rejected(&self) -> Option<super::Rejected> {
+        self.shared.rejected()
     }
 }
 

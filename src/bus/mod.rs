@@ -9,12 +9,18 @@
 //! - `ack`: no packet from the broker left unacknowledged (no delayed-ACK stalls).
 //! - [`handle`]: [`BusHandle`], the cloneable, never-blocking publishing side.
 //! - [`options`]: [`BusOptions`], how to reach the broker (TCP, Unix socket, TLS) and who we are.
+//! - [`limits`]: payload limits per topic and the byte budget of waiting messages.
+//! - `guard`: the wills of more retained topics, each on an idle connection of its own.
+//! - `backoff`: the delays between connection attempts.
 
 mod ack;
+mod backoff;
 pub mod client;
 pub mod envelope;
 pub mod error;
+mod guard;
 pub mod handle;
+pub mod limits;
 pub mod options;
 pub mod router;
 mod shared;
@@ -27,6 +33,8 @@ pub use client::{BusClient, BusMessage, ConnectionState, Farewell};
 pub use envelope::{Envelope, Header, ReplyStatus};
 pub use error::BusError;
 pub use handle::{BusHandle, BusStats};
+pub use limits::{PayloadLimits, MQTT_MAX_PACKET};
 pub use options::{BusOptions, BusTransport, Will};
 pub use router::{Captures, Router};
+pub use shared::Rejected;
 pub use topics::{filter_matches, Topic};

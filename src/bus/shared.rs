@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{watch, Notify};
@@ -15,19 +15,38 @@ use super::ack::Acks;
 use super::client::ConnectionState;
 use super::envelope::Header;
 use super::error::BusError;
-use super::sync::{subscribe_synced, Synced, Syncs};
+use super::guard::GuardWatch;
+use super::limits::PayloadLimits;
+use super::options::BusOptions;
+use super::sync::{subscribe_synced, Synced, Syncs, SYNC_TIMEOUT};
 
 /// How long the resync task waits before retrying when the request queue is full.
 const RETRY_FULL: Duration = Duration::from_millis(20);
 /// Our retained payloads remembered per topic until they come back; beyond this the oldest are
 /// taken as lost (a topic we do not subscribe to never sends them back).
 const MAX_ECHOES: usize = 8;
+/// A guarded topic is put back at most this often: two plugins started with one name would
+/// otherwise overwrite each other as fast as the broker goes.
+const DEFEND_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) connection_attempts: AtomicU64,
     pub(crate) connections: AtomicU64,
     pub(crate) dropped_outgoing: AtomicU64,
+    pub(crate) oversized: AtomicU64,
+    pub(crate) defended: AtomicU64,
+}
+
+/// The latest incoming message dropped for its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload's size, bytes.
+    pub size: usize,
+    /// The topic's limit, bytes.
+    pub limit: usize,
 }
 
 /// What must survive a reconnection.
@@ -37,12 +56,18 @@ struct Book {
     filters: Vec<String>,
     /// Latest retained payload we published, per topic (cleared topics are absent).
     retained: HashMap<String, Vec<u8>>,
+    /// Filters subscribed for the bus layer itself, left out of [`Shared::filters`].
+    hidden: BTreeSet<String>,
     /// Filters not subscribed yet in this connection (the resync task sends them).
     unsent_filters: BTreeSet<String>,
     /// Retained topics whose latest value did not fit the request queue.
     unsent_retained: BTreeSet<String>,
     /// Retained payloads we sent and have not seen come back, per topic, oldest first.
     echoes: HashMap<String, VecDeque<Vec<u8>>>,
+    /// When each guarded topic was last put back.
+    defended: HashMap<String, Instant>,
+    /// The latest message dropped for its size.
+    rejected: Option<Rejected>,
 }
 
 impl Book {
@@ -71,6 +96,12 @@ pub(crate) struct Shared {
     pub(crate) header: Header,
     pub(crate) max_packet: usize,
     pub(crate) max_payload: usize,
+    /// Incoming payload limits per topic.
+    pub(crate) limits: PayloadLimits,
+    /// Retained topics our guards' wills reset (see the `guard` module).
+    guarded: Vec<String>,
+    /// How many guards are connected.
+    pub(crate) guards: GuardWatch,
     pub(crate) counters: Counters,
     pub(crate) connected: AtomicBool,
     pub(crate) closed: AtomicBool,
@@ -91,16 +122,18 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         client: AsyncClient,
-        header: Header,
-        max_packet: usize,
-        max_payload: usize,
+        options: &BusOptions,
         state: watch::Receiver<ConnectionState>,
+        guards: GuardWatch,
     ) -> Self {
         Shared {
             client,
-            header,
-            max_packet,
-            max_payload,
+            header: Header::new(options.name.clone(), options.version.clone()),
+            max_packet: options.max_packet_size,
+            max_payload: options.max_payload,
+            limits: options.limits(),
+            guarded: options.guards.iter().map(|w| w.topic.clone()).collect(),
+            guards,
             counters: Counters::default(),
             connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -206,9 +239,77 @@ impl Shared {
         Ok(())
     }
 
-    /// Every filter subscribed so far, in order.
+    /// Like [`subscribe`](Self::subscribe), for the bus layer's own use: not listed by
+    /// [`filters`](Self::filters) (MicroDrop reads a plugin's subscriptions to learn what it
+    /// takes).
+    pub(crate) fn subscribe_hidden(&self, filters: &[&str]) -> Result<(), BusError> {
+        self.book()
+            .hidden
+            .extend(filters.iter().map(|f| (*f).to_owned()));
+        self.subscribe(filters)
+    }
+
+    /// Every filter subscribed so far, in order (the bus layer's own left out).
     pub(crate) fn filters(&self) -> Vec<String> {
-        self.book().filters.clone()
+        let book = self.book();
+        book.filters
+            .iter()
+            .filter(|f| !book.hidden.contains(*f))
+            .cloned()
+            .collect()
+    }
+
+    /// An incoming message over its topic's limit: counted, remembered and logged.
+    pub(crate) fn reject(&self, topic: &str, size: usize, limit: usize) {
+        self.counters.oversized.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            topic,
+            size,
+            limit,
+            "dropped a message over its topic's payload limit (bus.payload_limits)"
+        );
+        self.book().rejected = Some(Rejected {
+            topic: topic.to_owned(),
+            size,
+            limit,
+        });
+    }
+
+    /// The latest incoming message dropped for its size.
+    pub(crate) fn rejected(&self) -> Option<Rejected> {
+        self.book().rejected.clone()
+    }
+
+    /// Someone else's value arrived on `topic`: if one of our guards' wills resets it, ours
+    /// is put back (at most every [`DEFEND_EVERY`]) and true is returned (the message is not
+    /// handed on). A guard's will fires when its connection alone breaks, while we live.
+    pub(crate) fn defend(&self, topic: &str) -> bool {
+        if !self.guarded.iter().any(|t| t == topic) {
+            return false;
+        }
+        let mut book = self.book();
+        if !book.retained.contains_key(topic) {
+            return true;
+        }
+        let now = Instant::now();
+        if book
+            .defended
+            .get(topic)
+            .is_some_and(|t| now.duration_since(*t) < DEFEND_EVERY)
+        {
+            tracing::warn!(
+                topic,
+                "another client keeps writing our retained state (a second plugin with our name?)"
+            );
+            return true;
+        }
+        book.defended.insert(topic.to_owned(), now);
+        book.unsent_retained.insert(topic.to_owned());
+        drop(book);
+        self.counters.defended.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(topic, "our retained value was overwritten; putting it back");
+        self.kick.notify_one();
+        true
     }
 }
 
@@ -225,6 +326,12 @@ pub(crate) async fn resync_task(shared: std::sync::Arc<Shared>) {
             continue;
         }
         let all = shared.resync_all.swap(false, Ordering::AcqRel);
+        if all && !shared.guards.wait_all(SYNC_TIMEOUT).await {
+            tracing::warn!(
+                connected = shared.guards.connected(),
+                "not every will connection is up: going on without them"
+            );
+        }
         let session = shared.counters.connections.load(Ordering::Acquire);
         let (filters, topics) = {
             let mut book = shared.book();

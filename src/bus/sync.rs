@@ -71,6 +71,11 @@ impl Syncs {
             .is_some_and(|w| w.filters.iter().any(|f| filter_matches(f, topic)))
     }
 
+    /// The filters whose stored messages are being delivered, if a sync is open.
+    pub(crate) fn window_filters(&self) -> Option<Vec<String>> {
+        self.state().window.as_ref().map(|w| w.filters.clone())
+    }
+
     /// A message on a `SYNC_PREFIX` topic came back: the marker of the open window ends it.
     pub(crate) fn marker_arrived(&self, topic: &str) {
         let mut state = self.state();

@@ -125,6 +125,8 @@ pub struct Ctx {
     pub exit: mpsc::Sender<()>,
     /// Readings, calibration and run records.
     pub telemetry: Arc<super::telemetry::Telemetry>,
+    /// Device models waiting to be parsed off the main loop.
+    pub devices: super::devices::DeviceLoader,
     model: Mutex<Model>,
     published: Mutex<BTreeMap<&'static str, Value>>,
 }
@@ -150,6 +152,7 @@ impl Ctx {
             router,
             behaviour,
             exit,
+            devices: Default::default(),
             published: Mutex::new(BTreeMap::new()),
         })
     }

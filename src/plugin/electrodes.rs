@@ -20,41 +20,17 @@ use super::properties::{self, describe, InputError, Property};
 use super::requests::Answer;
 use crate::actuation::{Ordered, Phase, Program, Response};
 use crate::bus::{BusError, BusMessage};
-use crate::device::Device;
 
 /// Error topic of electrode problems.
 const ACTIVE_ELECTRODES: &str = "active-electrodes";
 
-/// `microdrop/device-model/state/three-object`: the chip. The channel map always follows it.
+/// `microdrop/device-model/state/three-object`: the chip. The channel map always follows it;
+/// it is parsed off the main loop (see [`super::devices`]).
 pub fn on_device(ctx: &Arc<Ctx>, msg: &BusMessage) {
-    let envelope = match msg.envelope() {
-        Ok(envelope) => envelope,
-        Err(BusError::EmptyPayload) => {
-            ctx.update(|m| m.device = None);
-            return;
-        }
-        Err(e) => return ctx.report_error("three-object", &e),
-    };
-    let device = match Device::from_three_object_value(&envelope.value) {
-        Ok(device) => Arc::new(device),
-        Err(e) => return ctx.report_error("three-object", &e),
-    };
-    tracing::info!(
-        electrodes = device.len(),
-        channels = device.channels().len(),
-        "device loaded"
-    );
-    let remap = ctx.update(|m| {
-        m.device = Some(device);
-        // A new device may map the active electrodes to other channels: follow it, but only
-        // while they are actuated (a device load never switches anything on), only for a
-        // live message, and with HV as it is.
-        let follow = !msg.stored && !m.actuated.is_empty();
-        m.active_electrodes.clone().filter(|_| follow)
-    });
-    if let Some(ids) = remap {
-        // Not live: HV stays as it is.
-        apply(ctx, &ids, false);
+    match msg.envelope() {
+        Ok(envelope) => super::devices::load(ctx, envelope.value, msg.stored),
+        Err(BusError::EmptyPayload) => super::devices::clear(ctx),
+        Err(e) => ctx.report_error("three-object", &e),
     }
 }
 
@@ -109,12 +85,12 @@ pub fn on_step_setting(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
         // Submitted here, in message order; only the wait is spawned.
         match ctx.submit(Ordered::Waveform { voltage, frequency }) {
             Ok(pending) => {
-                let ctx = ctx.clone();
+                let waiter = ctx.clone();
                 let name = property.name();
-                tokio::spawn(async move {
-                    let timeout = Some(ctx.behaviour.apply_timeout);
-                    if let Err(e) = ctx.answer(pending, timeout).await {
-                        ctx.report_error(name, &e);
+                spawn_wait(ctx, name, async move {
+                    let timeout = Some(waiter.behaviour.apply_timeout);
+                    if let Err(e) = waiter.answer(pending, timeout).await {
+                        waiter.report_error(name, &e);
                     }
                 });
             }
@@ -232,8 +208,9 @@ pub fn execute(ctx: &Arc<Ctx>) -> Answer {
             unknown.join(", ")
         )
     });
-    let ctx = ctx.clone();
+    let waiter = ctx.clone();
     let hold = async move {
+        let ctx = waiter;
         let answer = ctx.answer(pending, None).await;
         super::recording::step_end(&ctx);
         let report = match answer? {
@@ -258,7 +235,7 @@ pub fn execute(ctx: &Arc<Ctx>) -> Answer {
     };
     if !wait {
         // The model takes the board's picture when it comes; failures reach the error topic.
-        tokio::spawn(async move {
+        spawn_wait(ctx, "execute", async move {
             if let Err(e) = hold.await {
                 tracing::warn!(error = %e, "step not applied");
             }
@@ -270,7 +247,7 @@ pub fn execute(ctx: &Arc<Ctx>) -> Answer {
 
 /// Submit the channels of `ids` now, in message order; `live` requests may turn HV on by the
 /// auto-HV rule. Unknown ids and failures go to the `active-electrodes` error topic.
-fn apply(ctx: &Arc<Ctx>, ids: &[String], live: bool) {
+pub(super) fn apply(ctx: &Arc<Ctx>, ids: &[String], live: bool) {
     let mapped = channels_for(ctx, ids);
     if let Some(problem) = mapped.problem() {
         ctx.report_error(ACTIVE_ELECTRODES, &problem);
@@ -283,11 +260,31 @@ fn apply(ctx: &Arc<Ctx>, ids: &[String], live: bool) {
 
 /// Wait for the board in the background; a failure goes to `error/<property>`.
 fn confirm_later(ctx: Arc<Ctx>, property: &'static str, generation: u64) {
-    tokio::spawn(async move {
-        if let Err(e) = ctx.confirm_level(generation).await {
-            ctx.report_error(property, &e);
+    let waiter = ctx.clone();
+    spawn_wait(&ctx, property, async move {
+        if let Err(e) = waiter.confirm_level(generation).await {
+            waiter.report_error(property, &e);
         }
     });
+}
+
+/// Runs a background wait for the board's answer to something already submitted, while
+/// fewer than `max_in_flight` tasks hold the context's permits; beyond that only this wait
+/// (and the report of its failure) is left out, so a flood of messages cannot pile up tasks.
+fn spawn_wait(
+    ctx: &Arc<Ctx>,
+    what: &'static str,
+    wait: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    match ctx.in_flight.clone().try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(async move {
+                wait.await;
+                drop(permit);
+            });
+        }
+        Err(_) => tracing::debug!(what, "too many waits in flight: this one is not followed"),
+    }
 }
 
 /// Electrode ids mapped to the board's channels.

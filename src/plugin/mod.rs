@@ -6,6 +6,7 @@
 //! - [`properties`]: settable properties: schema, validation, limits.
 //! - [`requests`]: puts and triggers.
 //! - [`electrodes`]: device and electrodes models, the step runner's `execute`.
+//! - [`devices`]: device models parsed off the main loop, newest wins, size-capped.
 //! - [`sequences`], [`runs`]: `run-sequence` and `run-routes` (through
 //!   [`crate::actuation::routes`]), `stop`, `pause`, `resume`.
 //! - [`telemetry`]: readings (rate-limited retained state, batched samples, health
@@ -17,6 +18,7 @@
 
 pub mod calibration;
 pub mod context;
+pub mod devices;
 pub mod electrodes;
 pub mod model;
 pub mod properties;

@@ -1,25 +1,66 @@
 //! The plugin's main loop: bus messages in (handled in arrival order), board transitions (the
 //! board handed to the actuation engine), the engine's picture into the model, its notices
-//! and samples onto the bus, the bus-loss policy, and the safe shutdown.
+//! and samples onto the bus, the bus-loss policy, and the safe shutdown. The retained state
+//! tells the truth at every end: a clean exit publishes "no board, nothing on, offline", and
+//! wills (one per energy-related topic, see [`GUARDED_STATES`]) say the same after a crash.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use firmware_protocol::events::{EVENT_CHANNELS_UPDATED, EVENT_ENABLE};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
 use super::context::{Behaviour, Ctx};
-use super::model::offline_status;
+use super::model::{offline_status, Model};
 use super::routes::{self, Route};
 use super::{calibration, electrodes, recording, requests, telemetry, PluginError};
-use crate::actuation::{Actuator, DropBotBoard, EngineOptions, Halt, Ordered};
+use crate::actuation::{Actuator, DropBotBoard, EngineOptions, Halt, Ordered, SequenceState};
 use crate::board::{BoardStatus, BoardSupervisor, SupervisorHandle, SupervisorOptions};
 use crate::bus::{BusClient, BusMessage, BusOptions, ConnectionState, Farewell, Topic, Will};
 
 /// Gated events the plugin wants: shorts and drops (channel updates are read back instead).
 const EVENT_MASK: u32 = !EVENT_CHANNELS_UPDATED | EVENT_ENABLE;
+
+/// Retained state topics that can say something is energised (HV on, channels actuated, a
+/// sequence running). Each gets a will of its own (the bus layer's guards) saying what a
+/// clean exit leaves there, so that no ending, a crash included, leaves them saying so.
+pub const GUARDED_STATES: [&str; 5] = [
+    "hv-output-enabled",
+    "actuated-channels",
+    "channels",
+    "info",
+    "sequence",
+];
+
+/// The model as a clean exit leaves it: no board, nothing running.
+fn stopped(model: &mut Model) {
+    model.on_status(&BoardStatus::Stopped, None);
+    model.sequence = SequenceState::Idle;
+}
+
+/// The wills: `status` offline on the main connection, and the [`GUARDED_STATES`] as a clean
+/// exit leaves them, each on a connection of its own.
+fn wills(name: &str) -> Result<(Will, Vec<Will>), PluginError> {
+    let mut model = Model::new(name);
+    stopped(&mut model);
+    let states = model.states();
+    let guards = GUARDED_STATES
+        .iter()
+        .map(|property| {
+            Ok(Will {
+                topic: Topic::state(name, property)?.to_string(),
+                value: states.get(property).cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect::<Result<Vec<_>, PluginError>>()?;
+    let status = Will {
+        topic: Topic::state(name, "status")?.to_string(),
+        value: offline_status(),
+    };
+    Ok((status, guards))
+}
 
 /// Run the plugin until `shutdown` resolves, the `exit` trigger, or the bus client ends.
 /// On the way out: all channels off, HV off, the board's failsafe handed back, retained state
@@ -31,11 +72,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PluginError> {
     let name = bus_options.name.clone();
-    let status_topic = Topic::state(&name, "status")?.to_string();
-    bus_options.will = Some(Will {
-        topic: status_topic.clone(),
-        value: offline_status(),
-    });
+    let (status_will, guards) = wills(&name)?;
+    let status_topic = status_will.topic.clone();
+    bus_options.will = Some(status_will);
+    bus_options.guards = guards;
     let mut client = BusClient::start(bus_options)?;
     let bus = client.handle();
     // The engine owns the board's command stream, keep-alive included.
@@ -77,18 +117,23 @@ pub async fn run(
         supervisor.status().borrow().clone(),
         &mut next_connection,
     );
-    tokio::pin!(shutdown);
+    let supervisor_gone = supervisor.gone();
+    tokio::pin!(shutdown, supervisor_gone);
     let outcome = loop {
         let bus_deadline = bus_lost_since.map(|t| t + ctx.behaviour.safe_after_bus_loss);
         let protocol_deadline = recording::protocol_deadline(&ctx).map(Into::into);
         calibration::follow(&ctx);
         tokio::select! {
             () = &mut shutdown => break Ok(()),
+            // It ends by itself only when it died: nothing watches the board any more.
+            () = &mut supervisor_gone => break Err(PluginError::SupervisorGone),
             _ = exit_rx.recv() => break Ok(()),
-            msg = client.recv() => match msg {
+            // While a device is parsed, the messages after it wait (see `devices`).
+            msg = client.recv(), if ctx.devices.is_idle() => match msg {
                 Some(msg) => dispatch(&ctx, msg),
                 None => break Ok(()),
             },
+            () = ctx.devices.idle(), if !ctx.devices.is_idle() => {}
             t = transitions.recv() => match t {
                 Ok(status) => on_status(&ctx, &supervisor, status, &mut next_connection),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -132,8 +177,9 @@ pub async fn run(
     if let Err(e) = &safe {
         tracing::error!(error = %e, "could not confirm the safe state");
     }
-    // No retained state may say HV is on or channels are actuated once we are gone.
-    ctx.update(|m| m.on_status(&BoardStatus::Stopped, None));
+    // No retained state may say HV is on or channels are actuated once we are gone: the same
+    // values as our wills.
+    ctx.update(stopped);
     let farewell = [Farewell {
         topic: status_topic,
         value: offline_status(),
@@ -254,4 +300,38 @@ fn on_bus_lost(ctx: &Arc<Ctx>) {
             tracing::warn!(error = %e, "could not confirm the safe state after losing the bus");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use firmware_protocol::TableSet;
+
+    use super::*;
+    use crate::board::{DiscoveryError, PortInfo, PortLister, Probe, Selector};
+
+    /// A port lister that panics, as a bug deep in discovery would.
+    struct Panics;
+
+    impl PortLister for Panics {
+        fn list(&self) -> Result<Vec<PortInfo>, DiscoveryError> {
+            panic!("a bug in port listing");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_plugin_ends_with_an_error_when_its_supervisor_dies() {
+        let probe = Probe::new(Arc::new(TableSet::builtin()));
+        let supervisor = SupervisorOptions::new(Selector::default(), Arc::new(Panics), probe);
+        // No broker: the bus keeps trying in the background, which does not matter here.
+        let bus = BusOptions::new("dropbot", "127.0.0.1", 1);
+        let never = std::future::pending::<()>();
+        let run = run(bus, supervisor, Behaviour::default(), never);
+        let outcome = tokio::time::timeout(Duration::from_secs(30), run).await;
+        assert!(
+            matches!(outcome, Ok(Err(PluginError::SupervisorGone))),
+            "{outcome:?}"
+        );
+    }
 }

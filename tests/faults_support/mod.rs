@@ -72,7 +72,7 @@ pub fn proc_stats(pid: u32) -> io::Result<ProcStats> {
 
 /// Stops an in-process plugin as SIGTERM would, and checks that it ended cleanly (board safe,
 /// engine and supervisor done) after whatever the test put it through.
-pub async fn stop_cleanly(h: &mut dropbot_plugin::testkit::PluginHarness) {
+pub async fn stop_cleanly(h: &mut dropbot_testkit::PluginHarness) {
     let outcome = h.stop().await.expect("the plugin stops within 10 s");
     assert!(
         outcome.is_ok(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
 use dropbot_plugin::sim::{spawn_at_link, SimHandle, SimOptions, Timing};
-use dropbot_plugin::testkit::{BrokerKind, Reply, TestBroker, TestClient, DEVICE_TOPIC};
+use dropbot_testkit::{BrokerKind, Reply, TestBroker, TestClient, DEVICE_TOPIC};
 use serde_json::Value;
 
 use super::{proc_stats, until, ProcStats};

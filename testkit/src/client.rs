@@ -17,7 +17,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::session::{marker_topic, mqtt_options, poll_until, wrap};
 use super::TestError;
-use crate::bus::filter_matches;
+use dropbot_plugin::bus::filter_matches;
 
 /// Messages kept for later `next_message` calls before the oldest are dropped.
 const BUFFER_LIMIT: usize = 10_000;
@@ -60,6 +60,8 @@ pub struct TestClient {
     pub(super) host: String,
     pub(super) port: u16,
     pub(super) timeout: Duration,
+    /// User name and password of every connection this client makes.
+    pub(super) credentials: Option<(String, String)>,
     client: AsyncClient,
     seen: mpsc::UnboundedReceiver<Seen>,
     filters: Arc<Mutex<Vec<String>>>,
@@ -76,8 +78,27 @@ impl Drop for TestClient {
 impl TestClient {
     /// Connects the observing client to `host:port` (waits for the ConnAck).
     pub async fn connect(host: &str, port: u16) -> Result<TestClient, TestError> {
-        let (client, mut eventloop) =
-            AsyncClient::new(mqtt_options("test-observer", host, port), 64);
+        Self::connect_with(host, port, None).await
+    }
+
+    /// Like [`TestClient::connect`], as user `user` with `password`; every connection the
+    /// client makes (requests, retained checks) logs in so.
+    pub async fn connect_as(
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &str,
+    ) -> Result<TestClient, TestError> {
+        Self::connect_with(host, port, Some((user.to_owned(), password.to_owned()))).await
+    }
+
+    async fn connect_with(
+        host: &str,
+        port: u16,
+        credentials: Option<(String, String)>,
+    ) -> Result<TestClient, TestError> {
+        let options = mqtt_options("test-observer", host, port, credentials.as_ref());
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
         let deadline = Instant::now() + Duration::from_secs(5);
         poll_until(&mut eventloop, deadline, "observer ConnAck", |e| {
             matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
@@ -90,6 +111,7 @@ impl TestClient {
             host: host.to_owned(),
             port,
             timeout: Duration::from_secs(5),
+            credentials,
             client,
             seen,
             filters,

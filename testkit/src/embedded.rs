@@ -2,7 +2,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 
-use crate::broker::{BrokerError, BrokerOptions, EmbeddedBroker, DEFAULT_MAX_PACKET_SIZE};
+use dropbot_plugin::broker::{BrokerError, BrokerOptions, EmbeddedBroker, DEFAULT_MAX_PACKET_SIZE};
 
 /// An embedded broker on free ports (plus a websocket listener if asked), retrying when another
 /// test grabs a port in between. rumqttd cannot report a port chosen with 0, hence the probing.

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 /// The interop fixture folder `name` (`node`, `mosca`) of this source tree.
 pub fn interop_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop")
+        .join("../tests/interop")
         .join(name)
 }
 

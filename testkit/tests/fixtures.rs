@@ -3,7 +3,7 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use dropbot_plugin::testkit::{Mosquitto, TestClient, TestError};
+use dropbot_testkit::{Mosquitto, TestClient, TestError};
 use serde_json::json;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -18,8 +18,8 @@ fn mosquitto_stops_and_restarts_on_the_same_port() -> TestResult {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
 
     broker.stop()?;
+    // Not "the port is closed": another test may take a freed port at once.
     assert!(!broker.is_running());
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     broker.restart()?;
     assert_eq!(broker.port(), port);
     assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());

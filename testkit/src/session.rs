@@ -10,7 +10,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::client::{TestClient, TestMessage};
 use super::TestError;
-use crate::bus::BusOptions;
+use dropbot_plugin::bus::BusOptions;
 
 /// Largest packet the test clients send or accept.
 pub(super) const MAX_PACKET: usize = 64 * 1024 * 1024;
@@ -37,11 +37,19 @@ impl Reply {
     }
 }
 
-pub(super) fn mqtt_options(name: &str, host: &str, port: u16) -> MqttOptions {
+pub(super) fn mqtt_options(
+    name: &str,
+    host: &str,
+    port: u16,
+    credentials: Option<&(String, String)>,
+) -> MqttOptions {
     let mut o = MqttOptions::new(BusOptions::client_id(name), host, port);
     o.set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_keep_alive(Duration::from_secs(60))
         .set_request_channel_capacity(64);
+    if let Some((user, password)) = credentials {
+        o.set_credentials(user.clone(), password.clone());
+    }
     o
 }
 
@@ -105,8 +113,15 @@ impl TestClient {
         topic: &str,
         wait: Duration,
     ) -> Result<Option<TestMessage>, TestError> {
-        let (client, mut eventloop) =
-            AsyncClient::new(mqtt_options("test-retained", &self.host, self.port), 8);
+        let (client, mut eventloop) = AsyncClient::new(
+            mqtt_options(
+                "test-retained",
+                &self.host,
+                self.port,
+                self.credentials.as_ref(),
+            ),
+            8,
+        );
         let deadline = Instant::now() + self.timeout.max(wait);
         let mqtt = |e: rumqttc::ClientError| TestError::Mqtt(e.to_string());
         poll_until(&mut eventloop, deadline, "ConnAck", |e| {
@@ -216,8 +231,10 @@ impl TestClient {
         payload: &Value,
     ) -> Result<Reply, TestError> {
         let reply_topic = format!("microdrop/{receiver}/notify/{name}/{about}");
-        let (client, mut eventloop) =
-            AsyncClient::new(mqtt_options(name, &self.host, self.port), 8);
+        let (client, mut eventloop) = AsyncClient::new(
+            mqtt_options(name, &self.host, self.port, self.credentials.as_ref()),
+            8,
+        );
         let deadline = Instant::now() + self.timeout;
         let mqtt = |e: rumqttc::ClientError| TestError::Mqtt(e.to_string());
         poll_until(&mut eventloop, deadline, "ConnAck", |e| {

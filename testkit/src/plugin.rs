@@ -2,7 +2,7 @@
 //! private broker (mosquitto with its defaults, or MicroDrop's mosca), a simulated DropBot on a
 //! pty (realistic timing, a real firmware id, MicroDrop 3's default device, a trace file; the
 //! plugin opens it through a symlink that follows replugs), and
-//! [`plugin::run`](crate::plugin::run) in a task with a shutdown switch.
+//! [`plugin::run`](dropbot_plugin::plugin::run) in a task with a shutdown switch.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,10 +16,12 @@ use tokio::task::JoinHandle;
 
 use super::sim_host::SimHost;
 use super::{BrokerKind, Reply, TestBroker, TestClient, TestError};
-use crate::board::{DiscoveryError, PortInfo, PortLister, Probe, Selector, SupervisorOptions};
-use crate::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
-use crate::plugin::{self, Behaviour, PluginError};
-use crate::sim::{spawn_at_link, SimHandle, SimOptions, Timing};
+use dropbot_plugin::board::{
+    DiscoveryError, PortInfo, PortLister, Probe, Selector, SupervisorOptions,
+};
+use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
+use dropbot_plugin::plugin::{self, Behaviour, PluginError};
+use dropbot_plugin::sim::{spawn_at_link, SimHandle, SimOptions, Timing};
 
 /// Topic of MicroDrop's device model.
 pub const DEVICE_TOPIC: &str = "microdrop/device-model/state/three-object";
@@ -75,15 +77,6 @@ impl PortLister for NoPorts {
     }
 }
 
-/// A temporary directory for the trace, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The plugin running against a private broker and a simulated board.
 pub struct PluginHarness {
     /// A MicroDrop-like client on the broker.
@@ -99,16 +92,16 @@ pub struct PluginHarness {
     behaviour: Behaviour,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<PluginTask>,
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl PluginHarness {
     /// Starts broker, board and plugin, and waits (up to 10 s) until the plugin's retained
     /// status says the board is connected.
     pub async fn start(options: PluginOptions) -> Result<PluginHarness, TestError> {
-        let dir = std::env::temp_dir().join(format!("dropbot-plugin-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir)?;
-        let dir = TempDir(dir);
+        let dir = tempfile::Builder::new()
+            .prefix("dropbot-plugin-")
+            .tempdir()?;
         let broker = TestBroker::start(options.broker)?;
         let mut client = TestClient::connect(broker.host(), broker.port()).await?;
         for (topic, payload) in options.retained {
@@ -122,10 +115,10 @@ impl PluginHarness {
         }
         let trace = sim_options
             .trace
-            .get_or_insert_with(|| dir.0.join("trace.jsonl"))
+            .get_or_insert_with(|| dir.path().join("trace.jsonl"))
             .clone();
         // The plugin opens a link that follows replugs, as udev's by-id names do.
-        let link = dir.0.join("dropbot");
+        let link = dir.path().join("dropbot");
         let sim = spawn_at_link(sim_options, &link).await.map_err(sim_error)?;
         if let Some(config) = options.board_config {
             configure(&sim.path(), config).await?;

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::{SerialPort, SerialStream};
 
-use crate::board::dropbot::open_port;
+use dropbot_plugin::board::dropbot::open_port;
 
 /// A histogram of 1 µs to 10 s with 3 significant digits.
 pub fn histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {

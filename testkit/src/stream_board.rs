@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use firmware_protocol::Event;
 
-use crate::actuation::{BoardSummary, DmfBoard, Stamp};
-use crate::board::{BoardError, BoardEvent, EventSink};
+use dropbot_plugin::actuation::{BoardSummary, DmfBoard, Stamp};
+use dropbot_plugin::board::{BoardError, BoardEvent, EventSink};
 
 /// A board that streams `rate` samples a second once the engine attaches it, until dropped.
 pub struct StreamBoard {

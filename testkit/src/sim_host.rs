@@ -19,7 +19,7 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
-use crate::sim::{
+use dropbot_plugin::sim::{
     spawn_pty, table_for_id, SimError, SimHandle, SimOptions, DEFAULT_FIRMWARE_VERSION,
 };
 
@@ -65,7 +65,7 @@ pub enum SimHostError {
 /// time-driven behaviour happens only when a test advances it.
 pub fn fast_virtual() -> SimOptions {
     SimOptions {
-        timing: crate::sim::Timing::Fast,
+        timing: dropbot_plugin::sim::Timing::Fast,
         virtual_clock: true,
         ..SimOptions::default()
     }

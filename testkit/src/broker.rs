@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 
 use super::{Mosca, Mosquitto};
-use crate::bus::BusOptions;
+use dropbot_plugin::bus::BusOptions;
 
 /// Which broker a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::bus::{BusOptions, BusTransport};
+use dropbot_plugin::bus::{BusOptions, BusTransport};
 
 /// How long a starting broker may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,21 +19,21 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Ports tried before giving up on "Address already in use".
 const PORT_TRIES: usize = 20;
 
-/// A temporary directory, world-writable because mosquitto drops root to its own user.
-struct TempDir(PathBuf);
+/// A temporary directory (removed on drop), world-writable because mosquitto drops root to its
+/// own user.
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new() -> io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("dropbot-mosquitto-{}", uuid::Uuid::new_v4()));
-        fs::create_dir(&path)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o777))?;
-        Ok(TempDir(path))
+        let dir = tempfile::Builder::new()
+            .prefix("dropbot-mosquitto-")
+            .tempdir()?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777))?;
+        Ok(TempDir(dir))
     }
-}
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 
@@ -60,6 +60,14 @@ impl Mosquitto {
         Self::start_inner(false, Some((user, password)))
     }
 
+    /// Like [`Mosquitto::start`], with these users (name, password) only (anonymous clients
+    /// are refused) and the access rules of `acl` (mosquitto's `acl_file` syntax).
+    pub fn start_with_access(users: &[(&str, &str)], acl: &str) -> io::Result<Mosquitto> {
+        let dir = TempDir::new()?;
+        write_readable(&dir.path().join(ACL_FILE), acl.as_bytes())?;
+        Self::start_in(dir, false, users)
+    }
+
     /// Like [`Mosquitto::start`], plus a TLS listener on `tls_port()` whose server certificate
     /// (for `127.0.0.1` and `localhost`) is signed by the CA in `ca_pem()`. Needs the
     /// `openssl` command.
@@ -68,18 +76,20 @@ impl Mosquitto {
     }
 
     fn start_inner(tls: bool, credentials: Option<(&str, &str)>) -> io::Result<Mosquitto> {
-        let dir = TempDir::new()?;
+        let users: Vec<(&str, &str)> = credentials.into_iter().collect();
+        Self::start_in(TempDir::new()?, tls, &users)
+    }
+
+    fn start_in(dir: TempDir, tls: bool, users: &[(&str, &str)]) -> io::Result<Mosquitto> {
         if tls {
-            make_certificates(&dir.0)?;
+            make_certificates(dir.path())?;
         }
-        if let Some((user, password)) = credentials {
-            make_password_file(&dir.0, user, password)?;
-        }
+        make_password_file(dir.path(), users)?;
         let mut last_err = None;
         for _ in 0..PORT_TRIES {
             let port = free_port()?;
             let tls_port = if tls { Some(free_port()?) } else { None };
-            match launch(&dir.0, port, tls_port) {
+            match launch(dir.path(), port, tls_port) {
                 Ok(child) => {
                     return Ok(Mosquitto {
                         child: Some(child),
@@ -102,7 +112,7 @@ impl Mosquitto {
 
     /// PEM of the CA that signed the TLS listener's certificate (after `start_tls`).
     pub fn ca_pem(&self) -> io::Result<Vec<u8>> {
-        fs::read(self.dir.0.join("ca.crt"))
+        fs::read(self.dir.path().join("ca.crt"))
     }
 
     /// The TCP port on 127.0.0.1.
@@ -117,7 +127,7 @@ impl Mosquitto {
 
     /// Path of the broker's Unix socket listener.
     pub fn socket_path(&self) -> PathBuf {
-        socket_path(&self.dir.0)
+        socket_path(self.dir.path())
     }
 
     /// Bus options for plugin `name` connecting to this broker over TCP.
@@ -139,7 +149,7 @@ impl Mosquitto {
 
     /// Everything the broker logged so far (for failing tests).
     pub fn log(&self) -> String {
-        read_log(&self.dir.0)
+        read_log(self.dir.path())
     }
 
     /// Crash: SIGKILL, then wait for the process to be gone. Clients see a dead socket.
@@ -178,7 +188,7 @@ impl Mosquitto {
         self.stop()?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            match launch(&self.dir.0, self.port, self.tls_port) {
+            match launch(self.dir.path(), self.port, self.tls_port) {
                 // The port may be briefly taken by someone else; try the same port again.
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                     sleep(Duration::from_millis(50));
@@ -219,7 +229,7 @@ fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
     // Nothing but what the test needs (listeners, access, no persistence, logging): mosquitto's
     // defaults otherwise, Nagle's algorithm included, as users run it (see docs/benchmarks.md).
     let passwords = dir.join(PASSWORD_FILE);
-    let access = if passwords.exists() {
+    let mut access = if passwords.exists() {
         format!(
             "allow_anonymous false\npassword_file {}\n",
             passwords.display()
@@ -227,6 +237,10 @@ fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
     } else {
         "allow_anonymous true\n".to_owned()
     };
+    let acl = dir.join(ACL_FILE);
+    if acl.exists() {
+        access += &format!("acl_file {}\n", acl.display());
+    }
     let mut config = format!(
         "per_listener_settings false\n{access}persistence false\n\
          log_dest stderr\nlistener {port} 127.0.0.1\nlistener 0 {sock}\n",
@@ -290,19 +304,28 @@ fn launch(dir: &Path, port: u16, tls_port: Option<u16>) -> io::Result<Child> {
 /// Name of the password file in the broker's directory (its presence turns authentication on).
 const PASSWORD_FILE: &str = "passwd";
 
-/// A password file with one user, readable by the broker after it drops root.
-fn make_password_file(dir: &Path, user: &str, password: &str) -> io::Result<()> {
+/// Name of the ACL file in the broker's directory (its presence turns access rules on).
+const ACL_FILE: &str = "acl";
+
+/// A password file with `users` (none: no file), readable by the broker after it drops root.
+fn make_password_file(dir: &Path, users: &[(&str, &str)]) -> io::Result<()> {
     let path = dir.join(PASSWORD_FILE);
-    let out = Command::new("mosquitto_passwd")
-        .args(["-b", "-c"])
-        .arg(&path)
-        .args([user, password])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot run mosquitto_passwd: {e}")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        return Err(io::Error::other(format!("mosquitto_passwd failed: {err}")));
+    for (i, (user, password)) in users.iter().enumerate() {
+        let create: &[&str] = if i == 0 { &["-b", "-c"] } else { &["-b"] };
+        let out = Command::new("mosquitto_passwd")
+            .args(create)
+            .arg(&path)
+            .args([user, password])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run mosquitto_passwd: {e}")))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            return Err(io::Error::other(format!("mosquitto_passwd failed: {err}")));
+        }
+    }
+    if users.is_empty() {
+        return Ok(());
     }
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
 }

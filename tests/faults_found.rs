@@ -2,8 +2,8 @@
 //! - a flood of requests made `ping` and `halt` "busy";
 //! - a sender name longer than an MQTT topic may be made the plugin publish a malformed packet,
 //!   and the broker dropped its connection;
-//! - `detect-shorts` and `scan-capacitances` took any value (`"abc"`, `[1]`) for "no options"
-//!   and kept the board busy for seconds;
+//! - `detect-shorts`, `scan-capacitances` and the calibration triggers took any value
+//!   (`"abc"`, `[1]`) for "no options" and kept the board busy for seconds;
 //! - a request answered "not applied within ..." was carried out later anyway.
 
 mod faults_support;
@@ -163,7 +163,7 @@ async fn sender_names_unfit_for_a_topic_get_no_answer_and_cut_nothing_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shorts_detection_and_scans_refuse_values_that_are_not_their_options() {
+async fn long_triggers_refuse_values_that_are_not_their_options() {
     let mut h = harness(Behaviour::default()).await;
     h.client
         .subscribe(&h.topic("error", "#"))
@@ -182,6 +182,13 @@ async fn shorts_detection_and_scans_refuse_values_that_are_not_their_options() {
             "scan-capacitances",
             json!({"channel": [1]}),
             "unknown option `channel`",
+        ),
+        ("calibrate-capacitance", json!("abc"), "sets"),
+        ("calibrate-feedback", json!([1]), "repeats"),
+        (
+            "detect-droplets",
+            json!({"chanels": [1]}),
+            "unknown option `chanels`",
         ),
     ];
     for (action, value, says) in cases {

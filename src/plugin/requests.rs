@@ -380,10 +380,37 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
         Action::Pause => super::runs::pause(ctx),
         Action::Resume => super::runs::resume(ctx),
         Action::CalibrateCapacitance => {
+            let allowed = "{\"sets\": [[electrode ids], ...], \"repeats\": n, \"settle_ms\": ms} (each optional) or nothing";
+            if let Err(e) = options(
+                "calibrate-capacitance",
+                value,
+                &["sets", "repeats", "settle_ms"],
+                allowed,
+            ) {
+                return Answer::Now(Err(e.into()));
+            }
             super::calibration::triggers::calibrate_capacitance(ctx, value)
         }
-        Action::CalibrateFeedback => super::calibration::triggers::calibrate_feedback(ctx, value),
-        Action::DetectDroplets => super::calibration::triggers::detect_droplets(ctx, value),
+        Action::CalibrateFeedback => {
+            let allowed = "{\"repeats\": n} or nothing";
+            if let Err(e) = options("calibrate-feedback", value, &["repeats"], allowed) {
+                return Answer::Now(Err(e.into()));
+            }
+            super::calibration::triggers::calibrate_feedback(ctx, value)
+        }
+        Action::DetectDroplets => {
+            let allowed =
+                "{\"channels\": [channel numbers], \"threshold\": fraction} (each optional) or nothing";
+            if let Err(e) = options(
+                "detect-droplets",
+                value,
+                &["channels", "threshold"],
+                allowed,
+            ) {
+                return Answer::Now(Err(e.into()));
+            }
+            super::calibration::triggers::detect_droplets(ctx, value)
+        }
         Action::MeasureForce => super::calibration::triggers::measure_force(ctx),
         Action::StartRecording => super::recording::start(ctx, value),
         Action::StopRecording => super::recording::stop(ctx),

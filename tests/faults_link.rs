@@ -108,9 +108,26 @@ async fn back_in_step(h: &mut PluginHarness, electrode: &str, channels: &[u16]) 
     .await;
     h.set_active_electrodes(&[electrode]).await.expect("click");
     let want = json!(channels);
-    h.state_where("actuated-channels", |v| *v == want)
-        .await
-        .expect("the click applied");
+    if let Err(first) = h.state_where("actuated-channels", |v| *v == want).await {
+        // A board the corruption reset (its failsafe saw no refresh) is found out only by the
+        // clock check after the reconnection: "connected" above, halted now, the click refused.
+        // Halted is the intended answer; the user resumes and clicks again.
+        let status = h.state_where("status", |_| true).await.expect("status");
+        assert_eq!(
+            status["board"], "halted",
+            "the click was lost ({first:?}): {status}"
+        );
+        let resume = h
+            .put("hv-output-enabled", json!(true))
+            .await
+            .expect("reply");
+        assert!(resume.is_success(), "{resume:?}");
+        h.set_active_electrodes(&[]).await.expect("click");
+        h.set_active_electrodes(&[electrode]).await.expect("click");
+        h.state_where("actuated-channels", |v| *v == want)
+            .await
+            .expect("the click applied after a resume");
+    }
     assert_eq!(h.sim.snapshot().actuated, channels);
     h.state_where("hv-output-enabled", |v| *v == json!(true))
         .await

@@ -4,14 +4,17 @@
 //!   and the broker dropped its connection;
 //! - `detect-shorts`, `scan-capacitances` and the calibration triggers took any value
 //!   (`"abc"`, `[1]`) for "no options" and kept the board busy for seconds;
-//! - a request answered "not applied within ..." was carried out later anyway.
+//! - a request answered "not applied within ..." was carried out later anyway, and a long one
+//!   (a scan) went on after its asker was told so;
+//! - long measurements queued one behind the other (the bus fuzz queued calibrations for
+//!   minutes): one at a time, a second is refused.
 
 mod faults_support;
 
 use std::time::Duration;
 
 use dropbot_plugin::plugin::Behaviour;
-use dropbot_plugin::sim::TraceEntry;
+use dropbot_plugin::sim::{Faults, TraceEntry};
 use dropbot_testkit::{PluginHarness, PluginOptions, Reply, TestClient};
 use faults_support::stop_cleanly;
 use serde_json::{json, Value};
@@ -251,5 +254,54 @@ async fn a_request_answered_as_not_applied_is_not_applied_later() {
     h.state_where("hv-output-enabled", |v| *v == json!(false))
         .await
         .expect("the state says off");
+    stop_cleanly(&mut h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_long_measurement_at_a_time_and_none_after_its_asker_gave_up() {
+    let mut h = harness(Behaviour {
+        apply_timeout: Duration::from_secs(1),
+        ..Behaviour::default()
+    })
+    .await;
+    // Every reply 300 ms late: a scan of all 120 channels (15 chunks) takes seconds.
+    h.sim.set_faults(Faults {
+        reply_delay: Duration::from_millis(300),
+        ..Faults::default()
+    });
+    send(&h, "scan-capacitances", json!({})).await;
+    // A second long measurement is refused while the first runs, not queued behind it.
+    send(&h, "detect-shorts", json!({})).await;
+    let (status, busy) = answer(&mut h, "detect-shorts").await;
+    assert_eq!(status, "failed");
+    assert!(
+        busy.as_str()
+            .unwrap_or_default()
+            .contains("long measurement"),
+        "{busy}"
+    );
+    let (status, late) = answer(&mut h, "scan-capacitances").await;
+    assert_eq!(status, "failed", "{late}");
+    // The scan ended when its asker was told it was not applied: the next request is served,
+    // and the board measured far fewer than the 15 chunks.
+    h.sim.set_faults(Faults::default());
+    let v = h
+        .trigger("measure-voltage", json!({}))
+        .await
+        .expect("reply");
+    assert!(v.is_success(), "{v:?}");
+    let chunks = h
+        .sim
+        .trace()
+        .iter()
+        .filter(|r| {
+            matches!(&r.entry, TraceEntry::Rx { command: Some(c), .. }
+                if c.contains("channel_capacitances"))
+        })
+        .count();
+    assert!(
+        chunks < 15,
+        "{chunks} chunks measured after the asker gave up"
+    );
     stop_cleanly(&mut h).await;
 }

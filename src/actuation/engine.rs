@@ -52,6 +52,8 @@ pub(super) struct Engine {
     pub next_keepalive: Instant,
     /// A sequence phase just started: one waiting request may go before the next deadline.
     pub slot_after_phase: bool,
+    /// Who waits for the ordered request being carried out (a long one ends if they give up).
+    pub asker: Option<super::inbox::Responder>,
     /// What was on since when, newest last: samples are tagged from here.
     pub tags: VecDeque<super::events::Tag>,
     /// The instant the next tag starts at (a frame's confirmation), if not now.
@@ -78,6 +80,7 @@ impl Engine {
             mask_before_halt: None,
             next_keepalive: Instant::now(),
             slot_after_phase: false,
+            asker: None,
             tags: VecDeque::new(),
             tag_from: None,
             phase_tag: None,
@@ -140,9 +143,14 @@ impl Engine {
 
     /// Between chunks of a long operation: keep the board's failsafe fed and take control
     /// requests; true if one of them should end the operation (anything that changes what is
-    /// on: halt, off, stop, detach).
+    /// on: halt, off, stop, detach), or if the operation's asker gave up on it.
     pub fn interrupted(&mut self) -> bool {
         self.keepalive_if_due();
+        if self.asker.as_ref().is_some_and(|r| r.is_closed()) {
+            // Its asker was told it was not applied: it must not go on for minutes.
+            tracing::info!("ended a long request whose asker gave up");
+            return true;
+        }
         if lock(&self.inbox.control).is_empty() {
             return false;
         }

@@ -84,8 +84,13 @@ impl Engine {
             let _ = reply.send(Err(ActuationError::Busy("a sequence is running".into())));
             return;
         }
+        if let Ordered::Run(program) = request {
+            return self.start_run(program, reply);
+        }
+        // Long ones (scans, measurements) end early if their asker gives up meanwhile.
+        self.asker = Some(reply);
         let result = match request {
-            Ordered::Run(program) => return self.start_run(program, reply),
+            Ordered::Run(_) => Err(ActuationError::Interrupted),
             Ordered::Waveform { voltage, frequency } => self
                 .set_waveform(voltage, frequency)
                 .map(|_| Response::Picture(self.picture.clone())),
@@ -119,7 +124,9 @@ impl Engine {
                 .set_feedback_capacitor(farads)
                 .map(|()| Response::Picture(self.picture.clone())),
         };
-        let _ = reply.send(result);
+        if let Some(reply) = self.asker.take() {
+            let _ = reply.send(result);
+        }
     }
 
     /// Electrodes from a click, a step or a route frame.

@@ -117,6 +117,8 @@ pub struct Ctx {
     pub actuator: Actuator,
     /// Permits for requests in flight.
     pub in_flight: Arc<Semaphore>,
+    /// The one permit for a long measurement (shorts, scans, calibrations).
+    pub long_op: Arc<Semaphore>,
     /// Routes of our subscriptions.
     pub router: Router<Route>,
     /// Behaviour settings.
@@ -148,6 +150,7 @@ impl Ctx {
             name,
             bus,
             in_flight: Arc::new(Semaphore::new(behaviour.max_in_flight.max(1))),
+            long_op: Arc::new(Semaphore::new(1)),
             actuator,
             router,
             behaviour,

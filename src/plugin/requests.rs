@@ -73,6 +73,22 @@ pub fn handle(ctx: &Arc<Ctx>, route: Route, msg: BusMessage) {
             permit
         }
     };
+    // One long measurement at a time: a second is refused, not queued behind the first for
+    // minutes (with every request after it).
+    let long = match permit_kind(route, &envelope) {
+        Permit::Long => match ctx.long_op.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let busy = RequestError::Busy(
+                    "a long measurement (shorts, scan, calibration) is being carried out; \
+                     wait for its answer"
+                        .into(),
+                );
+                return reply(ctx, &envelope, route, Err(busy));
+            }
+        },
+        _ => None,
+    };
     let answer = match route {
         Route::Put(property) => put(ctx, property, envelope.put_value(property.name())),
         Route::Trigger(action) => trigger(ctx, action, envelope.trigger_value()),
@@ -85,7 +101,7 @@ pub fn handle(ctx: &Arc<Ctx>, route: Route, msg: BusMessage) {
             tokio::spawn(async move {
                 let result = fut.await;
                 reply(&ctx, &envelope, route, result);
-                drop(permit);
+                drop((permit, long));
             });
         }
     }
@@ -101,6 +117,8 @@ enum Permit {
     None,
     /// Makes the board safer (halt, all off, stop, pause, HV off): may take the last permits.
     Safety,
+    /// Keeps the board busy for seconds (shorts, scans, calibrations): one at a time.
+    Long,
     /// Anything else.
     Ordinary,
 }
@@ -118,6 +136,13 @@ fn permit_kind(route: Route, envelope: &Envelope) -> Permit {
         Route::Trigger(Action::Halt | Action::AllOff | Action::Stop | Action::Pause) => {
             Permit::Safety
         }
+        Route::Trigger(
+            Action::DetectShorts
+            | Action::ScanCapacitances
+            | Action::CalibrateCapacitance
+            | Action::CalibrateFeedback
+            | Action::DetectDroplets,
+        ) => Permit::Long,
         Route::Put(Property::HvOutputEnabled)
             if envelope.put_value(Property::HvOutputEnabled.name()) == &Value::Bool(false) =>
         {

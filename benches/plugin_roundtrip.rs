@@ -18,7 +18,8 @@
 //! Prints hdrhistogram p50/p99/max in microseconds and the bars: the plugin's p50 and p99 no
 //! worse than the JavaScript echo plugin's, and within 1.5 x (bare MQTT + bare pty).
 //!
-//! `cargo bench --bench plugin_roundtrip` (N per row: `PLUGIN_BENCH_N`, default 2000).
+//! `cargo bench --bench plugin_roundtrip` (N per row: `PLUGIN_BENCH_N`, default 2000; the
+//! simulated board's timing: `PLUGIN_BENCH_TIMING=fast` (default) or `realistic`).
 
 use std::error::Error;
 use std::process::Stdio;
@@ -273,15 +274,21 @@ fn main() -> Result<()> {
             .enable_all()
             .build()
     };
+    let timing = match std::env::var("PLUGIN_BENCH_TIMING").as_deref() {
+        Ok("realistic") => Timing::Realistic,
+        _ => Timing::Fast,
+    };
+    println!("simulated board timing: {timing:?}");
     let (plugin_side, client_side) = (runtime()?, runtime()?);
     for kind in BrokerKind::ALL {
-        // The simulated board answers at once (fast timing): the rows compare what the host
-        // costs with the bare pty echo; the real board's own ~5-10 ms are not the plugin's.
+        // By default the simulated board answers at once (fast timing): the rows compare what
+        // the host costs with the bare pty echo; the real board's own ~5-10 ms are not the
+        // plugin's. Realistic timing shows what a user waits for with a real board.
         let defaults = PluginOptions::default();
         let options = PluginOptions {
             broker: kind,
             sim: SimOptions {
-                timing: Timing::Fast,
+                timing,
                 ..defaults.sim.clone()
             },
             ..defaults

@@ -69,16 +69,31 @@ async fn ping(world: &World) -> Duration {
     t.elapsed()
 }
 
-/// Resumes if the board came back halted (as a user would after an unplug).
+/// Resumes if the board came back halted (as a user would after an unplug). The status read
+/// right after a replug may still be the one from before it (the plugin finds the old link
+/// gone a moment later): a resume answered "the link ... is gone" is tried again, as a user
+/// would, once the status has moved on; anything else is a failure.
 async fn resume_if_halted(world: &World) {
-    let status = world
-        .state_where("status", |s| {
-            s["board"] == "connected" || s["board"] == "halted"
-        })
-        .await;
-    if status["board"] == "halted" {
+    for attempt in 0..5 {
+        let status = world
+            .state_where("status", |s| {
+                s["board"] == "connected" || s["board"] == "halted"
+            })
+            .await;
+        if status["board"] != "halted" {
+            return;
+        }
         let resume = world.put("hv-output-enabled", json!(true)).await;
-        assert!(resume.is_success(), "{resume:?}");
+        if resume.is_success() {
+            return;
+        }
+        let text = resume.response.as_str().unwrap_or_default();
+        assert!(
+            attempt < 4 && (text.contains("gone") || text.contains("no DropBot")),
+            "{resume:?}"
+        );
+        eprintln!("resume after the replug, attempt {attempt}: {text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

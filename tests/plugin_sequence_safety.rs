@@ -303,6 +303,24 @@ async fn a_broker_lost_mid_sequence_makes_the_board_safe_and_keeps_it_halted() {
     h.state_where("sequence", |v| v["state"] == "idle")
         .await
         .unwrap();
+    // Its state can reach the broker before its subscriptions do (rumqttc sends what waited
+    // during the outage first): a ping answered says it hears requests again.
+    h.client.set_timeout(Duration::from_secs(1));
+    let mut heard = false;
+    for _ in 0..30 {
+        if h.trigger("ping", json!({}))
+            .await
+            .is_ok_and(|r| r.is_success())
+        {
+            heard = true;
+            break;
+        }
+    }
+    assert!(
+        heard,
+        "the plugin did not answer after the broker came back"
+    );
+    h.client.set_timeout(Duration::from_secs(5));
     // Nothing moves until a user resumes.
     let refused = h.trigger("run-sequence", phases(1, 50)).await.unwrap();
     assert_eq!(refused.status, "failed", "{refused:?}");

@@ -326,12 +326,6 @@ pub(crate) async fn resync_task(shared: std::sync::Arc<Shared>) {
             continue;
         }
         let all = shared.resync_all.swap(false, Ordering::AcqRel);
-        if all && !shared.guards.wait_all(SYNC_TIMEOUT).await {
-            tracing::warn!(
-                connected = shared.guards.connected(),
-                "not every will connection is up: going on without them"
-            );
-        }
         let session = shared.counters.connections.load(Ordering::Acquire);
         let (filters, topics) = {
             let mut book = shared.book();
@@ -352,6 +346,15 @@ pub(crate) async fn resync_task(shared: std::sync::Arc<Shared>) {
                 continue;
             }
             shared.syncs.release_waiters();
+        }
+        // Subscriptions first: requests are heard again at once. The retained states wait for
+        // the wills (a crash right after must not leave them saying something is on), which
+        // after a broker restart may take the guards' backoff.
+        if all && !shared.guards.wait_all(SYNC_TIMEOUT).await {
+            tracing::warn!(
+                connected = shared.guards.connected(),
+                "not every will connection is up: going on without them"
+            );
         }
         let mut pending = topics.into_iter();
         let mut complete = true;

@@ -81,6 +81,15 @@ fn frames(trace: &mut broadcast::Receiver<TraceRecord>) -> Vec<Vec<u16>> {
     std::mem::take(&mut Seen::default().take(trace).frames)
 }
 
+/// A user puts HV on again after a halt.
+async fn resume(h: &PluginHarness) {
+    let resume = h
+        .put("hv-output-enabled", json!(true))
+        .await
+        .expect("reply");
+    assert!(resume.is_success(), "{resume:?}");
+}
+
 /// After faults: the board connected again (resumed if it came back halted), a click applied,
 /// and the retained state equal to the board.
 async fn back_in_step(h: &mut PluginHarness, electrode: &str, channels: &[u16]) {
@@ -91,11 +100,7 @@ async fn back_in_step(h: &mut PluginHarness, electrode: &str, channels: &[u16]) 
         .await
         .expect("the board back");
     if status["board"] == "halted" {
-        let resume = h
-            .put("hv-output-enabled", json!(true))
-            .await
-            .expect("reply");
-        assert!(resume.is_success(), "{resume:?}");
+        resume(h).await;
     }
     // Everything off first, so that the state checked below is the new click's.
     h.set_active_electrodes(&[]).await.expect("click");
@@ -117,11 +122,7 @@ async fn back_in_step(h: &mut PluginHarness, electrode: &str, channels: &[u16]) 
             status["board"], "halted",
             "the click was lost ({first:?}): {status}"
         );
-        let resume = h
-            .put("hv-output-enabled", json!(true))
-            .await
-            .expect("reply");
-        assert!(resume.is_success(), "{resume:?}");
+        resume(h).await;
         h.set_active_electrodes(&[]).await.expect("click");
         h.set_active_electrodes(&[electrode]).await.expect("click");
         h.state_where("actuated-channels", |v| *v == want)

@@ -81,8 +81,15 @@ async fn a_sequence_records_one_row_per_sample_with_consistent_phases_and_plots(
         .chain([BTreeSet::new()])
         .collect();
     let mut last_phase = 0;
+    let mut began = false;
     for row in &rows {
-        let phase = row.phase.expect("every row is in a phase");
+        // The record opens when the run is asked for: a sample the board took before it
+        // confirmed the first phase belongs to no phase (on a loaded machine there can be one).
+        let Some(phase) = row.phase else {
+            assert!(!began, "a row without a phase inside the run: {row:?}");
+            continue;
+        };
+        began = true;
         assert!(phase >= last_phase, "phases go forward");
         last_phase = phase;
         let actuated: BTreeSet<u16> = row

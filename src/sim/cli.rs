@@ -130,6 +130,10 @@ impl SimulateArgs {
 pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
     let opts = args.options()?;
     let link = args.link_path();
+    // Before the link exists: whoever sees the link may signal us at once.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let sim = spawn_at_link(opts, &link).await?;
     for spec in &args.droplet {
         let (id, volume) = match spec.split_once(':') {
@@ -151,9 +155,8 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
     println!("{}", control::HELP);
     tokio::spawn(control::run_schedule(sim.clone(), args.at.clone()));
     tokio::spawn(control::serve_stdin(sim.clone()));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     sim.shutdown().await;

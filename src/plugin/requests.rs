@@ -53,7 +53,8 @@ pub fn handle(ctx: &Arc<Ctx>, route: Route, msg: BusMessage) {
     // touched the board. A request answered at once holds nothing and needs none; the last
     // permits are kept for requests that make the board safer, so that a flood of other
     // requests never makes a halt "busy".
-    let permit = match permit_kind(route, &envelope) {
+    let kind = permit_kind(route, &envelope);
+    let permit = match kind {
         Permit::None => None,
         kind => {
             let reserve = match kind {
@@ -75,7 +76,7 @@ pub fn handle(ctx: &Arc<Ctx>, route: Route, msg: BusMessage) {
     };
     // One long measurement at a time: a second is refused, not queued behind the first for
     // minutes (with every request after it).
-    let long = match permit_kind(route, &envelope) {
+    let long = match kind {
         Permit::Long => match ctx.long_op.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {

@@ -7,9 +7,9 @@ use std::fs::File;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
+use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::{spawn_pty, SimOptions, Timing};
-use dropbot_testkit::{Mosquitto, TestClient, DEVICE_TOPIC};
+use dropbot_testkit::{Mosquitto, TestClient};
 use serde_json::{json, Value};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dropbot-plugin");
@@ -74,8 +74,7 @@ async fn the_documented_acl_lets_the_plugin_work_and_nobody_else_write_its_topic
         .await
         .unwrap();
     ui.set_timeout(WAIT);
-    let device = MICRODROP3_DEFAULT_THREE_OBJECT.as_bytes().to_vec();
-    ui.publish_raw(DEVICE_TOPIC, device, true).await.unwrap();
+    ui.publish_default_device().await.unwrap();
     assert!(
         TestClient::connect(host, port).await.is_err(),
         "an anonymous client got in"

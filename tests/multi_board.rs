@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
+use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::{spawn_pty, SimHandle, SimOptions, Timing};
-use dropbot_testkit::{BrokerKind, TestBroker, TestClient, DEVICE_TOPIC};
+use dropbot_testkit::{BrokerKind, TestBroker, TestClient};
 use serde_json::{json, Value};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dropbot-plugin");
@@ -66,8 +66,7 @@ async fn two_plugins_with_two_boards_on_one_broker_do_not_cross_talk() {
             .await
             .unwrap();
         ui.set_timeout(Duration::from_secs(20));
-        let device = MICRODROP3_DEFAULT_THREE_OBJECT.as_bytes().to_vec();
-        ui.publish_raw(DEVICE_TOPIC, device, true).await.unwrap();
+        ui.publish_default_device().await.unwrap();
 
         let dir = tempfile::tempdir().unwrap();
         let sim_a = sim().await;

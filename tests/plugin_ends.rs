@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
+use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::{spawn_at_link, SimHandle, SimOptions, Timing};
-use dropbot_testkit::{BrokerKind, TestBroker, TestClient, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
+use dropbot_testkit::{BrokerKind, TestBroker, TestClient, ACTIVE_ELECTRODES_TOPIC};
 use serde_json::{json, Value};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dropbot-plugin");
@@ -37,14 +37,7 @@ impl Plugin {
             .await
             .unwrap();
         client.set_timeout(Duration::from_secs(20));
-        client
-            .publish_raw(
-                DEVICE_TOPIC,
-                MICRODROP3_DEFAULT_THREE_OBJECT.as_bytes().to_vec(),
-                true,
-            )
-            .await
-            .unwrap();
+        client.publish_default_device().await.unwrap();
         let link = dir.path().join("dropbot");
         let options = SimOptions {
             timing: Timing::Fast,

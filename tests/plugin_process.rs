@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
+use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::{spawn_pty, SimOptions, Timing};
-use dropbot_testkit::{Mosquitto, TestClient, ACTIVE_ELECTRODES_TOPIC, DEVICE_TOPIC};
+use dropbot_testkit::{Mosquitto, TestClient, ACTIVE_ELECTRODES_TOPIC};
 use serde_json::json;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dropbot-plugin");
@@ -66,14 +66,7 @@ async fn running_with_hv_on() -> Running {
         .await
         .unwrap();
     client.set_timeout(Duration::from_secs(10));
-    client
-        .publish_raw(
-            DEVICE_TOPIC,
-            MICRODROP3_DEFAULT_THREE_OBJECT.as_bytes().to_vec(),
-            true,
-        )
-        .await
-        .unwrap();
+    client.publish_default_device().await.unwrap();
     let sim = spawn_pty(SimOptions {
         timing: Timing::Fast,
         device: Some(Device::microdrop3_default().unwrap()),

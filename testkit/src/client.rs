@@ -237,6 +237,14 @@ impl TestClient {
             .await
     }
 
+    /// Publishes MicroDrop 3's default device, retained, as its device model does when it
+    /// runs (the 93 KB `three-object`).
+    pub async fn publish_default_device(&self) -> Result<(), TestError> {
+        let device = dropbot_plugin::device::MICRODROP3_DEFAULT_THREE_OBJECT;
+        self.publish_raw(super::DEVICE_TOPIC, device.as_bytes().to_vec(), true)
+            .await
+    }
+
     /// Publishes raw bytes (e.g. malformed JSON) from the observing connection.
     pub async fn publish_raw(
         &self,

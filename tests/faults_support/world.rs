@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
+use dropbot_plugin::device::Device;
 use dropbot_plugin::sim::{spawn_at_link, SimHandle, SimOptions, Timing};
 use dropbot_testkit::{BrokerKind, Reply, TestBroker, TestClient, DEVICE_TOPIC};
 use serde_json::Value;
@@ -177,11 +177,7 @@ impl World {
         client.set_timeout(Duration::from_secs(30));
         // MicroDrop is running: its device model is retained before the plugin starts.
         client
-            .publish_raw(
-                DEVICE_TOPIC,
-                MICRODROP3_DEFAULT_THREE_OBJECT.as_bytes().to_vec(),
-                true,
-            )
+            .publish_default_device()
             .await
             .expect("publish the device");
         client.wait_retained(DEVICE_TOPIC).await.expect("retained");

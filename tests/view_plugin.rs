@@ -184,6 +184,7 @@ async fn the_view_asks_for_a_capacitance_stream_and_pushes_the_readings() {
         .await;
     assert!(period.is_ok(), "{period:?}");
     let mut page = Events::open(view.addr()).await;
+    page.until("device", |d| !d.is_null()).await;
     // Readings come while HV is on.
     assert_eq!(
         click(view.addr(), &neighbour_of("electrode030")).await.0,
@@ -208,6 +209,8 @@ async fn after_a_halt_the_plugin_refuses_clicks_and_the_page_says_so() {
     let h = harness().await;
     let view = view_of(&h, None, None).await;
     let mut page = Events::open(view.addr()).await;
+    // A click needs the device: the view has it once the page is sent it.
+    page.until("device", |d| !d.is_null()).await;
     let first = neighbour_of("electrode030");
     assert_eq!(click(view.addr(), &first).await.0, 200);
     page.until("live", |l| l["hv"] == true).await;

@@ -1,9 +1,12 @@
 //! The timed actuation loop against the simulator over a real pty, beside a naive loop
 //! measured in the same run:
 //!
-//! - phase-start lateness (planned start -> frame written) over N phases at a 10 ms period,
-//!   and the drift at the end, for the engine and for the naive loop MicroDrop 2 uses (write,
-//!   await the acknowledgement, sleep one period);
+//! - phase-start lateness over N phases at a 10 ms period, and the drift at the end, for the
+//!   engine and for the naive loop MicroDrop 2 uses (write, await the acknowledgement, sleep
+//!   one period). Two instants per frame: the write issued (the host's own timing) and the
+//!   write returned (adds the kernel's cost of a pty write), beside a bare baseline measured in
+//!   the same run: a real-time thread that spins to each deadline and writes the same frame to
+//!   a pty with nothing else to do;
 //! - feedback reaction (the capacitance sample that reaches the target arrives -> the next
 //!   phase's frame written);
 //! - sustained electrode updates per second through the coalescing slot, frames that reached
@@ -57,8 +60,10 @@ async fn board(timing: Timing) -> Result<(SimHandle, DropBot, Device)> {
 
 fn engine(bot: DropBot) -> Result<Actuator> {
     let (actuator, streams) = Actuator::spawn(EngineOptions::default())?;
-    // Nobody reads them here; the engine drops what does not fit.
-    drop(streams);
+    // Read, as the plugin reads them: handing them up wakes a task, which costs the engine.
+    let (mut notices, mut samples) = (streams.notices, streams.samples);
+    tokio::spawn(async move { while notices.recv().await.is_some() {} });
+    tokio::spawn(async move { while samples.recv().await.is_some() {} });
     actuator.attach(
         Box::new(DropBotBoard::new(bot, tokio::runtime::Handle::current(), 0)),
         1,
@@ -86,13 +91,16 @@ async fn run(actuator: &Actuator, program: Program) -> Result<SequenceReport> {
     }
 }
 
-/// Lateness of each phase's write, and the drift of the last start from the ideal schedule.
+/// Lateness of each phase's write (issued, returned), and the drift of the last start from
+/// the ideal schedule.
 fn lateness(
     report: &SequenceReport,
     period: Duration,
-) -> Result<(Histogram<u64>, Duration, usize)> {
+) -> Result<([Histogram<u64>; 2], Duration, usize)> {
     let mut h = histogram()?;
+    let mut issued = histogram()?;
     for p in &report.phases {
+        issued.saturating_record(micros(p.issued.saturating_duration_since(p.planned_start)));
         let late = p.started.saturating_duration_since(p.planned_start);
         if late > Duration::from_millis(5)
             && std::env::var_os("ACT_BENCH_DEBUG").is_some_and(|v| !v.is_empty())
@@ -116,7 +124,62 @@ fn lateness(
         .iter()
         .filter(|p| p.started.saturating_duration_since(p.planned_start) > period / 2)
         .count();
-    Ok((h, last.started.saturating_duration_since(ideal), shifted))
+    Ok((
+        [issued, h],
+        last.started.saturating_duration_since(ideal),
+        shifted,
+    ))
+}
+
+/// The engine thread's priority (SCHED_FIFO 50) where allowed.
+fn fifo() {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+        ThreadSchedulePolicy,
+    };
+    use thread_priority::{ThreadPriority, ThreadPriorityValue};
+    if let Ok(value) = ThreadPriorityValue::try_from(50u8) {
+        let _ = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Crossplatform(value),
+            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+        );
+    }
+}
+
+/// The floor under any host's phase writes: a real-time thread (where allowed) with nothing
+/// else to do spins to each deadline and writes a 35-byte frame to a pty whose other end a
+/// tokio task reads (as the simulator does). Lateness of the write's return, µs.
+async fn bare_writes(n: usize, period: Duration) -> Result<Histogram<u64>> {
+    let port = dropbot_testkit::bench::echo_pty()?;
+    let path = serialport::SerialPort::name(&port).ok_or("the pty has no name")?;
+    let thread = std::thread::spawn(move || -> std::result::Result<Histogram<u64>, String> {
+        use std::io::{Read, Write};
+        fifo();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| e.to_string())?;
+        let mut h = histogram().map_err(|e| e.to_string())?;
+        let frame = [0x7cu8; 35];
+        let mut back = [0u8; 35];
+        let start = Instant::now() + period;
+        for i in 0..n {
+            let deadline = start + period * u32::try_from(i).map_err(|e| e.to_string())?;
+            spin_sleep::SpinSleeper::new(300_000).sleep_until(deadline);
+            dropbot_plugin::board::spin_until(deadline);
+            file.write_all(&frame).map_err(|e| e.to_string())?;
+            h.saturating_record(micros(deadline.elapsed()));
+            file.read_exact(&mut back).map_err(|e| e.to_string())?;
+        }
+        Ok(h)
+    });
+    let h = tokio::task::spawn_blocking(move || thread.join())
+        .await?
+        .map_err(|_| "the bare writer panicked")??;
+    drop(port);
+    Ok(h)
 }
 
 /// MicroDrop 2's loop: write, await the acknowledgement, sleep one period.
@@ -139,15 +202,18 @@ async fn phases(n: usize, timing: Timing, period: Duration) -> Result<()> {
     let (_sim, bot, _) = board(timing).await?;
     let actuator = engine(bot.clone())?;
     let report = run(&actuator, Program::new(alternating(n, period))).await?;
-    let (engine_h, engine_drift, shifted) = lateness(&report, period)?;
+    let ([issued_h, engine_h], engine_drift, shifted) = lateness(&report, period)?;
     actuator.shutdown().await?;
+    let bare_h = bare_writes(n, period).await?;
     let (naive_h, naive_drift) = naive(&bot, n, period).await?;
     let ms = period.as_millis();
     println!("\nphase-start lateness, {n} phases at {ms} ms ({timing:?} simulator), µs:");
     println!("| loop | n | p50 | p99 | max |\n|---|---|---|---|---|");
+    println!("{}", row("engine: write issued", &issued_h));
+    println!("{}", row("engine: write returned (frame written)", &engine_h));
     println!(
         "{}",
-        row("engine (dedicated thread, absolute deadlines)", &engine_h)
+        row("bare: spin to the deadline, write(2) returned", &bare_h)
     );
     println!("{}", row("naive (write, await ack, sleep 10 ms)", &naive_h));
     println!(
@@ -159,45 +225,54 @@ async fn phases(n: usize, timing: Timing, period: Duration) -> Result<()> {
     Ok(())
 }
 
+/// A droplet shuttles between two neighbouring electrodes with HV on; each phase actuates
+/// the electrode it is not on and waits until the capacitance says it arrived (the simulator
+/// moves it at its physical speed, ~0.1 s per electrode).
 async fn feedback(n: usize) -> Result<()> {
     let (sim, bot, device) = board(Timing::Fast).await?;
-    let electrode = device.by_id("electrode030").ok_or("no electrode030")?;
-    let channel = *electrode
-        .channels
-        .first()
-        .ok_or("electrode030 has no channel")?;
+    let from = device.index_of("electrode030").ok_or("no electrode030")?;
+    let to = *device.neighbours(from).first().ok_or("no neighbour")?;
+    let channel = |i: usize| -> Result<u16> {
+        let e = device.electrodes().get(i).ok_or("no electrode")?;
+        Ok(*e.channels.first().ok_or("an electrode without a channel")?)
+    };
+    let (a, b) = (channel(from)?, channel(to)?);
     sim.add_droplet(
         "electrode030".to_owned(),
         sim.unit_volume("electrode030".to_owned())?,
     )?;
     let actuator = engine(bot)?;
     let mut phases = Vec::new();
-    for _ in 0..n {
+    for i in 0..n {
+        let target = if i % 2 == 0 { b } else { a };
         phases.push(Phase {
             until_farads: Some(2e-12),
-            ..Phase::timed(BTreeSet::from([channel]), Duration::from_secs(2))
+            ..Phase::timed(BTreeSet::from([target]), Duration::from_secs(2))
         });
-        phases.push(Phase::timed(BTreeSet::new(), Duration::from_millis(2)));
     }
-    actuator
-        .submit(Ordered::Stream(1))
-        .wait(Some(Duration::from_secs(10)))
-        .await?;
+    for request in [Ordered::Stream(1), Ordered::HvOn] {
+        actuator
+            .submit(request)
+            .wait(Some(Duration::from_secs(10)))
+            .await?;
+    }
     let report = run(&actuator, Program::new(phases)).await?;
     let mut h = histogram()?;
+    let mut issued = histogram()?;
     let mut reached = 0;
     for pair in report.phases.windows(2) {
         if pair[0].reason == dropbot_plugin::actuation::EndReason::Reached {
             reached += 1;
-            h.record(micros(
-                pair[1].started.saturating_duration_since(pair[0].ended),
-            ))?;
+            let since = |t: Instant| micros(t.saturating_duration_since(pair[0].ended));
+            h.record(since(pair[1].started))?;
+            issued.record(since(pair[1].issued))?;
         }
     }
     actuator.shutdown().await?;
     println!("\nfeedback reaction (target-reaching sample arrived -> next frame written), µs:");
     println!("| reaction | n | p50 | p99 | max |\n|---|---|---|---|---|");
-    println!("{}", row("engine", &h));
+    println!("{}", row("engine: write issued", &issued));
+    println!("{}", row("engine: write returned (frame written)", &h));
     println!("{reached} of {n} feedback phases ended on the target");
     Ok(())
 }
@@ -263,7 +338,7 @@ fn main() -> Result<()> {
         .build()?;
     rt.block_on(async {
         flood(env("ACT_BENCH_FLOOD_S", 3)).await?;
-        feedback(env("ACT_BENCH_FEEDBACK", 3000)).await?;
+        feedback(env("ACT_BENCH_FEEDBACK", 1000)).await?;
         // Fast: the board answers at once, so this is the engine's own timing. Realistic:
         // the simulated board takes ~5 ms per channel update, as a DropBot does, and on a
         // loaded machine its (tokio-timed) replies can come later than the 10 ms period.

@@ -11,7 +11,9 @@ use crate::board::{BoardError, EventSink};
 /// When a command went out and when the board confirmed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
-    /// The frame's last byte was handed to the port.
+    /// The write of the frame was issued (the call that hands it to the port began).
+    pub issued: Instant,
+    /// The frame's last byte was handed to the port (that call returned).
     pub written: Instant,
     /// The board's reply was decoded.
     pub confirmed: Instant,
@@ -82,6 +84,18 @@ pub trait DmfBoard: Send {
 
     /// Actuate exactly `channels`, all others off: one frame.
     fn set_channels(&mut self, channels: &BTreeSet<u16>) -> Result<Stamp, BoardError>;
+
+    /// [`DmfBoard::set_channels`] with the frame written no earlier than `at` and as soon
+    /// after it as possible: a board that can prepares the frame first and leaves only the
+    /// write for the deadline. By default: wait for `at`, then `set_channels`.
+    fn set_channels_at(
+        &mut self,
+        channels: &BTreeSet<u16>,
+        at: Instant,
+    ) -> Result<Stamp, BoardError> {
+        crate::board::spin_until(at);
+        self.set_channels(channels)
+    }
 
     /// Set the RMS voltage (V) and/or frequency (Hz); `None` leaves it.
     fn set_waveform(

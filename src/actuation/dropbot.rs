@@ -80,6 +80,7 @@ impl DropBotBoard {
 
     fn stamp(&self, t: CallTiming) -> Stamp {
         Stamp {
+            issued: t.sent,
             written: t.written,
             confirmed: t.received,
             board_us: self.bot.board_time_at(t.written),
@@ -121,7 +122,17 @@ impl DmfBoard for DropBotBoard {
     fn set_channels(&mut self, channels: &BTreeSet<u16>) -> Result<Stamp, BoardError> {
         // The phase frame: written by this thread itself, no hop through the runtime.
         self.alive()?;
-        let t = self.bot.set_channels_blocking(channels)?;
+        let t = self.bot.set_channels_blocking(channels, None)?;
+        Ok(self.stamp(t))
+    }
+
+    fn set_channels_at(
+        &mut self,
+        channels: &BTreeSet<u16>,
+        at: Instant,
+    ) -> Result<Stamp, BoardError> {
+        self.alive()?;
+        let t = self.bot.set_channels_blocking(channels, Some(at))?;
         Ok(self.stamp(t))
     }
 
@@ -234,6 +245,7 @@ impl DmfBoard for DropBotBoard {
         Ok(Reading {
             farads: f64::from(farads),
             stamp: Stamp {
+                issued: sent,
                 written: sent,
                 confirmed,
                 board_us: self.bot.board_time_at(sent),

@@ -64,6 +64,21 @@ pub(super) struct Engine {
     pub lost_energised: Option<(String, Instant, Option<u64>)>,
     /// The attached board's serial.
     pub serial: Option<String>,
+    /// How much spinning for feedback is left.
+    pub spin: timing::SpinBudget,
+    /// Notices and samples held back while one sequence phase hands over to the next:
+    /// handing them up wakes tokio tasks, which costs tens of microseconds (on a virtual
+    /// machine, an interrupt to another CPU) that belong after the next frame.
+    pub held: Held,
+}
+
+/// See [`Engine::held`].
+#[derive(Default)]
+pub(super) struct Held {
+    /// A phase ended and the next one's frame is not written yet.
+    pub for_phase: bool,
+    pub notices: Vec<Notice>,
+    pub samples: Vec<crate::board::BoardEvent>,
 }
 
 impl Engine {
@@ -86,6 +101,8 @@ impl Engine {
             phase_tag: None,
             lost_energised: None,
             serial: None,
+            spin: timing::SpinBudget::new(),
+            held: Held::default(),
         }
     }
 
@@ -94,6 +111,7 @@ impl Engine {
         timing::prepare_thread(self.options.realtime);
         loop {
             if self.take_control() == Flow::Exit {
+                self.release_held();
                 return;
             }
             self.take_events();
@@ -114,6 +132,16 @@ impl Engine {
         self.retag();
         self.picture.revision += 1;
         self.out.picture.send_replace(self.picture.clone());
+    }
+
+    /// Hand a notice up, after any held ones (they keep their order).
+    pub fn notice(&mut self, notice: Notice) {
+        match !self.held.for_phase && self.held.notices.is_empty() {
+            true => {
+                let _ = self.out.notices.try_send(notice);
+            }
+            false => self.held.notices.push(notice),
+        }
     }
 
     /// The attached board, or why there is none.
@@ -290,10 +318,7 @@ impl Engine {
         ));
         self.policy.halt(Halt::new("board-reset", detail.clone()));
         self.picture.halted = self.policy.halted().cloned();
-        let _ = self
-            .out
-            .notices
-            .try_send(Notice::Halted(Halt::new("board-reset", detail)));
+        self.notice(Notice::Halted(Halt::new("board-reset", detail)));
     }
 
     /// Forget the board: fail what waits for it, so nothing of it reaches the next board.
@@ -377,7 +402,7 @@ impl Engine {
         self.picture.halted = self.policy.halted().cloned();
         self.end_run(super::program::EndReason::Halted, Some(halt.reason.clone()));
         self.fail_level(ActuationError::Halted(halt.reason.clone()));
-        let _ = self.out.notices.try_send(Notice::Halted(halt));
+        self.notice(Notice::Halted(halt));
         let result = match self.board.as_mut() {
             None => Ok(()),
             Some(_) if requested => {
@@ -518,6 +543,13 @@ impl Engine {
     fn sleep(&mut self) {
         let run_deadline = self.run.as_ref().and_then(Run::deadline);
         let keepalive = self.board.as_ref().map(|_| self.next_keepalive);
+        if let (Some(t), true) = (run_deadline, self.run.as_ref().is_some_and(Run::awaits_feedback))
+        {
+            let t = keepalive.map_or(t, |k| t.min(k));
+            if self.spin.spin(&self.inbox, t) {
+                return;
+            }
+        }
         match (run_deadline, keepalive) {
             (Some(t), k) if k.is_none_or(|k| t <= k) => timing::sleep_until(&self.inbox, t),
             (_, Some(k)) => self.inbox.wait(Some(k)),

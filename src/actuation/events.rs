@@ -20,6 +20,10 @@ use crate::board::BoardEvent;
 /// Tags kept: enough for samples that wait behind a few short phases.
 const MAX_TAGS: usize = 64;
 
+/// Samples held for a phase change at most (a phase change takes well under a millisecond;
+/// this only bounds memory if one does not come).
+const MAX_HELD: usize = 256;
+
 /// What was on the board from an instant on: the phase and the actuated channels.
 #[derive(Debug, Clone)]
 pub(super) struct Tag {
@@ -30,15 +34,39 @@ pub(super) struct Tag {
 }
 
 impl Engine {
-    /// Take every queued board event, the rare ones first.
+    /// Take every queued board event, the rare ones first. Samples that end a waiting
+    /// feedback phase are held (see [`Engine::held`]) until the next phase is written.
     pub(super) fn take_events(&mut self) {
+        if !self.held.for_phase || self.held.samples.len() >= MAX_HELD {
+            self.release_held();
+        }
         loop {
             let next = lock(&self.inbox.events).pop_front();
             let Some(event) = next else { break };
             self.board_event(event);
         }
         let samples: Vec<BoardEvent> = lock(&self.inbox.samples).drain(..).collect();
+        for e in &samples {
+            if let Event::CapacitanceUpdated { new_value, .. } = e.event {
+                self.feedback(new_value, e.received);
+            }
+        }
+        if self.held.for_phase || self.run.as_ref().is_some_and(|r| r.reached()) {
+            self.held.samples.extend(samples);
+            return;
+        }
         for event in samples {
+            self.sample(event);
+        }
+    }
+
+    /// Hand up what was held back for a phase change.
+    pub(super) fn release_held(&mut self) {
+        self.held.for_phase = false;
+        for notice in std::mem::take(&mut self.held.notices) {
+            let _ = self.out.notices.try_send(notice);
+        }
+        for event in std::mem::take(&mut self.held.samples) {
             self.sample(event);
         }
     }
@@ -75,10 +103,14 @@ impl Engine {
             }
             Event::CapacitanceExceeded { new_value, .. } => {
                 self.feedback(*new_value, e.received);
+                if self.run.as_ref().is_some_and(|r| r.reached()) {
+                    // The next phase's frame first.
+                    self.held.for_phase = true;
+                }
             }
             _ => {}
         }
-        let _ = self.out.notices.try_send(Notice::Board(e));
+        self.notice(Notice::Board(e));
     }
 
     fn sample(&mut self, e: BoardEvent) {
@@ -91,7 +123,6 @@ impl Engine {
         else {
             return;
         };
-        self.feedback(new_value, e.received);
         // What was on when the board took it: the newest tag from before it arrived (the
         // board sends a sample before the reply to a later frame).
         let tag = self

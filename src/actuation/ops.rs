@@ -173,6 +173,15 @@ impl Engine {
         &mut self,
         channels: &BTreeSet<u16>,
     ) -> Result<Stamp, ActuationError> {
+        self.write_channels_at(channels, None)
+    }
+
+    /// [`Engine::write_channels`], written no earlier than `at` (a phase's planned start).
+    pub(super) fn write_channels_at(
+        &mut self,
+        channels: &BTreeSet<u16>,
+        at: Option<Instant>,
+    ) -> Result<Stamp, ActuationError> {
         let count = self.board()?.channel_count;
         if let Some(&c) = channels.iter().find(|c| **c >= count) {
             return Err(ActuationError::Invalid(format!(
@@ -180,7 +189,11 @@ impl Engine {
                 count.saturating_sub(1)
             )));
         }
-        let r = self.board()?.board.set_channels(channels);
+        let board = &mut self.board()?.board;
+        let r = match at {
+            Some(at) => board.set_channels_at(channels, at),
+            None => board.set_channels(channels),
+        };
         let stamp = r.map_err(|e| self.board_failed(e))?;
         self.picture.channels = channels.clone();
         self.picture.refresh_actuated();

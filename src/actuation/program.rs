@@ -115,7 +115,9 @@ pub struct PhaseResult {
     pub label: Option<String>,
     /// When it was planned to start.
     pub planned_start: Instant,
-    /// When its frame was written.
+    /// When the write of its frame was issued.
+    pub issued: Instant,
+    /// When its frame was written (the write returned).
     pub started: Instant,
     /// When the board confirmed the frame.
     pub confirmed: Instant,

@@ -49,17 +49,39 @@ pub(super) struct Run {
 /// The stream period used while feedback phases wait (the firmware samples every 25 ms).
 const FEEDBACK_STREAM_MS: u32 = 25;
 
+/// How long before a phase's planned start the thread begins it: enough to finish the phase
+/// before, take the port and encode the frame, so that at the instant only the write is left
+/// (the board layer spins to it). Control requests wait at most this long behind it.
+pub(super) const PHASE_LEAD: Duration = Duration::from_micros(300);
+
 impl Run {
-    /// When the run next needs the thread (none while paused).
+    /// When the run next needs the thread (none while paused): [`PHASE_LEAD`] before a
+    /// planned phase start (a timed phase's end is the next one's start).
     pub fn deadline(&self) -> Option<Instant> {
         if self.paused_at.is_some() {
             return None;
         }
+        let lead = |t: Instant| t.checked_sub(PHASE_LEAD).unwrap_or(t);
         match &self.current {
             Some(c) if c.reached.is_some() => Some(Instant::now()),
-            Some(c) => Some(c.end),
-            None => Some(self.next_start),
+            Some(c) if c.until.is_some() => Some(c.end),
+            Some(c) => Some(lead(c.end)),
+            None => Some(lead(self.next_start)),
         }
+    }
+
+    /// Whether a sample ended the current phase (the next one starts at once).
+    pub fn reached(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| c.reached.is_some())
+    }
+
+    /// Whether a feedback phase is waiting for its target: a sample may end it any moment.
+    pub fn awaits_feedback(&self) -> bool {
+        self.paused_at.is_none()
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.until.is_some() && c.reached.is_none())
     }
 
     /// A capacitance reading that arrived at `at`.
@@ -147,15 +169,14 @@ impl Engine {
             return false;
         }
         if let Some(c) = &run.current {
-            let (ended, reason, next_start) = match c.reached {
-                Some(at) => (at, EndReason::Reached, now),
-                None if now >= c.end => match c.until {
-                    // Counted from its start: the next phase starts now.
-                    Some(_) => (c.end, EndReason::Timeout, now),
-                    // On the schedule: the next phase was planned to start at this end.
-                    None => (c.end, EndReason::Duration, c.end),
-                },
-                None => return false,
+            let (ended, reason, next_start) = match (c.reached, c.until) {
+                (Some(at), _) => (at, EndReason::Reached, now),
+                // Counted from its start: the next phase starts now.
+                (None, Some(_)) if now >= c.end => (c.end, EndReason::Timeout, now),
+                // On the schedule: the next phase was planned to start at this end, and is
+                // begun a lead before it (this one stays on the board until then).
+                (None, None) if now + PHASE_LEAD >= c.end => (c.end, EndReason::Duration, c.end),
+                _ => return false,
             };
             self.finish_phase(reason, ended);
             if let Some(run) = self.run.as_mut() {
@@ -167,7 +188,7 @@ impl Engine {
             self.end_run(EndReason::Duration, None);
             return true;
         }
-        if now < run.next_start {
+        if now + PHASE_LEAD < run.next_start {
             return false;
         }
         self.start_phase();
@@ -186,12 +207,14 @@ impl Engine {
         let waveform = (phase.voltage.is_some() && phase.voltage != self.picture.voltage)
             || (phase.frequency.is_some() && phase.frequency != self.picture.frequency);
         if waveform {
+            // At the planned start, not the lead before it: the board is still on the last phase.
+            crate::board::spin_until(planned);
             if let Err(e) = self.set_waveform(phase.voltage, phase.frequency) {
                 return self.end_run(EndReason::Failed, Some(e.to_string()));
             }
         }
         self.phase_tag = Some((index, phase.label.clone()));
-        let stamp = match self.write_channels(&phase.channels) {
+        let stamp = match self.write_channels_at(&phase.channels, Some(planned)) {
             Ok(stamp) => stamp,
             Err(e) => return self.end_run(EndReason::Failed, Some(e.to_string())),
         };
@@ -214,7 +237,7 @@ impl Engine {
             label: phase.label.clone(),
         };
         self.publish();
-        let _ = self.out.notices.try_send(Notice::PhaseStarted {
+        self.notice(Notice::PhaseStarted {
             index,
             of,
             label: phase.label.clone(),
@@ -222,6 +245,7 @@ impl Engine {
             written: stamp.written,
             board_us: stamp.board_us,
         });
+        self.release_held();
         if let Some(run) = self.run.as_mut() {
             run.current = Some(super::run::Current {
                 index,
@@ -250,6 +274,7 @@ impl Engine {
             index: c.index,
             label: c.label,
             planned_start: c.planned,
+            issued: c.stamp.issued,
             started: c.stamp.written,
             confirmed: c.stamp.confirmed,
             started_board_us: c.stamp.board_us,
@@ -257,10 +282,9 @@ impl Engine {
             reason,
             capacitance: c.last_sample,
         };
-        let _ = self
-            .out
-            .notices
-            .try_send(Notice::PhaseEnded(result.clone()));
+        // Held, with whatever else comes, until the next phase's frame is written.
+        self.held.for_phase = true;
+        self.notice(Notice::PhaseEnded(result.clone()));
         if let Some(run) = self.run.as_mut() {
             run.results.push(result);
         }
@@ -273,6 +297,8 @@ impl Engine {
         }
         let ended = Instant::now();
         self.finish_phase(reason, ended);
+        // Progress before the answer, as it happened.
+        self.release_held();
         if reason == EndReason::Duration {
             self.measure_last_phase();
         }
@@ -327,6 +353,7 @@ impl Engine {
         };
         if run.paused_at.is_none() {
             run.paused_at = Some(Instant::now());
+            self.release_held();
             if let SequenceState::Running { phase, of, label } = self.picture.sequence.clone() {
                 self.picture.sequence = SequenceState::Paused { phase, of, label };
             }

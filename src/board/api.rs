@@ -3,7 +3,7 @@
 //! configuration's voltage and frequency limits) before anything is sent.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use firmware_protocol::channels::{pack, unpack};
 use firmware_protocol::commands::{
@@ -38,13 +38,16 @@ impl DropBot {
         Ok(timing)
     }
 
-    /// [`DropBot::set_channels`] from a plain thread (the actuation engine's).
+    /// [`DropBot::set_channels`] from a plain thread (the actuation engine's), written no
+    /// earlier than `at` and as soon after it as the port takes it: the frame is ready and
+    /// the port taken before `at`.
     pub fn set_channels_blocking(
         &self,
         channels: &BTreeSet<u16>,
+        at: Option<Instant>,
     ) -> Result<CallTiming, BoardError> {
         let request = self.channels_request(channels)?;
-        let (ok, timing) = self.call_blocking(&request, Kind::Write, self.timeout())?;
+        let (ok, timing) = self.call_blocking_at(&request, Kind::Write, self.timeout(), at)?;
         self.channels_taken(ok, channels)?;
         Ok(timing)
     }

@@ -30,21 +30,37 @@ impl Link {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Reply, LinkError> {
+        self.request_blocking_at(command, payload, timeout, None)
+    }
+
+    /// [`Link::request_blocking`], written no earlier than `at`: everything but the write
+    /// itself (taking the port, encoding, registering the reply's slot) is done first, then
+    /// the thread spins to `at` and only the write is left. For frames with a deadline.
+    pub fn request_blocking_at(
+        &self,
+        command: &'static str,
+        payload: &[u8],
+        timeout: Duration,
+        at: Option<Instant>,
+    ) -> Result<Reply, LinkError> {
         self.check_open()?;
         let mut writer = self.core().writer.blocking_lock();
+
         let result = (|| {
             self.check_open()?;
             match self.resync_needed() {
                 Some(Some(probe)) => {
                     let (payload, answer) = probe(rand::random());
                     let probe = Expect::Probe(answer);
-                    self.send_and_wait_blocking(&mut writer, probe, "resync", &payload, timeout)
+                    let resync = "resync";
+                    self.send_and_wait_blocking(&mut writer, probe, resync, &payload, timeout, None)
                         .map_err(|e| e.for_command(command))?;
                 }
                 Some(None) => self.drain_stale_blocking()?,
                 None => {}
             }
-            self.send_and_wait_blocking(&mut writer, Expect::Data, command, payload, timeout)
+            let data = Expect::Data;
+            self.send_and_wait_blocking(&mut writer, data, command, payload, timeout, at)
         })();
         self.release_if_closed(&mut writer);
         result
@@ -57,9 +73,13 @@ impl Link {
         command: &'static str,
         payload: &[u8],
         timeout: Duration,
+        at: Option<Instant>,
     ) -> Result<Reply, LinkError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let id = self.register(writer, expect, payload, Tx::Blocking(tx))?;
+        if let Some(at) = at {
+            spin_until(at);
+        }
         let sent = Instant::now();
         let deadline = sent + timeout;
         let late = |rx: &Receiver<_>| rx.try_recv().ok().and_then(Result::ok);
@@ -108,6 +128,14 @@ impl Link {
 /// Write all of `buf` by polling the port's write half from this thread (no runtime needed:
 /// a port that can take the bytes takes them at once; one that cannot is looked at again
 /// until `deadline`, then `TimedOut`).
+/// Busy-wait until `at`: for the last few hundred microseconds before a deadline, where
+/// sleeping (even spin-sleeping) would wake too late.
+pub fn spin_until(at: Instant) {
+    while Instant::now() < at {
+        std::hint::spin_loop();
+    }
+}
+
 fn write_all_blocking(
     half: &mut (dyn AsyncWrite + Send + Unpin),
     buf: &[u8],

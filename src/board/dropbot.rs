@@ -107,16 +107,18 @@ impl Caller {
         decode::<C>(&reply)
     }
 
-    /// [`Caller::call_timed`] from a plain thread ([`Link::request_blocking`]).
+    /// [`Caller::call_timed`] from a plain thread ([`Link::request_blocking_at`]), written no
+    /// earlier than `at`.
     fn call_blocking<C: Command>(
         &self,
         command: &C,
         kind: Kind,
         timeout: Duration,
+        at: Option<Instant>,
     ) -> Result<(C::Reply, CallTiming), BoardError> {
         let payload = command.encode(&self.table)?;
         let name = C::NAME.as_str();
-        let reply = match self.link.request_blocking(name, &payload, timeout) {
+        let reply = match self.link.request_blocking_at(name, &payload, timeout, at) {
             Err(LinkError::Timeout { .. }) if kind == Kind::Read && !self.link.is_closed() => {
                 tracing::debug!(command = name, "read timed out; retrying once");
                 self.link.request_blocking(name, &payload, timeout)?
@@ -405,7 +407,19 @@ impl DropBot {
         kind: Kind,
         timeout: Duration,
     ) -> Result<(C::Reply, CallTiming), BoardError> {
-        self.caller.call_blocking(command, kind, timeout)
+        self.caller.call_blocking(command, kind, timeout, None)
+    }
+
+    /// [`DropBot::call_blocking`], written no earlier than `at` (see
+    /// [`Link::request_blocking_at`]).
+    pub(crate) fn call_blocking_at<C: Command>(
+        &self,
+        command: &C,
+        kind: Kind,
+        timeout: Duration,
+        at: Option<Instant>,
+    ) -> Result<(C::Reply, CallTiming), BoardError> {
+        self.caller.call_blocking(command, kind, timeout, at)
     }
 
     /// [`DropBot::sync_time`] from a plain thread.

@@ -25,6 +25,7 @@ mod slot;
 pub mod supervisor;
 mod transport;
 
+pub use blocking::spin_until;
 pub use clock::BoardClock;
 pub use discovery::{
     describe_ports, discover, DiscoveryError, PortInfo, PortLister, Probe, Selector, SystemPorts,

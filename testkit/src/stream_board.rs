@@ -87,6 +87,7 @@ impl Drop for StreamBoard {
 fn stamp() -> Stamp {
     let now = Instant::now();
     Stamp {
+        issued: now,
         written: now,
         confirmed: now,
         board_us: None,

@@ -210,7 +210,10 @@ async fn phases(n: usize, timing: Timing, period: Duration) -> Result<()> {
     println!("\nphase-start lateness, {n} phases at {ms} ms ({timing:?} simulator), µs:");
     println!("| loop | n | p50 | p99 | max |\n|---|---|---|---|---|");
     println!("{}", row("engine: write issued", &issued_h));
-    println!("{}", row("engine: write returned (frame written)", &engine_h));
+    println!(
+        "{}",
+        row("engine: write returned (frame written)", &engine_h)
+    );
     println!(
         "{}",
         row("bare: spin to the deadline, write(2) returned", &bare_h)

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dropbot_plugin::actuation::{
-    Actuator, DropBotBoard, EndReason, EngineOptions, Halt, LevelTarget, Ordered, Phase, Program,
-    Response, Streams,
+    Actuator, DropBotBoard, EndReason, EngineOptions, Halt, LevelTarget, Notice, Ordered, Phase,
+    Program, Response, Streams,
 };
 use dropbot_plugin::board::{DropBot, LinkOptions};
 use dropbot_plugin::sim::{self, SimHandle, SimOptions, Timing, TraceEntry};
@@ -55,7 +55,7 @@ fn driven(sim: &SimHandle) -> Vec<Vec<u16>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequence_runs_its_phases_in_order_on_schedule() {
-    let (sim, actuator, _streams) = engine(Timing::Fast).await;
+    let (sim, actuator, mut streams) = engine(Timing::Fast).await;
     let phases = [vec![1, 2], vec![3], vec![4, 5, 6]]
         .iter()
         .map(|c| Phase::timed(set(c), Duration::from_millis(30)))
@@ -73,9 +73,25 @@ async fn a_sequence_runs_its_phases_in_order_on_schedule() {
     for (i, phase) in report.phases.iter().enumerate() {
         assert_eq!(phase.index, i);
         assert_eq!(phase.reason, EndReason::Duration);
-        assert!(phase.started >= phase.planned_start);
+        // Never early: the frame is made ready before the planned start, written after it.
+        assert!(phase.issued >= phase.planned_start, "{phase:?}");
+        assert!(phase.started >= phase.issued);
         assert!(phase.confirmed >= phase.planned_start);
     }
+    // Progress in the order it happened (the engine holds a phase's end notice until the
+    // next frame is written; it must not overtake that phase's start notice).
+    let mut progress = Vec::new();
+    while let Ok(notice) = streams.notices.try_recv() {
+        match notice {
+            Notice::PhaseStarted { index, .. } => progress.push(format!("start {index}")),
+            Notice::PhaseEnded(p) => progress.push(format!("end {}", p.index)),
+            _ => {}
+        }
+    }
+    let want: Vec<String> = (0..6)
+        .flat_map(|i| [format!("start {i}"), format!("end {i}")])
+        .collect();
+    assert_eq!(progress, want);
     // Timed phases are planned back to back: the schedule does not drift with lateness.
     for pair in report.phases.windows(2) {
         assert_eq!(

@@ -543,8 +543,10 @@ impl Engine {
     fn sleep(&mut self) {
         let run_deadline = self.run.as_ref().and_then(Run::deadline);
         let keepalive = self.board.as_ref().map(|_| self.next_keepalive);
-        if let (Some(t), true) = (run_deadline, self.run.as_ref().is_some_and(Run::awaits_feedback))
-        {
+        if let (Some(t), true) = (
+            run_deadline,
+            self.run.as_ref().is_some_and(Run::awaits_feedback),
+        ) {
             let t = keepalive.map_or(t, |k| t.min(k));
             if self.spin.spin(&self.inbox, t) {
                 return;

@@ -53,8 +53,15 @@ impl Link {
                     let (payload, answer) = probe(rand::random());
                     let probe = Expect::Probe(answer);
                     let resync = "resync";
-                    self.send_and_wait_blocking(&mut writer, probe, resync, &payload, timeout, None)
-                        .map_err(|e| e.for_command(command))?;
+                    self.send_and_wait_blocking(
+                        &mut writer,
+                        probe,
+                        resync,
+                        &payload,
+                        timeout,
+                        None,
+                    )
+                    .map_err(|e| e.for_command(command))?;
                 }
                 Some(None) => self.drain_stale_blocking()?,
                 None => {}

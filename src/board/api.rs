@@ -47,7 +47,7 @@ impl DropBot {
         at: Option<Instant>,
     ) -> Result<CallTiming, BoardError> {
         let request = self.channels_request(channels)?;
-        let (ok, timing) = self.call_blocking_at(&request, Kind::Write, self.timeout(), at)?;
+        let (ok, timing) = self.call_blocking(&request, Kind::Write, self.timeout(), at)?;
         self.channels_taken(ok, channels)?;
         Ok(timing)
     }
@@ -131,9 +131,10 @@ impl DropBot {
     /// [`DropBot::update_state`] from a plain thread (the actuation engine's), read back too.
     pub fn update_state_blocking(&self, update: &State) -> Result<CallTiming, BoardError> {
         let (update, request, timeout) = self.state_request(update)?;
-        let (decoded, timing) = self.call_blocking(&request, Kind::Write, timeout)?;
+        let (decoded, timing) = self.call_blocking(&request, Kind::Write, timeout, None)?;
         self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))?;
-        let (after, _) = self.call_blocking(&SerializeState {}, Kind::Read, self.timeout())?;
+        let (after, _) =
+            self.call_blocking(&SerializeState {}, Kind::Read, self.timeout(), None)?;
         self.taken(&update, &after)?;
         Ok(timing)
     }
@@ -145,7 +146,7 @@ impl DropBot {
         update: &State,
     ) -> Result<CallTiming, BoardError> {
         let (update, request, timeout) = self.state_request(update)?;
-        let (decoded, timing) = self.call_blocking(&request, Kind::Write, timeout)?;
+        let (decoded, timing) = self.call_blocking(&request, Kind::Write, timeout, None)?;
         self.accepted::<UpdateState>(decoded != 0, || describe_update(&update))?;
         Ok(timing)
     }

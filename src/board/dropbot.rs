@@ -400,19 +400,9 @@ impl DropBot {
     }
 
     /// A call from a plain thread (not inside an async runtime): the thread writes the
-    /// request and blocks on the reply. For the actuation engine's own thread.
+    /// request and blocks on the reply, written no earlier than `at` (see
+    /// [`Link::request_blocking_at`]). For the actuation engine's own thread.
     pub(crate) fn call_blocking<C: Command>(
-        &self,
-        command: &C,
-        kind: Kind,
-        timeout: Duration,
-    ) -> Result<(C::Reply, CallTiming), BoardError> {
-        self.caller.call_blocking(command, kind, timeout, None)
-    }
-
-    /// [`DropBot::call_blocking`], written no earlier than `at` (see
-    /// [`Link::request_blocking_at`]).
-    pub(crate) fn call_blocking_at<C: Command>(
         &self,
         command: &C,
         kind: Kind,
@@ -424,7 +414,7 @@ impl DropBot {
 
     /// [`DropBot::sync_time`] from a plain thread.
     pub fn sync_time_blocking(&self) -> Result<u64, BoardError> {
-        let (raw, t) = self.call_blocking(&Microseconds {}, Kind::Read, self.timeout())?;
+        let (raw, t) = self.call_blocking(&Microseconds {}, Kind::Read, self.timeout(), None)?;
         Ok(self
             .caller
             .link

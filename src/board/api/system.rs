@@ -235,7 +235,7 @@ impl DropBot {
 
     /// [`DropBot::watchdog_refresh`] from a plain thread (the actuation engine's keep-alive).
     pub fn watchdog_refresh_blocking(&self) -> Result<(), BoardError> {
-        self.call_blocking(&WatchdogRefresh {}, Kind::Write, self.timeout())
+        self.call_blocking(&WatchdogRefresh {}, Kind::Write, self.timeout(), None)
             .map(|(r, _)| r)
     }
 

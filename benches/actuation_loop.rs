@@ -13,7 +13,7 @@
 //!   the board, and the process's resident memory.
 //!
 //! `cargo bench --bench actuation_loop` (`ACT_BENCH_PHASES`, default 10000; `ACT_BENCH_FEEDBACK`,
-//! default 3000; `ACT_BENCH_FLOOD_S`, default 3).
+//! default 1000; `ACT_BENCH_FLOOD_S`, default 3).
 
 use std::collections::BTreeSet;
 use std::error::Error;

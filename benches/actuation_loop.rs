@@ -131,22 +131,6 @@ fn lateness(
     ))
 }
 
-/// The engine thread's priority (SCHED_FIFO 50) where allowed.
-fn fifo() {
-    use thread_priority::unix::{
-        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
-        ThreadSchedulePolicy,
-    };
-    use thread_priority::{ThreadPriority, ThreadPriorityValue};
-    if let Ok(value) = ThreadPriorityValue::try_from(50u8) {
-        let _ = set_thread_priority_and_policy(
-            thread_native_id(),
-            ThreadPriority::Crossplatform(value),
-            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
-        );
-    }
-}
-
 /// The floor under any host's phase writes: a real-time thread (where allowed) with nothing
 /// else to do spins to each deadline and writes a 35-byte frame to a pty whose other end a
 /// tokio task reads (as the simulator does). Lateness of the write's return, µs.
@@ -155,7 +139,8 @@ async fn bare_writes(n: usize, period: Duration) -> Result<Histogram<u64>> {
     let path = serialport::SerialPort::name(&port).ok_or("the pty has no name")?;
     let thread = std::thread::spawn(move || -> std::result::Result<Histogram<u64>, String> {
         use std::io::{Read, Write};
-        fifo();
+        // The engine thread's priority, where allowed.
+        let _ = dropbot_plugin::actuation::set_fifo();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -168,7 +153,6 @@ async fn bare_writes(n: usize, period: Duration) -> Result<Histogram<u64>> {
         for i in 0..n {
             let deadline = start + period * u32::try_from(i).map_err(|e| e.to_string())?;
             spin_sleep::SpinSleeper::new(300_000).sleep_until(deadline);
-            dropbot_plugin::board::spin_until(deadline);
             file.write_all(&frame).map_err(|e| e.to_string())?;
             h.saturating_record(micros(deadline.elapsed()));
             file.read_exact(&mut back).map_err(|e| e.to_string())?;

@@ -87,6 +87,17 @@ impl DropBotBoard {
         }
     }
 
+    /// The phase frame: written by this thread itself, no hop through the runtime.
+    fn channels(
+        &mut self,
+        channels: &BTreeSet<u16>,
+        at: Option<Instant>,
+    ) -> Result<Stamp, BoardError> {
+        self.alive()?;
+        let t = self.bot.set_channels_blocking(channels, at)?;
+        Ok(self.stamp(t))
+    }
+
     fn state(&mut self, update: State) -> Result<Stamp, BoardError> {
         self.alive()?;
         let t = self.bot.update_state_blocking(&update)?;
@@ -120,10 +131,7 @@ impl DmfBoard for DropBotBoard {
     }
 
     fn set_channels(&mut self, channels: &BTreeSet<u16>) -> Result<Stamp, BoardError> {
-        // The phase frame: written by this thread itself, no hop through the runtime.
-        self.alive()?;
-        let t = self.bot.set_channels_blocking(channels, None)?;
-        Ok(self.stamp(t))
+        self.channels(channels, None)
     }
 
     fn set_channels_at(
@@ -131,9 +139,7 @@ impl DmfBoard for DropBotBoard {
         channels: &BTreeSet<u16>,
         at: Instant,
     ) -> Result<Stamp, BoardError> {
-        self.alive()?;
-        let t = self.bot.set_channels_blocking(channels, Some(at))?;
-        Ok(self.stamp(t))
+        self.channels(channels, Some(at))
     }
 
     fn set_waveform(

@@ -35,6 +35,7 @@ pub use inbox::{LevelOutcome, LevelTarget, Ordered, Response, TestCapacitorReadi
 pub use outputs::{Notice, Sample};
 pub use picture::{Halt, Picture, SequenceState};
 pub use program::{EndReason, Phase, PhaseResult, Program, SequenceReport};
+pub use timing::set_fifo;
 
 use crate::board::BoardError;
 

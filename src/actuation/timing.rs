@@ -29,8 +29,10 @@ pub(super) fn prepare_thread(realtime: bool) {
     }
 }
 
+/// Give the calling thread the engine thread's real-time priority (FIFO, mid-range); why not,
+/// if the OS refuses.
 #[cfg(unix)]
-fn set_fifo() -> Result<(), String> {
+pub fn set_fifo() -> Result<(), String> {
     use thread_priority::unix::{
         set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
         ThreadSchedulePolicy,
@@ -46,8 +48,9 @@ fn set_fifo() -> Result<(), String> {
     .map_err(|e| format!("{e:?}"))
 }
 
+/// Give the calling thread the engine thread's real-time priority: not supported here.
 #[cfg(not(unix))]
-fn set_fifo() -> Result<(), String> {
+pub fn set_fifo() -> Result<(), String> {
     Err("not supported on this OS".into())
 }
 
@@ -83,7 +86,7 @@ impl SpinBudget {
     const WINDOW: Duration = Duration::from_secs(1);
     const SHARE: Duration = Duration::from_millis(500);
     /// One spin, at most: the loop looks at everything else between spins.
-    pub const SLICE: Duration = Duration::from_millis(5);
+    const SLICE: Duration = Duration::from_millis(5);
 
     pub fn new() -> Self {
         SpinBudget {

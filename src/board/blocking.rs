@@ -45,18 +45,16 @@ impl Link {
     ) -> Result<Reply, LinkError> {
         self.check_open()?;
         let mut writer = self.core().writer.blocking_lock();
-
         let result = (|| {
             self.check_open()?;
             match self.resync_needed() {
                 Some(Some(probe)) => {
                     let (payload, answer) = probe(rand::random());
                     let probe = Expect::Probe(answer);
-                    let resync = "resync";
                     self.send_and_wait_blocking(
                         &mut writer,
                         probe,
-                        resync,
+                        "resync",
                         &payload,
                         timeout,
                         None,
@@ -66,8 +64,7 @@ impl Link {
                 Some(None) => self.drain_stale_blocking()?,
                 None => {}
             }
-            let data = Expect::Data;
-            self.send_and_wait_blocking(&mut writer, data, command, payload, timeout, at)
+            self.send_and_wait_blocking(&mut writer, Expect::Data, command, payload, timeout, at)
         })();
         self.release_if_closed(&mut writer);
         result
@@ -132,9 +129,6 @@ impl Link {
     }
 }
 
-/// Write all of `buf` by polling the port's write half from this thread (no runtime needed:
-/// a port that can take the bytes takes them at once; one that cannot is looked at again
-/// until `deadline`, then `TimedOut`).
 /// Busy-wait until `at`: for the last few hundred microseconds before a deadline, where
 /// sleeping (even spin-sleeping) would wake too late.
 pub fn spin_until(at: Instant) {
@@ -143,6 +137,9 @@ pub fn spin_until(at: Instant) {
     }
 }
 
+/// Write all of `buf` by polling the port's write half from this thread (no runtime needed:
+/// a port that can take the bytes takes them at once; one that cannot is looked at again
+/// until `deadline`, then `TimedOut`).
 fn write_all_blocking(
     half: &mut (dyn AsyncWrite + Send + Unpin),
     buf: &[u8],

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dropbot_plugin::board::dropbot::open_port;
-use dropbot_plugin::board::{CloseReason, Link, LinkError, LinkOptions, ResyncProbe};
+use dropbot_plugin::board::{
+    open_port, CloseReason, Link, LinkError, LinkOptions, Port, ResyncProbe,
+};
 use firmware_protocol::{Decoder, Event, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, Mutex, Notify};
@@ -44,7 +45,7 @@ impl Script {
 }
 
 /// A pty: the link's end opened by path (the real open code), the board's end the master.
-fn pty() -> (SerialStream, SerialStream) {
+fn pty() -> (SerialStream, Port) {
     let (master, slave) = SerialStream::pair().expect("pty pair");
     let path = tokio_serial::SerialPort::name(&slave).expect("pty name");
     let port = open_port(&path).expect("open pty by path");
@@ -163,7 +164,7 @@ async fn a_late_reply_is_discarded_by_the_resync_probe() {
     let (master, port) = pty();
     let (script, release) = held_first_reply();
     fake_board(master, script);
-    let link = Link::spawn(port, options(100));
+    let link = Link::spawn_port(port, options(100)).expect("a link on the port");
     link.set_resync_probe(echo_probe());
     let first = link.request("first", b"one", T).await;
     assert!(
@@ -196,14 +197,15 @@ async fn without_a_probe_the_late_reply_is_counted_off() {
     let (master, port) = pty();
     let (script, release) = held_first_reply();
     fake_board(master, script);
-    let link = Link::spawn(
+    let link = Link::spawn_port(
         port,
         LinkOptions {
             // Long enough for the late reply whatever the load: the test releases it at once.
             stale_grace: Duration::from_secs(10),
             ..options(100)
         },
-    );
+    )
+    .expect("a link on the port");
     assert!(link.request("first", b"one", T).await.is_err());
     release.notify_one();
     let long = Duration::from_secs(10);
@@ -224,13 +226,14 @@ async fn a_packet_split_across_usb_transfers_is_received_whole() {
     // The fake's 5 ms gap is a tokio sleep, which a loaded machine stretches: give the link a
     // quiet time well above it here; the default's margin over the Teensy's 5 ms is checked
     // below.
-    let link = Link::spawn(
+    let link = Link::spawn_port(
         port,
         LinkOptions {
             idle_flush: Duration::from_millis(500),
             ..options(5_000)
         },
-    );
+    )
+    .expect("a link on the port");
     assert!(LinkOptions::default().idle_flush >= Duration::from_millis(20));
     let big: Vec<u8> = (0..300u16).map(|i| (i % 251) as u8).collect();
     for _ in 0..5 {
@@ -258,7 +261,7 @@ async fn a_cancelled_request_does_not_confuse_the_next() {
         ..Script::plain(false)
     };
     fake_board(master, script);
-    let link = Link::spawn(port, options(1000));
+    let link = Link::spawn_port(port, options(1000)).expect("a link on the port");
     // The caller gives up (its future is dropped) before the reply comes.
     link.set_resync_probe(echo_probe());
     let cancelled = tokio::time::timeout(
@@ -279,7 +282,7 @@ async fn a_cancelled_request_does_not_confuse_the_next() {
 async fn corrupted_bytes_are_counted_and_skipped() {
     let (master, port) = pty();
     let board = fake_board(master, Script::plain(false));
-    let link = Link::spawn(port, options(500));
+    let link = Link::spawn_port(port, options(500)).expect("a link on the port");
     let mut bad = Packet::Data {
         id: 0,
         payload: b"bad".to_vec(),
@@ -306,13 +309,14 @@ async fn corrupted_bytes_are_counted_and_skipped() {
 async fn events_fan_out_and_a_lagging_receiver_never_blocks_the_reader() {
     let (master, port) = pty();
     let board = fake_board(master, Script::plain(true));
-    let link = Link::spawn(
+    let link = Link::spawn_port(
         port,
         LinkOptions {
             event_capacity: 4,
             ..options(500)
         },
-    );
+    )
+    .expect("a link on the port");
     let mut slow = link.events();
     let mut bytes = Vec::new();
     for i in 0..20u64 {
@@ -371,7 +375,7 @@ async fn unplug_fails_the_pending_request_and_signals_closed() {
         ..Script::plain(true)
     };
     let board = fake_board(master, script);
-    let link = Link::spawn(port, options(5_000));
+    let link = Link::spawn_port(port, options(5_000)).expect("a link on the port");
     assert_eq!(link.request("ok", b"1", T * 5).await.unwrap(), b"1");
     let pending = tokio::spawn({
         let link = link.clone();
@@ -399,13 +403,14 @@ async fn a_silent_board_counts_as_gone_after_consecutive_timeouts() {
             ..Script::plain(true)
         },
     );
-    let link = Link::spawn(
+    let link = Link::spawn_port(
         port,
         LinkOptions {
             dead_after_timeouts: 2,
             ..options(50)
         },
-    );
+    )
+    .expect("a link on the port");
     let t = Duration::from_millis(50);
     assert!(matches!(
         link.request("a", b"", t).await,
@@ -432,11 +437,28 @@ async fn a_silent_board_counts_as_gone_after_consecutive_timeouts() {
 async fn closing_on_purpose_fails_requests_with_closed() {
     let (master, port) = pty();
     let _board = fake_board(master, Script::plain(true));
-    let link = Link::spawn(port, options(500));
+    let link = Link::spawn_port(port, options(500)).expect("a link on the port");
     assert_eq!(link.identify(T * 5).await.unwrap(), b"dropbot::fake");
     link.close();
     assert_eq!(link.request("x", b"", T).await, Err(LinkError::Closed));
     assert_eq!(link.closed().await, CloseReason::Host);
+}
+
+#[tokio::test]
+async fn shutdown_returns_once_the_reader_thread_let_the_port_go() {
+    let (master, slave) = SerialStream::pair().expect("pty pair");
+    let path = tokio_serial::SerialPort::name(&slave).expect("pty name");
+    drop(slave);
+    let _board = fake_board(master, Script::plain(true));
+    let port = open_port(&path).expect("open pty by path");
+    assert!(open_port(&path).is_err(), "opened exclusively");
+    let link = Link::spawn_port(port, options(500)).expect("a link on the port");
+    assert_eq!(link.identify(T * 5).await.unwrap(), b"dropbot::fake");
+    link.shutdown().await;
+    // The port opens exclusively only once every descriptor on it is closed, the reader
+    // thread's duplicate included.
+    let again = open_port(&path).expect("the port is free again at once");
+    drop((again, link));
 }
 
 #[tokio::test]
@@ -449,7 +471,7 @@ async fn a_false_start_does_not_swallow_the_reply_behind_it() {
         ..Script::plain(true)
     };
     let _board = fake_board(master, script);
-    let link = Link::spawn(port, options(500));
+    let link = Link::spawn_port(port, options(500)).expect("a link on the port");
     assert_eq!(
         link.request("behind", b"real", T * 5).await.unwrap(),
         b"real"
@@ -462,7 +484,7 @@ async fn a_plain_thread_gets_its_replies_and_the_resync_too() {
     let (master, port) = pty();
     let (script, release) = held_first_reply();
     fake_board(master, script);
-    let link = Link::spawn(port, options(100));
+    let link = Link::spawn_port(port, options(100)).expect("a link on the port");
     link.set_resync_probe(echo_probe());
     // From a thread that runs no async tasks, as the actuation engine's: the first request
     // times out, its late reply is discarded by the probe, the next ones get their own.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dropbot_plugin::board::dropbot::open_port;
+use dropbot_plugin::board::open_port;
 use dropbot_plugin::board::{Link, LinkError, LinkOptions};
 use faults_support::streams::Streams;
 use faults_support::{figure, proc_stats, scale};
@@ -123,14 +123,15 @@ async fn generated_serial_streams_never_reach_a_request_or_close_the_link() {
     drop(slave);
     let counters = Arc::new(Counters::default());
     let board = fake_board(master, counters.clone());
-    let link = Link::spawn(
+    let link = Link::spawn_port(
         port,
         LinkOptions {
             // Never give the board up: every lost reply must be recovered from.
             dead_after_timeouts: 0,
             ..LinkOptions::default()
         },
-    );
+    )
+    .expect("a link on the port");
     // An echo of a nonce brings the link back in step after a timeout, as the DropBot's does.
     link.set_resync_probe(Arc::new(|n: u32| {
         (n.to_le_bytes().to_vec(), n.to_le_bytes().to_vec())

@@ -108,7 +108,8 @@ impl Engine {
 
     /// The thread's body.
     pub fn run_loop(mut self) {
-        timing::prepare_thread(self.options.realtime);
+        let realtime = timing::prepare_thread(self.options.realtime);
+        self.spin.set_realtime(realtime);
         loop {
             if self.take_control() == Flow::Exit {
                 self.release_held();
@@ -548,9 +549,7 @@ impl Engine {
             self.run.as_ref().is_some_and(Run::awaits_feedback),
         ) {
             let t = keepalive.map_or(t, |k| t.min(k));
-            if self.spin.spin(&self.inbox, t) {
-                return;
-            }
+            return self.spin.spin(&self.inbox, t);
         }
         match (run_deadline, keepalive) {
             (Some(t), k) if k.is_none_or(|k| t <= k) => timing::sleep_until(&self.inbox, t),

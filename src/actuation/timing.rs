@@ -5,54 +5,46 @@
 //!
 //! While a feedback phase waits for its target the thread spins on its inbox instead of
 //! parking: a parked thread is woken by the sample's ring tens of microseconds later (on a
-//! virtual machine the ring is an inter-processor interrupt to an idle CPU). Spinning is
-//! capped by [`SpinBudget`], so a run of long feedback phases cannot take a core for good (and
-//! a real-time thread that never sleeps is throttled by the kernel, 50 ms of every second).
+//! virtual machine the ring is an inter-processor interrupt to an idle CPU). A feedback wait
+//! therefore keeps one core busy; [`SpinBudget`] keeps it within the kernel's real-time share
+//! (a real-time thread that never sleeps is throttled, 50 ms of every second).
 
 use std::time::{Duration, Instant};
 
 use super::engine::SPIN_WINDOW;
 use super::inbox::Inbox;
 
-/// Give the calling thread a real-time (FIFO) priority if allowed; log what happened.
-pub(super) fn prepare_thread(realtime: bool) {
+/// Give the calling thread a real-time (FIFO) priority if allowed; log what happened. True if
+/// it has one.
+pub(super) fn prepare_thread(realtime: bool) -> bool {
     if !realtime {
-        return;
+        return false;
     }
     match set_fifo() {
-        Ok(()) => tracing::debug!("actuation thread runs with a real-time priority"),
-        Err(e) => tracing::info!(
+        Ok(()) => {
+            tracing::debug!("actuation thread runs with a real-time priority");
+            true
+        }
+        Err(e) => {
+            tracing::info!(
             error = %e,
             "no real-time priority for the actuation thread (it still keeps its deadlines, \
              with more jitter); grant CAP_SYS_NICE or an rtprio limit to get one"
-        ),
+            );
+            false
+        }
     }
 }
 
-/// Give the calling thread the engine thread's real-time priority (FIFO, mid-range); why not,
-/// if the OS refuses.
-#[cfg(unix)]
+/// Give the calling thread the engine thread's real-time priority (FIFO, mid-range: above every
+/// normal thread and the board link's reader, below the kernel's own real-time threads); why
+/// not, if the OS refuses.
 pub fn set_fifo() -> Result<(), String> {
-    use thread_priority::unix::{
-        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
-        ThreadSchedulePolicy,
-    };
-    use thread_priority::{ThreadPriority, ThreadPriorityValue};
-    // Mid-range: above every normal thread, below the kernel's own real-time threads.
-    let value = ThreadPriorityValue::try_from(50u8).map_err(|e| e.to_string())?;
-    set_thread_priority_and_policy(
-        thread_native_id(),
-        ThreadPriority::Crossplatform(value),
-        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
-    )
-    .map_err(|e| format!("{e:?}"))
+    crate::board::set_fifo_priority(ENGINE_PRIORITY)
 }
 
-/// Give the calling thread the engine thread's real-time priority: not supported here.
-#[cfg(not(unix))]
-pub fn set_fifo() -> Result<(), String> {
-    Err("not supported on this OS".into())
-}
+/// The engine thread's FIFO priority.
+const ENGINE_PRIORITY: u8 = 50;
 
 /// Sleep until `deadline`: parked (a ring wakes it early) until [`SPIN_WINDOW`] before, then
 /// spin-sleeping to the instant. Returns early when rung during the parked part; the caller's
@@ -74,17 +66,22 @@ fn sleeper() -> spin_sleep::SpinSleeper {
     spin_sleep::SpinSleeper::new(300_000).with_spin_strategy(spin_sleep::SpinStrategy::SpinLoopHint)
 }
 
-/// How much of the thread's time may go to spinning for feedback: at most [`SpinBudget::SHARE`]
-/// of each [`SpinBudget::WINDOW`].
+/// How a feedback wait spins: a real-time thread spins at its real-time priority for at most
+/// [`SpinBudget::SHARE`] of each [`SpinBudget::WINDOW`] (the kernel throttles a real-time
+/// thread that does not sleep: 50 ms of every second, by default), then at the normal
+/// priority, where it is not throttled and the kernel shares the core fairly. Parking instead
+/// would cost a wake per reaction, tens to a hundred microseconds on a virtual machine.
 #[derive(Debug)]
 pub(super) struct SpinBudget {
     window_start: Instant,
     spent: Duration,
+    /// The thread has a real-time priority to come back to.
+    realtime: bool,
 }
 
 impl SpinBudget {
     const WINDOW: Duration = Duration::from_secs(1);
-    const SHARE: Duration = Duration::from_millis(500);
+    const SHARE: Duration = Duration::from_millis(900);
     /// One spin, at most: the loop looks at everything else between spins.
     const SLICE: Duration = Duration::from_millis(5);
 
@@ -92,23 +89,40 @@ impl SpinBudget {
         SpinBudget {
             window_start: Instant::now(),
             spent: Duration::ZERO,
+            realtime: false,
         }
     }
 
-    /// Spin on `inbox` until rung or `deadline` (at most one slice), if the budget allows;
-    /// false if it does not (the caller parks instead).
-    pub fn spin(&mut self, inbox: &Inbox, deadline: Instant) -> bool {
+    /// The thread got a real-time priority (spins past the share drop it for their length).
+    pub fn set_realtime(&mut self, realtime: bool) {
+        self.realtime = realtime;
+    }
+
+    /// Spin on `inbox` until rung or `deadline` (at most one slice).
+    pub fn spin(&mut self, inbox: &Inbox, deadline: Instant) {
         let now = Instant::now();
         if now.duration_since(self.window_start) >= Self::WINDOW {
             self.window_start = now;
             self.spent = Duration::ZERO;
         }
-        if self.spent >= Self::SHARE {
-            return false;
+        let demote = self.realtime && self.spent >= Self::SHARE;
+        if demote && crate::board::set_normal_policy().is_err() {
+            // Still real-time: spinning on would be throttled; park instead.
+            return sleep_until(inbox, deadline.min(now + Self::SLICE));
         }
-        let until = deadline.min(now + Self::SLICE.min(Self::SHARE - self.spent));
-        inbox.spin(until);
-        self.spent += now.elapsed();
-        true
+        let share_left = Self::SHARE.saturating_sub(self.spent);
+        let slice = match self.realtime && !demote {
+            true => Self::SLICE.min(share_left),
+            false => Self::SLICE,
+        };
+        inbox.spin(deadline.min(now + slice));
+        if demote {
+            if let Err(e) = set_fifo() {
+                tracing::warn!(error = %e, "the actuation thread lost its real-time priority");
+                self.realtime = false;
+            }
+        } else {
+            self.spent += now.elapsed();
+        }
     }
 }

@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 use super::error::{BoardError, LinkError};
 use super::event::BoardEvent;
 use super::link::{Link, LinkOptions, LinkStats, Reply};
+use super::port::open_port;
 use super::transport::CloseReason;
 
 mod connect;
@@ -203,19 +204,15 @@ impl DropBot {
         Self::handshake(Link::spawn(stream, options), tables, None).await
     }
 
-    /// Open the serial port at `path` and [`connect`](Self::connect).
-    ///
-    /// The port is opened exclusively (a second opener, e.g. another plugin instance or a
-    /// terminal, would corrupt the one-request-in-flight stream), at 115200 baud (ignored by
-    /// USB CDC). DTR is asserted: CDC firmware reads it as "a host is listening", and a Teensy
-    /// (unlike an Arduino) does not reset on DTR, only on the 134-baud reboot request.
+    /// Open the serial port at `path` ([`open_port`]: exclusive, raw, DTR asserted; read by a
+    /// real-time thread) and [`connect`](Self::connect).
     pub async fn open(
         path: &str,
         tables: &TableSet,
         options: LinkOptions,
     ) -> Result<DropBot, BoardError> {
-        let stream = open_port(path)?;
-        Self::handshake(Link::spawn(stream, options), tables, Some(path.to_owned())).await
+        let link = Link::spawn_port(open_port(path)?, options)?;
+        Self::handshake(link, tables, Some(path.to_owned())).await
     }
 
     async fn handshake(
@@ -446,36 +443,6 @@ fn set_resync_probe(link: &Link, table: &CommandTable) {
             .unwrap_or_default();
         (payload, nonce.to_le_bytes().to_vec())
     }));
-}
-
-/// Open a serial port as this layer does: exclusive, 115200 baud, DTR asserted.
-pub fn open_port(path: &str) -> Result<tokio_serial::SerialStream, LinkError> {
-    use tokio_serial::SerialPortBuilderExt;
-    tokio_serial::new(path, 115_200)
-        .dtr_on_open(true)
-        .open_native_async()
-        .map_err(|e| LinkError::Open {
-            path: path.to_owned(),
-            reason: describe_open_error(path, &e),
-        })
-}
-
-fn describe_open_error(path: &str, e: &tokio_serial::Error) -> String {
-    let exists = std::path::Path::new(path).exists();
-    match e.kind() {
-        tokio_serial::ErrorKind::NoDevice if exists => format!(
-            "{e} (the port exists: another program, or another instance of this one, probably \
-             holds it open)"
-        ),
-        tokio_serial::ErrorKind::NoDevice | tokio_serial::ErrorKind::Io(_) if !exists => {
-            format!("{e} (no such port: is the board plugged in? list ports with `ports`)")
-        }
-        tokio_serial::ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => format!(
-            "{e} (permission denied: add your user to the `dialout` group or install the udev \
-             rule)"
-        ),
-        _ => e.to_string(),
-    }
 }
 
 /// 16 bytes as a hyphenated UUID; anything else as plain hex.

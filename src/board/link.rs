@@ -1,4 +1,5 @@
-//! The one owner of the port: a reader task (in `transport.rs`) and a serialised
+//! The one owner of the port: a reader (a thread for a serial port, `port.rs`; a task for any
+//! other stream, `transport.rs`) and a serialised
 //! request path, exactly one request in flight (the board does not match replies).
 //!
 //! Requests write straight to the port from the caller's task under an async mutex: no hop
@@ -16,10 +17,11 @@ use tokio::sync::{broadcast, oneshot, watch, Notify};
 use super::clock::BoardClock;
 use super::error::LinkError;
 use super::event::BoardEvent;
+use super::port::{spawn_reader, Port};
 use super::slot::{Arrival, Expect, Pending, Slot, Tx};
 pub use super::transport::LinkStats;
 use super::transport::{
-    describe_io, lock, read_loop, CloseReason, Core, Counters, InFlight, Writer,
+    describe_io, lock, read_loop, CloseReason, Core, Counters, InFlight, ReaderHandle, Writer,
 };
 
 /// How the link behaves.
@@ -43,6 +45,8 @@ pub struct LinkOptions {
     /// reply for its ~5 ms transmit-flush timer (`teensy3/usb_serial.c`), so a real packet
     /// may pause that long mid-way: this must be well above it.
     pub idle_flush: Duration,
+    /// Give a port's reader thread a real-time priority, where the OS allows.
+    pub realtime_reader: bool,
 }
 
 impl Default for LinkOptions {
@@ -54,6 +58,7 @@ impl Default for LinkOptions {
             dead_after_timeouts: 3,
             event_capacity: 256,
             idle_flush: Duration::from_millis(30),
+            realtime_reader: true,
         }
     }
 }
@@ -96,26 +101,54 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(reader) = lock(&self.core.reader).take() {
-            reader.abort();
+            reader.stop();
         }
     }
 }
 
 impl Link {
-    /// Take over `stream` (a serial port, a pty, any byte stream) and start its reader task.
-    /// Must be called within a tokio runtime.
+    /// Take over `stream` (any byte stream) and start its reader task. Must be called within a
+    /// tokio runtime. A serial port opened by path goes to [`Link::spawn_port`] instead.
     pub fn spawn<S>(stream: S, options: LinkOptions) -> Link
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (read_half, write_half) = tokio::io::split(stream);
+        let idle_flush = options.idle_flush;
+        let link = Link::with_writer(Box::new(write_half), options);
+        let core = link.inner.core.clone();
+        let task = tokio::spawn(read_loop(core.clone(), read_half, idle_flush));
+        *lock(&core.reader) = Some(ReaderHandle::Task(task.abort_handle()));
+        link
+    }
+
+    /// Take over an open serial port: its reader is a thread of its own, at a real-time
+    /// priority where the OS allows (see [`super::port`]). Must be called within a tokio
+    /// runtime.
+    pub fn spawn_port(port: Port, options: LinkOptions) -> Result<Link, LinkError> {
+        let path = port.path().to_owned();
+        let (writer, reader) = port.split()?;
+        let (idle_flush, realtime) = (options.idle_flush, options.realtime_reader);
+        let link = Link::with_writer(Box::new(writer), options);
+        let core = link.inner.core.clone();
+        let handle = spawn_reader(core.clone(), reader, idle_flush, realtime).map_err(|e| {
+            LinkError::Open {
+                path,
+                reason: format!("starting the port's reader failed: {e}"),
+            }
+        })?;
+        *lock(&core.reader) = Some(handle);
+        Ok(link)
+    }
+
+    fn with_writer(writer: Box<dyn AsyncWrite + Send + Unpin>, options: LinkOptions) -> Link {
         let (events, _) = broadcast::channel(options.event_capacity.max(1));
         let (closed, _) = watch::channel(None);
         let (reader_done, _) = watch::channel(false);
         let core = Arc::new(Core {
             slot: Mutex::new(Slot::default()),
             drained: Notify::new(),
-            writer: tokio::sync::Mutex::new(Writer::new(Box::new(write_half))),
+            writer: tokio::sync::Mutex::new(Writer::new(writer)),
             counters: Counters::default(),
             events,
             sink: Mutex::new(None),
@@ -124,8 +157,6 @@ impl Link {
             reader: Mutex::new(None),
             reader_done,
         });
-        let task = tokio::spawn(read_loop(core.clone(), read_half, options.idle_flush));
-        *lock(&core.reader) = Some(task.abort_handle());
         Link {
             inner: Arc::new(Inner {
                 core,

@@ -1,4 +1,4 @@
-//! The link's shared core and its reader task: bytes from the port go through the resyncing
+//! The link's shared core and its reader (a task here, or a thread in `port.rs`): bytes from the port go through the resyncing
 //! [`Decoder`]; a DATA reply goes to the one pending request (see [`super::slot`]), an
 //! ID_RESPONSE to a pending handshake, a STREAM event to the broadcast channel, anything else
 //! is counted.
@@ -122,7 +122,7 @@ pub(super) struct Core {
     pub sink: Mutex<Option<super::link::EventSink>>,
     pub clock: Mutex<BoardClock>,
     pub closed: watch::Sender<Option<CloseReason>>,
-    pub reader: Mutex<Option<AbortHandle>>,
+    pub reader: Mutex<Option<ReaderHandle>>,
     /// Becomes true once the reader task has ended and dropped its half of the port.
     pub reader_done: watch::Sender<bool>,
 }
@@ -178,7 +178,7 @@ impl Core {
             p.tx.send(Err(error));
         }
         if let Some(reader) = lock(&self.reader).take() {
-            reader.abort();
+            reader.stop();
         }
         if let Ok(mut writer) = self.writer.try_lock() {
             writer.half = None;
@@ -259,8 +259,8 @@ pub(super) fn describe_io(what: &str, e: &io::Error) -> String {
     }
 }
 
-/// Marks the reader done when dropped: at its end, or when the task is aborted.
-struct ReaderDone(Arc<Core>);
+/// Marks the reader done when dropped: at its end, or when it is stopped.
+pub(super) struct ReaderDone(pub Arc<Core>);
 
 impl Drop for ReaderDone {
     fn drop(&mut self) {
@@ -268,7 +268,81 @@ impl Drop for ReaderDone {
     }
 }
 
-/// The reader task: runs until the port ends or fails, then closes the link.
+/// How to stop the link's reader.
+pub(super) enum ReaderHandle {
+    /// A tokio task reading an async stream.
+    Task(AbortHandle),
+    /// A thread reading a port (see `super::port`): it ends when this end of its stop socket
+    /// is dropped.
+    Thread(std::os::unix::net::UnixStream),
+}
+
+impl ReaderHandle {
+    pub fn stop(self) {
+        match self {
+            ReaderHandle::Task(task) => task.abort(),
+            ReaderHandle::Thread(stop) => drop(stop),
+        }
+    }
+}
+
+/// What a reader does with what it reads, however it waits for it: decode, dispatch, and say
+/// when the port is gone.
+pub(super) struct Reading {
+    core: Arc<Core>,
+    decoder: Decoder,
+    pub buf: Vec<u8>,
+}
+
+impl Reading {
+    pub fn new(core: Arc<Core>) -> Self {
+        Reading {
+            core,
+            decoder: Decoder::new(),
+            buf: vec![0u8; 4096],
+        }
+    }
+
+    /// A packet candidate is open: wait for more bytes only as long as the idle flush allows.
+    /// (A corrupted header may claim the bytes of a real reply behind it; when the line goes
+    /// quiet, they are rescanned rather than waited for.)
+    pub fn candidate_open(&self) -> bool {
+        self.decoder.buffered() > 0
+    }
+
+    /// The line stayed quiet with a candidate open.
+    pub fn idle(&mut self) {
+        let core = &self.core;
+        self.decoder.flush(|packet| core.dispatch(packet));
+        *lock(&core.counters.decoder) = self.decoder.stats();
+    }
+
+    /// One read's outcome (into `buf`); why the link is gone, if it is.
+    pub fn read(&mut self, read: io::Result<usize>) -> Option<String> {
+        match read {
+            Ok(0) => Some(
+                "end of file on the port: the board was unplugged or its port closed".to_owned(),
+            ),
+            Ok(n) => {
+                let core = &self.core;
+                let chunk = self.buf.get(..n).unwrap_or_default();
+                self.decoder.feed(chunk, |packet| core.dispatch(packet));
+                *lock(&core.counters.decoder) = self.decoder.stats();
+                None
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => Some(describe_io("reading the port", &e)),
+        }
+    }
+
+    /// The reader ends: the link is gone for `reason`.
+    pub fn gone(self, reason: String) {
+        tracing::warn!(%reason, "board link closed");
+        self.core.shut(CloseReason::Gone(reason));
+    }
+}
+
+/// The reader task of an async stream: runs until the port ends or fails, then closes the link.
 pub(super) async fn read_loop<R: AsyncRead + Unpin>(
     core: Arc<Core>,
     port: R,
@@ -277,39 +351,24 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
     // Declared before `port`, so dropped after it: "done" means the half is released.
     let _done = ReaderDone(core.clone());
     let mut port = port;
-    let mut decoder = Decoder::new();
-    let mut buf = vec![0u8; 4096];
+    let mut reading = Reading::new(core);
     let reason = loop {
-        let read = if decoder.buffered() > 0 {
-            // A corrupted header may claim the bytes of a real reply behind it; when the
-            // line goes quiet, rescan them rather than wait for bytes that never come.
-            match tokio::time::timeout(idle_flush, port.read(&mut buf)).await {
+        let read = if reading.candidate_open() {
+            match tokio::time::timeout(idle_flush, port.read(&mut reading.buf)).await {
                 Ok(read) => read,
                 Err(_) => {
-                    decoder.flush(|packet| core.dispatch(packet));
-                    *lock(&core.counters.decoder) = decoder.stats();
+                    reading.idle();
                     continue;
                 }
             }
         } else {
-            port.read(&mut buf).await
+            port.read(&mut reading.buf).await
         };
-        match read {
-            Ok(0) => {
-                break "end of file on the port: the board was unplugged or its port closed"
-                    .to_owned()
-            }
-            Ok(n) => {
-                let chunk = buf.get(..n).unwrap_or_default();
-                decoder.feed(chunk, |packet| core.dispatch(packet));
-                *lock(&core.counters.decoder) = decoder.stats();
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break describe_io("reading the port", &e),
+        if let Some(reason) = reading.read(read) {
+            break reason;
         }
     };
-    tracing::warn!(%reason, "board link closed");
-    core.shut(CloseReason::Gone(reason));
+    reading.gone(reason);
 }
 
 /// Marks a request abandoned if its future is dropped before it completed, so its late reply

@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_serial::{SerialPort, SerialStream};
-
-use dropbot_plugin::board::dropbot::open_port;
+use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 
 /// A histogram of 1 µs to 10 s with 3 significant digits.
 pub fn histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {
@@ -31,14 +29,14 @@ pub fn row(name: &str, h: &Histogram<u64>) -> String {
     )
 }
 
-/// A pty whose master echoes every byte back; the returned port end is opened by path, like a
-/// board's, so the echo costs what the board link's own I/O costs.
+/// A pty whose master echoes every byte back; the returned port end is opened by path, as a
+/// tokio serial stream: the bare cost of a round trip through a pty.
 pub fn echo_pty() -> io::Result<SerialStream> {
     let (master, slave) = SerialStream::pair()?;
     let path = slave
         .name()
         .ok_or_else(|| io::Error::other("the pty has no name"))?;
-    let port = open_port(&path).map_err(|e| io::Error::other(e.to_string()))?;
+    let port = tokio_serial::new(&path, 115_200).open_native_async()?;
     drop(slave);
     tokio::spawn(async move {
         let (mut rd, mut wr) = tokio::io::split(master);

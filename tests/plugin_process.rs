@@ -405,4 +405,7 @@ async fn a_killed_plugin_leaves_hv_to_the_boards_watchdog_and_its_will() {
             .await
             .unwrap();
     }
+    // The last plugin is not the test's to leave running (a dropped `Child` keeps running).
+    sigterm(&child);
+    let _ = child.wait();
 }

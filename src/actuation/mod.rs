@@ -21,6 +21,7 @@ mod ops;
 mod outputs;
 pub mod picture;
 pub mod policy;
+mod priority;
 pub mod program;
 pub mod routes;
 mod run;

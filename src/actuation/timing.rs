@@ -40,7 +40,7 @@ pub(super) fn prepare_thread(realtime: bool) -> bool {
 /// normal thread and the board link's reader, below the kernel's own real-time threads); why
 /// not, if the OS refuses.
 pub fn set_fifo() -> Result<(), String> {
-    crate::board::set_fifo_priority(ENGINE_PRIORITY)
+    super::priority::set_fifo_priority(ENGINE_PRIORITY)
 }
 
 /// The engine thread's FIFO priority.
@@ -106,7 +106,7 @@ impl SpinBudget {
             self.spent = Duration::ZERO;
         }
         let demote = self.realtime && self.spent >= Self::SHARE;
-        if demote && crate::board::set_normal_policy().is_err() {
+        if demote && super::priority::set_normal_policy().is_err() {
             // Still real-time: spinning on would be throttled; park instead.
             return sleep_until(inbox, deadline.min(now + Self::SLICE));
         }

@@ -205,7 +205,7 @@ impl DropBot {
     }
 
     /// Open the serial port at `path` ([`open_port`]: exclusive, raw, DTR asserted; read by a
-    /// real-time thread) and [`connect`](Self::connect).
+    /// thread of its own) and [`connect`](Self::connect).
     pub async fn open(
         path: &str,
         tables: &TableSet,

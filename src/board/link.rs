@@ -45,8 +45,6 @@ pub struct LinkOptions {
     /// reply for its ~5 ms transmit-flush timer (`teensy3/usb_serial.c`), so a real packet
     /// may pause that long mid-way: this must be well above it.
     pub idle_flush: Duration,
-    /// Give a port's reader thread a real-time priority, where the OS allows.
-    pub realtime_reader: bool,
 }
 
 impl Default for LinkOptions {
@@ -58,7 +56,6 @@ impl Default for LinkOptions {
             dead_after_timeouts: 3,
             event_capacity: 256,
             idle_flush: Duration::from_millis(30),
-            realtime_reader: true,
         }
     }
 }
@@ -122,21 +119,19 @@ impl Link {
         link
     }
 
-    /// Take over an open serial port: its reader is a thread of its own, at a real-time
-    /// priority where the OS allows (see [`super::port`]). Must be called within a tokio
-    /// runtime.
+    /// Take over an open serial port: its reader is a thread of its own (see [`super::port`]).
+    /// Must be called within a tokio runtime.
     pub fn spawn_port(port: Port, options: LinkOptions) -> Result<Link, LinkError> {
         let path = port.path().to_owned();
         let (writer, reader) = port.split()?;
-        let (idle_flush, realtime) = (options.idle_flush, options.realtime_reader);
+        let idle_flush = options.idle_flush;
         let link = Link::with_writer(Box::new(writer), options);
         let core = link.inner.core.clone();
-        let handle = spawn_reader(core.clone(), reader, idle_flush, realtime).map_err(|e| {
-            LinkError::Open {
+        let handle =
+            spawn_reader(core.clone(), reader, idle_flush).map_err(|e| LinkError::Open {
                 path,
                 reason: format!("starting the port's reader failed: {e}"),
-            }
-        })?;
+            })?;
         *lock(&core.reader) = Some(handle);
         Ok(link)
     }

@@ -2,7 +2,7 @@
 //! time, discovery and a supervisor that reconnects.
 //!
 //! - [`link`] owns the port: one reader, one request in flight, events fanned out; [`port`]
-//!   opens a serial port and reads it on a real-time thread.
+//!   opens a serial port and reads it on a thread of its own.
 //! - [`dropbot`] is the typed API built on the firmware-protocol crate's commands.
 //! - [`clock`] unwraps the board's 32-bit microsecond counter and maps it to host time.
 //! - [`discovery`] lists ports and probes candidates with the handshake; [`selector`] says
@@ -22,7 +22,6 @@ pub mod error;
 pub mod event;
 pub mod link;
 pub mod port;
-mod realtime;
 pub mod selector;
 mod slot;
 pub mod supervisor;
@@ -38,6 +37,5 @@ pub use error::{BoardError, LinkError};
 pub use event::BoardEvent;
 pub use link::{EventSink, Link, LinkOptions, LinkStats, Reply, ResyncProbe};
 pub use port::{open_port, Port};
-pub use realtime::{set_fifo_priority, set_normal_policy};
 pub use supervisor::{BoardStatus, BoardSupervisor, SupervisorHandle, SupervisorOptions};
 pub use transport::CloseReason;

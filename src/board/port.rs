@@ -1,13 +1,16 @@
 //! A serial port (or a pty) opened by path, as the link uses it: written from tokio (write
-//! readiness only) and read by a dedicated thread at a real-time priority.
+//! readiness only) and read by a dedicated thread.
 //!
 //! Why a thread reads: every reply and every sample waits for the reader. As a tokio task it
 //! shares the runtime's workers with everything else (MQTT, telemetry, a simulator in tests):
 //! on a two-core machine, with the engine spinning on one core, a sample's hand-over to the
-//! engine took 15 µs at the median but 102 µs at p99 (`docs/benchmarks.md`). A real-time
-//! thread blocked in `poll(2)` runs as soon as the bytes arrive, before any normal thread.
-//! And since the port is registered with tokio for write readiness only, arriving bytes no
-//! longer wake a runtime worker too.
+//! engine took 15 µs at the median but 102 µs at p99 (`docs/benchmarks.md`). A thread blocked
+//! in `poll(2)` runs when the bytes arrive, with nothing queued before it; and since the port
+//! is registered with tokio for write readiness only, arriving bytes no longer wake a runtime
+//! worker too. The thread keeps the normal priority: at a real-time one (just below the
+//! engine's) the engine's own timing got worse (phase starts issued p99 19-24 µs late instead
+//! of 1-4, the feedback reaction p99 167 µs instead of 110; two A/B runs on two cores), as
+//! the kernel moves a real-time thread that wakes where the engine spins.
 
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -25,10 +28,6 @@ use tokio::io::{AsyncWrite, Interest};
 
 use super::error::LinkError;
 use super::transport::{Core, ReaderDone, ReaderHandle, Reading};
-
-/// The reader thread's FIFO priority: below the actuation engine's (50), which must not be
-/// held up by a board that floods the line, above every normal thread.
-const READER_PRIORITY: u8 = 49;
 
 /// An open serial port: exclusive, 115200 baud (ignored by USB CDC), raw, DTR asserted.
 #[derive(Debug)]
@@ -142,19 +141,11 @@ pub(super) fn spawn_reader(
     core: Arc<Core>,
     fd: OwnedFd,
     idle_flush: Duration,
-    realtime: bool,
 ) -> io::Result<ReaderHandle> {
     let (stop, stopped) = UnixStream::pair()?;
     std::thread::Builder::new()
         .name("board-reader".into())
-        .spawn(move || {
-            if realtime {
-                if let Err(e) = super::set_fifo_priority(READER_PRIORITY) {
-                    tracing::debug!(error = %e, "no real-time priority for the board reader");
-                }
-            }
-            read_thread(core, fd, stopped, idle_flush);
-        })?;
+        .spawn(move || read_thread(core, fd, stopped, idle_flush))?;
     Ok(ReaderHandle::Thread(stop))
 }
 

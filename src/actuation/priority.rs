@@ -1,10 +1,10 @@
-//! Real-time (FIFO) priorities for the threads whose wake-up latency is the product's: the
-//! actuation engine and the board link's reader.
+//! Scheduling policies for the engine's thread: a real-time (FIFO) priority, and back
+//! to the normal policy while it spins past its real-time share.
 
 /// Give the calling thread a real-time FIFO priority (1 to 99); why not, if the OS refuses
 /// (it needs CAP_SYS_NICE or an rtprio limit).
 #[cfg(unix)]
-pub fn set_fifo_priority(priority: u8) -> Result<(), String> {
+pub(super) fn set_fifo_priority(priority: u8) -> Result<(), String> {
     use thread_priority::unix::{
         set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
         ThreadSchedulePolicy,
@@ -21,13 +21,13 @@ pub fn set_fifo_priority(priority: u8) -> Result<(), String> {
 
 /// Give the calling thread a real-time priority: not supported here.
 #[cfg(not(unix))]
-pub fn set_fifo_priority(_priority: u8) -> Result<(), String> {
+pub(super) fn set_fifo_priority(_priority: u8) -> Result<(), String> {
     Err("not supported on this OS".into())
 }
 
 /// Put the calling thread back under the normal (fair) scheduling policy, at its nice value.
 #[cfg(unix)]
-pub fn set_normal_policy() -> Result<(), String> {
+pub(super) fn set_normal_policy() -> Result<(), String> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; `param` is a valid, initialised parameter.
     match unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) } {
@@ -38,6 +38,6 @@ pub fn set_normal_policy() -> Result<(), String> {
 
 /// Put the calling thread back under the normal policy: not supported here.
 #[cfg(not(unix))]
-pub fn set_normal_policy() -> Result<(), String> {
+pub(super) fn set_normal_policy() -> Result<(), String> {
     Err("not supported on this OS".into())
 }

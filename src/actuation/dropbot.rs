@@ -1,7 +1,7 @@
-//! The DropBot behind the engine's board trait. The typed API is async (the link's reader is a
-//! tokio task); the engine's thread drives each call to completion with the runtime's
-//! `Handle::block_on`, so the frame is written from the engine's thread itself, at its
-//! deadline, with no hop through another task.
+//! The DropBot behind the engine's board trait. The typed API is async; the engine's thread
+//! writes its frames with the link's blocking request path and drives the rarer calls to
+//! completion with the runtime's `Handle::block_on`, so a frame is written from the engine's
+//! thread itself, at its deadline, with no hop through another task.
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! Requests from a plain thread: the actuation engine writes its frames from its own thread at
 //! its deadlines. Same slot, same resync and timeout rules as the async path, but no tokio
 //! timer and no task hop: the calling thread writes the packet itself and blocks on the
-//! reply, which the link's reader task hands over through a channel. (A tokio timer taken from
+//! reply, which the link's reader hands over through a channel. (A tokio timer taken from
 //! a real-time thread shares the timer driver's lock with the runtime's workers; on a loaded
 //! machine that lock is how a frame gets late.)
 

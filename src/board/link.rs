@@ -78,7 +78,7 @@ pub struct Reply {
 /// Every DATA reply before that answer is a late one and is discarded.
 pub type ResyncProbe = Arc<dyn Fn(u32) -> (Vec<u8>, Vec<u8>) + Send + Sync>;
 
-/// Called by the reader task with every event, before the broadcast: a path that never
+/// Called by the link's reader with every event, before the broadcast: a path that never
 /// drops (it must not block).
 pub type EventSink = Arc<dyn Fn(&BoardEvent) + Send + Sync>;
 

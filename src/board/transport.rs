@@ -75,7 +75,7 @@ pub struct LinkStats {
     pub bad_headers: u64,
 }
 
-/// Counters, shared with the reader task.
+/// Counters, shared with the reader.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub requests: AtomicU64,
@@ -110,7 +110,7 @@ impl Counters {
     }
 }
 
-/// State shared by the link's handles and its reader task.
+/// State shared by the link's handles and its reader.
 pub(super) struct Core {
     pub slot: Mutex<Slot>,
     /// Signalled when an owed reply was discarded.
@@ -123,7 +123,7 @@ pub(super) struct Core {
     pub clock: Mutex<BoardClock>,
     pub closed: watch::Sender<Option<CloseReason>>,
     pub reader: Mutex<Option<ReaderHandle>>,
-    /// Becomes true once the reader task has ended and dropped its half of the port.
+    /// Becomes true once the reader has ended and dropped its half of the port.
     pub reader_done: watch::Sender<bool>,
 }
 

@@ -99,20 +99,26 @@ fn lateness(
 ) -> Result<([Histogram<u64>; 2], Duration, usize)> {
     let mut h = histogram()?;
     let mut issued = histogram()?;
+    let debug = std::env::var_os("ACT_BENCH_DEBUG").is_some_and(|v| !v.is_empty());
+    let mut before: Option<&dropbot_plugin::actuation::PhaseResult> = None;
     for p in &report.phases {
         issued.saturating_record(micros(p.issued.saturating_duration_since(p.planned_start)));
         let late = p.started.saturating_duration_since(p.planned_start);
-        if late > Duration::from_millis(5)
-            && std::env::var_os("ACT_BENCH_DEBUG").is_some_and(|v| !v.is_empty())
-        {
+        if late > Duration::from_millis(1) && debug {
+            // Where a late phase's time went: the previous frame's reply (the engine waits for
+            // it), or the engine itself after that reply.
+            let since = |a: Instant, b: Instant| b.saturating_duration_since(a);
             eprintln!(
-                "phase {} late {:?} confirmed after {:?}",
+                "phase {}: written {late:?} late (issued {:?} late); previous frame confirmed \
+                 {:?} after its write, this one issued {:?} after that confirmation",
                 p.index,
-                late,
-                p.confirmed.saturating_duration_since(p.started)
+                since(p.planned_start, p.issued),
+                before.map(|b| since(b.started, b.confirmed)),
+                before.map(|b| since(b.confirmed, p.issued)),
             );
         }
         h.saturating_record(micros(late));
+        before = Some(p);
     }
     let first = report.phases.first().ok_or("no phases")?;
     let last = report.phases.last().ok_or("no phases")?;

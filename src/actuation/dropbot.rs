@@ -18,6 +18,9 @@ use firmware_protocol::{Config, State};
 
 /// Keep-alives per clock sync while the failsafe is refreshed (one a second: a sync every 5 s).
 const KEEPALIVES_PER_SYNC: u32 = 5;
+/// Keep-alives without room before the sync goes anyway (the sync also tells a board that
+/// restarted): while a sequence leaves no room, one is forced every two seconds (30 s).
+const KEEPALIVES_PER_FORCED_SYNC: u32 = 15;
 /// A board clock that jumped back by more than this means the board restarted.
 const RESET_TOLERANCE_US: u64 = 500_000;
 /// The watchdog timeout the firmware sets itself at boot, ms (dropbot.py `dropbot.ino`
@@ -195,17 +198,24 @@ impl DmfBoard for DropBotBoard {
         }
     }
 
-    /// One round trip: the watchdog refresh while the failsafe is ours; the clock sync (which
-    /// also tells a board that restarted under an open link) every few keep-alives, or every
-    /// time without a failsafe. A keep-alive between two phases must be short.
-    fn keepalive(&mut self) -> Result<KeepAlive, BoardError> {
+    /// The watchdog refresh while the failsafe is ours; the clock sync (which also tells a
+    /// board that restarted under an open link) every few keep-alives with room, or every time
+    /// without a failsafe; without room (between two phases) at most one round trip, and the
+    /// sync only when it was put off for too long.
+    fn keepalive(&mut self, room: bool) -> Result<KeepAlive, BoardError> {
         self.alive()?;
         self.since_sync += 1;
+        // Without room the sync (a second round trip: ~5 ms on a DropBot, whose USB flush
+        // timer holds each reply) waits for a keep-alive with room, up to a limit.
+        let sync_due = match room {
+            true => self.since_sync >= KEEPALIVES_PER_SYNC,
+            false => self.since_sync >= KEEPALIVES_PER_FORCED_SYNC,
+        };
         if self.failsafe_timeout.is_some() {
             self.bot.watchdog_refresh_blocking()?;
-            if self.since_sync < KEEPALIVES_PER_SYNC {
-                return Ok(KeepAlive::default());
-            }
+        }
+        if !sync_due && (self.failsafe_timeout.is_some() || !room) {
+            return Ok(KeepAlive::default());
         }
         self.since_sync = 0;
         let expected = self.bot.board_time_now();

@@ -513,16 +513,22 @@ impl Engine {
         if self.board.is_none() || now < self.next_keepalive {
             return false;
         }
-        // Like requests, out of a sequence's way; but never so late that the board's
-        // failsafe fires (it is armed for at least three periods).
-        if !self.keepalive_overdue() && !self.fits(super::ops::KEEPALIVE_BUDGET) {
+        // Like requests, out of a sequence's way: with room before its next deadline or, once
+        // overdue, right after a phase starts (that deadline is less than the budget away, so
+        // the wait is short, and the board's failsafe is armed for at least three periods).
+        let room = self.fits(super::ops::KEEPALIVE_BUDGET);
+        let squeezed = !room && self.keepalive_overdue() && self.slot_after_phase;
+        if !room && !squeezed {
             return false;
+        }
+        if squeezed {
+            self.slot_after_phase = false;
         }
         self.next_keepalive = now + self.options.keepalive;
         let Ok(attached) = self.board() else {
             return false;
         };
-        match attached.board.keepalive() {
+        match attached.board.keepalive(room) {
             Ok(k) if k.board_reset => {
                 tracing::warn!("the board restarted: everything it was told is gone");
                 self.picture.hv_output_enabled = false;
@@ -541,9 +547,22 @@ impl Engine {
         true
     }
 
+    /// When the keep-alive next wants the thread: when due; due already but without room (a
+    /// sequence's deadline is near), when it is overdue; overdue, never (it waits for the
+    /// next phase start, which wakes the thread anyway).
+    fn keepalive_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let overdue = self.next_keepalive + self.options.keepalive;
+        match (now >= self.next_keepalive, now >= overdue) {
+            (false, _) => Some(self.next_keepalive),
+            (true, false) => Some(overdue),
+            (true, true) => None,
+        }
+    }
+
     fn sleep(&mut self) {
         let run_deadline = self.run.as_ref().and_then(Run::deadline);
-        let keepalive = self.board.as_ref().map(|_| self.next_keepalive);
+        let keepalive = self.board.as_ref().and_then(|_| self.keepalive_wake());
         if let (Some(t), true) = (
             run_deadline,
             self.run.as_ref().is_some_and(Run::awaits_feedback),

@@ -14,8 +14,8 @@ use super::ActuationError;
 /// trivial call in ~1-7 ms): while a sequence keeps time, a request goes only if the next
 /// deadline is further away than this, or right after a phase starts.
 const REQUEST_BUDGET: Duration = Duration::from_millis(20);
-/// The same for a keep-alive (one trivial call). It never takes the moment after a phase
-/// start: it waits for room, or until it is overdue (still in time for the failsafe).
+/// The same for a keep-alive (one trivial call). Without room it waits until it is overdue,
+/// and then takes the moment right after a phase starts.
 pub(super) const KEEPALIVE_BUDGET: Duration = Duration::from_millis(10);
 
 /// Channels per chunk of a capacitance scan (~5.5 ms each on a DropBot): a halt waits at

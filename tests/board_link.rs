@@ -446,11 +446,9 @@ async fn closing_on_purpose_fails_requests_with_closed() {
 
 #[tokio::test]
 async fn shutdown_returns_once_the_reader_thread_let_the_port_go() {
-    let (master, slave) = SerialStream::pair().expect("pty pair");
-    let path = tokio_serial::SerialPort::name(&slave).expect("pty name");
-    drop(slave);
+    let (master, port) = pty();
+    let path = port.path().to_owned();
     let _board = fake_board(master, Script::plain(true));
-    let port = open_port(&path).expect("open pty by path");
     assert!(open_port(&path).is_err(), "opened exclusively");
     let link = Link::spawn_port(port, options(500)).expect("a link on the port");
     assert_eq!(link.identify(T * 5).await.unwrap(), b"dropbot::fake");

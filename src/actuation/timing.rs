@@ -37,8 +37,7 @@ pub(super) fn prepare_thread(realtime: bool) -> bool {
 }
 
 /// Give the calling thread the engine thread's real-time priority (FIFO, mid-range: above every
-/// normal thread and the board link's reader, below the kernel's own real-time threads); why
-/// not, if the OS refuses.
+/// normal thread, below the kernel's own real-time threads); why not, if the OS refuses.
 pub fn set_fifo() -> Result<(), String> {
     super::priority::set_fifo_priority(ENGINE_PRIORITY)
 }

@@ -226,7 +226,8 @@ impl Link {
 
     /// Counters so far.
     pub fn stats(&self) -> LinkStats {
-        self.inner.core.counters.snapshot()
+        let core = &self.inner.core;
+        core.counters.snapshot(lock(&core.slot).delivered)
     }
 
     /// Why the link closed, if it did.

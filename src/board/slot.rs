@@ -69,6 +69,9 @@ pub(super) struct Slot {
     pub stale: u32,
     /// Without a probe: after this, owed replies are no longer waited for.
     pub stale_until: Option<Instant>,
+    /// Replies handed to their request, counted before the hand-over: a requester that wakes
+    /// on another thread already sees its reply counted.
+    pub delivered: u64,
 }
 
 /// What became of a received reply.
@@ -90,8 +93,7 @@ impl Slot {
         match self.pending.take() {
             Some(p) if p.expect == Expect::Probe(payload.clone()) => {
                 self.forget_stale();
-                p.tx.send(Ok(Arrival { payload, at }));
-                Disposition::Delivered
+                self.deliver(p, Arrival { payload, at })
             }
             Some(p) if matches!(p.expect, Expect::Probe(_)) => {
                 // Anything before the probe's answer belongs to a request given up earlier.
@@ -106,8 +108,7 @@ impl Slot {
             }
             Some(p) if p.expect == Expect::Data => {
                 // The requester may have given up in this instant; its guard handles that.
-                p.tx.send(Ok(Arrival { payload, at }));
-                Disposition::Delivered
+                self.deliver(p, Arrival { payload, at })
             }
             other => {
                 self.pending = other;
@@ -124,15 +125,18 @@ impl Slot {
     /// Route an ID_RESPONSE.
     pub fn on_identity(&mut self, payload: Vec<u8>, at: Instant) -> Disposition {
         match self.pending.take() {
-            Some(p) if p.expect == Expect::Identity => {
-                p.tx.send(Ok(Arrival { payload, at }));
-                Disposition::Delivered
-            }
+            Some(p) if p.expect == Expect::Identity => self.deliver(p, Arrival { payload, at }),
             other => {
                 self.pending = other;
                 Disposition::Unexpected
             }
         }
+    }
+
+    fn deliver(&mut self, pending: Pending, arrival: Arrival) -> Disposition {
+        self.delivered += 1;
+        pending.tx.send(Ok(arrival));
+        Disposition::Delivered
     }
 
     /// Give up on request `id`. Returns false if it is no longer pending (its reply came).
@@ -201,6 +205,7 @@ mod tests {
         let mut rx3 = pending(&mut slot, 3, Expect::Data);
         assert_eq!(slot.on_data(b"new".to_vec(), now), Disposition::Delivered);
         assert_eq!(reply(&mut rx3), Some(b"new".to_vec()));
+        assert_eq!(slot.delivered, 2, "the probe's answer and the new reply");
     }
 
     #[test]

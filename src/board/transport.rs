@@ -79,7 +79,6 @@ pub struct LinkStats {
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub requests: AtomicU64,
-    pub replies: AtomicU64,
     pub timeouts: AtomicU64,
     pub stale_replies: AtomicU64,
     pub unexpected: AtomicU64,
@@ -90,13 +89,13 @@ pub(super) struct Counters {
 }
 
 impl Counters {
-    /// A snapshot as [`LinkStats`].
-    pub fn snapshot(&self) -> LinkStats {
+    /// A snapshot as [`LinkStats`], with the replies the slot delivered.
+    pub fn snapshot(&self, replies: u64) -> LinkStats {
         let d = *lock(&self.decoder);
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         LinkStats {
             requests: get(&self.requests),
-            replies: get(&self.replies),
+            replies,
             timeouts: get(&self.timeouts),
             stale_replies: get(&self.stale_replies),
             unexpected: get(&self.unexpected),
@@ -209,8 +208,9 @@ impl Core {
                 Disposition::Unexpected
             }
         };
+        // Delivered replies are counted by the slot, before the requester wakes.
         let counter = match disposition {
-            Disposition::Delivered => &self.counters.replies,
+            Disposition::Delivered => return,
             Disposition::Stale => &self.counters.stale_replies,
             Disposition::Unexpected => &self.counters.unexpected,
         };
@@ -292,6 +292,9 @@ pub(super) struct Reading {
     core: Arc<Core>,
     decoder: Decoder,
     pub buf: Vec<u8>,
+    /// The packets of one read, dispatched once the decoder's counters are stored: a
+    /// requester woken by its reply (on another thread) sees the bytes before it counted.
+    packets: Vec<Packet>,
 }
 
 impl Reading {
@@ -300,6 +303,7 @@ impl Reading {
             core,
             decoder: Decoder::new(),
             buf: vec![0u8; 4096],
+            packets: Vec::new(),
         }
     }
 
@@ -312,9 +316,17 @@ impl Reading {
 
     /// The line stayed quiet with a candidate open.
     pub fn idle(&mut self) {
-        let core = &self.core;
-        self.decoder.flush(|packet| core.dispatch(packet));
-        *lock(&core.counters.decoder) = self.decoder.stats();
+        let packets = &mut self.packets;
+        self.decoder.flush(|packet| packets.push(packet));
+        self.dispatch();
+    }
+
+    /// Store the decoder's counters, then hand the decoded packets on.
+    fn dispatch(&mut self) {
+        *lock(&self.core.counters.decoder) = self.decoder.stats();
+        for packet in self.packets.drain(..) {
+            self.core.dispatch(packet);
+        }
     }
 
     /// One read's outcome (into `buf`); why the link is gone, if it is.
@@ -324,10 +336,10 @@ impl Reading {
                 "end of file on the port: the board was unplugged or its port closed".to_owned(),
             ),
             Ok(n) => {
-                let core = &self.core;
                 let chunk = self.buf.get(..n).unwrap_or_default();
-                self.decoder.feed(chunk, |packet| core.dispatch(packet));
-                *lock(&core.counters.decoder) = self.decoder.stats();
+                let packets = &mut self.packets;
+                self.decoder.feed(chunk, |packet| packets.push(packet));
+                self.dispatch();
                 None
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => None,

@@ -12,8 +12,11 @@
 //! - sustained electrode updates per second through the coalescing slot, frames that reached
 //!   the board, and the process's resident memory.
 //!
+//! - the machine's own stalls: how long a thread that never sleeps goes without its CPU (the
+//!   floor under any loop's worst case on this machine).
+//!
 //! `cargo bench --bench actuation_loop` (`ACT_BENCH_PHASES`, default 10000; `ACT_BENCH_FEEDBACK`,
-//! default 1000; `ACT_BENCH_FLOOD_S`, default 3).
+//! default 1000; `ACT_BENCH_FLOOD_S`, default 3; `ACT_BENCH_STALL_S`, default 30).
 
 use std::collections::BTreeSet;
 use std::error::Error;
@@ -170,6 +173,63 @@ async fn bare_writes(n: usize, period: Duration) -> Result<Histogram<u64>> {
         .map_err(|_| "the bare writer panicked")??;
     drop(port);
     Ok(h)
+}
+
+/// The machine's own stalls: a thread at the engine's priority (where allowed) that never
+/// sleeps reads the clock back to back for `seconds`, in windows of 900 ms with 100 ms of
+/// sleep between them (the kernel throttles a real-time thread that never sleeps). A gap
+/// between two reads is time the thread did not have its CPU: on a virtual machine, the
+/// hypervisor running something else. No host loop can be on time through such a gap.
+fn stalls(seconds: usize) -> Result<()> {
+    const WINDOW: Duration = Duration::from_millis(900);
+    let steal_before = steal_ticks();
+    let thread = std::thread::spawn(move || -> std::result::Result<_, String> {
+        let rt = dropbot_plugin::actuation::set_fifo().is_ok();
+        let mut gaps = histogram().map_err(|e| e.to_string())?;
+        let mut longest: Vec<u64> = Vec::new();
+        for _ in 0..seconds {
+            let end = Instant::now() + WINDOW;
+            let mut last = Instant::now();
+            while last < end {
+                let now = Instant::now();
+                let gap = micros(now - last);
+                if gap >= 50 {
+                    gaps.saturating_record(gap);
+                }
+                if gap >= 1000 {
+                    longest.push(gap);
+                }
+                last = now;
+            }
+            std::thread::sleep(Duration::from_secs(1) - WINDOW);
+        }
+        Ok((rt, gaps, longest))
+    });
+    let (rt, gaps, longest) = thread.join().map_err(|_| "the stall probe panicked")??;
+    let steal = steal_ticks().zip(steal_before).map(|(a, b)| a - b);
+    println!(
+        "
+the machine's stalls: a thread that never sleeps ({}), {seconds} windows of 900 ms:",
+        if rt {
+            "real-time priority"
+        } else {
+            "normal priority: no real-time allowed"
+        }
+    );
+    println!(
+        "gaps >= 50 µs: {}; >= 1 ms: {} (µs: {longest:?}); longest {} µs; steal time {} ticks",
+        gaps.len(),
+        longest.len(),
+        gaps.max(),
+        steal.map_or("unknown".into(), |t| t.to_string())
+    );
+    Ok(())
+}
+
+/// The time the hypervisor ran something else on this machine's CPUs (`/proc/stat`), ticks.
+fn steal_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines().next()?.split_whitespace().nth(8)?.parse().ok()
 }
 
 /// MicroDrop 2's loop: write, await the acknowledgement, sleep one period.
@@ -330,6 +390,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        stalls(env("ACT_BENCH_STALL_S", 30))?;
         flood(env("ACT_BENCH_FLOOD_S", 3)).await?;
         feedback(env("ACT_BENCH_FEEDBACK", 1000)).await?;
         // Fast: the board answers at once, so this is the engine's own timing. Realistic:

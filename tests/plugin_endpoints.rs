@@ -114,6 +114,13 @@ async fn plugin_retained_state_describes_the_connected_board() {
         "software_version",
         "hardware_version",
         "id",
+        // The firmware's strings, read at connection (MicroDrop's DropBot panel lists them).
+        "base_node_software_version",
+        "package_name",
+        "display_name",
+        "manufacturer",
+        "url",
+        "event_mask",
     ] {
         assert!(
             info.get(key).is_some_and(|v| !v.is_null()),

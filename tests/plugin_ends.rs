@@ -121,6 +121,16 @@ impl Plugin {
         }
         let snap = self.sim.snapshot();
         assert!(snap.hv_enabled && snap.actuated.len() == 2, "{snap:?}");
+        // A health reading of the board with HV on (the monitor reads it every second).
+        let reading = self.state_where("measured-voltage", Value::is_object).await;
+        assert!(reading.is_ok(), "{reading:?}\n{}", self.log());
+    }
+
+    /// No retained reading describes a board that is gone (not guarded by a will: a crash
+    /// leaves the last reading, with its time).
+    async fn no_readings(&self) {
+        let seen = self.state_where("measured-voltage", Value::is_null).await;
+        assert!(seen.is_ok(), "{}: {seen:?}\n{}", self.kind, self.log());
     }
 
     /// Every retained topic that could say something is on says nothing is, and `status`
@@ -201,6 +211,7 @@ async fn sigterm_with_hv_on_ends_with_the_same_state_as_a_crash() {
         let snap = plugin.sim.snapshot();
         assert!(!snap.hv_enabled && snap.actuated.is_empty(), "{snap:?}");
         plugin.nothing_on("offline", &["unknown"]).await;
+        plugin.no_readings().await;
     }
 }
 
@@ -213,6 +224,7 @@ async fn a_lost_or_restarted_board_leaves_no_retained_topic_saying_it_is_on() {
         plugin
             .nothing_on("online", &["disconnected", "searching"])
             .await;
+        plugin.no_readings().await;
         // Unplugged while energised, the board lost power: it comes back halted, and only a
         // user's "HV on" resumes.
         plugin.sim.replug().await.unwrap();

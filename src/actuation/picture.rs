@@ -92,6 +92,8 @@ pub struct Picture {
     pub capacitance_update_interval_ms: Option<u32>,
     /// Chip interlock, once known.
     pub chip_inserted: Option<bool>,
+    /// The board's target capacitance (farads, 0: none) once this engine set one.
+    pub capacitance_target: Option<f32>,
     /// Set while halted; cleared only when a user resumes.
     pub halted: Option<Halt>,
     /// Whether the board's own failsafe (turning HV off when the host goes silent) is armed.

@@ -220,9 +220,7 @@ impl Engine {
         };
         if let Some(target) = phase.until_farads {
             // The board's own target event where it has one; the stream is watched anyway.
-            if let Ok(attached) = self.board() {
-                let _ = attached.board.set_capacitance_target(target as f32);
-            }
+            self.set_capacitance_target(target as f32);
         }
         let end = match phase.until_farads {
             Some(_) => stamp.written + phase.duration,
@@ -265,9 +263,11 @@ impl Engine {
         let Some(c) = self.run.as_mut().and_then(|r| r.current.take()) else {
             return;
         };
-        if c.until.is_some() && reason != EndReason::Reached {
-            if let Ok(attached) = self.board() {
-                let _ = attached.board.set_capacitance_target(0.0);
+        if c.until.is_some() {
+            match reason {
+                // The firmware clears its target when its event fires.
+                EndReason::Reached => self.picture.capacitance_target = Some(0.0),
+                _ => self.set_capacitance_target(0.0),
             }
         }
         let result = PhaseResult {
@@ -287,6 +287,14 @@ impl Engine {
         self.notice(Notice::PhaseEnded(result.clone()));
         if let Some(run) = self.run.as_mut() {
             run.results.push(result);
+        }
+    }
+
+    /// Set the board's target capacitance (0: none); the picture says what the board holds.
+    fn set_capacitance_target(&mut self, farads: f32) {
+        let Ok(attached) = self.board() else { return };
+        if attached.board.set_capacitance_target(farads).is_ok() {
+            self.picture.capacitance_target = Some(farads);
         }
     }
 

@@ -32,7 +32,7 @@ pub use clock::BoardClock;
 pub use discovery::{
     describe_ports, discover, DiscoveryError, PortInfo, PortLister, Probe, Selector, SystemPorts,
 };
-pub use dropbot::{BoardInfo, CallTiming, DropBot};
+pub use dropbot::{BoardInfo, BuildInfo, CallTiming, DropBot};
 pub use error::{BoardError, LinkError};
 pub use event::BoardEvent;
 pub use link::{EventSink, Link, LinkOptions, LinkStats, Reply, ResyncProbe};

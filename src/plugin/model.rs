@@ -48,6 +48,8 @@ pub struct Model {
     pub disabled: BTreeSet<u16>,
     /// Chip interlock, once the board has told us.
     pub chip_inserted: Option<bool>,
+    /// The board's target capacitance once the engine set one (farads, 0: none).
+    pub capacitance_target: Option<f32>,
     /// Set while the board is halted; cleared when the user resumes.
     pub halted: Option<Halt>,
     /// The latest MicroDrop device.
@@ -88,6 +90,7 @@ impl Model {
             capacitance_update_interval_ms: None,
             disabled: BTreeSet::new(),
             chip_inserted: None,
+            capacitance_target: None,
             halted: None,
             device: None,
             active_electrodes: None,
@@ -136,8 +139,11 @@ impl Model {
         self.hv_output_enabled = false;
         // A halt outlives the link: only the user's `hv-output-enabled: true` clears it.
         self.chip_inserted = None;
+        self.capacitance_target = None;
         match self.board().cloned() {
             Some(info) => {
+                // Read at connection; the engine's events and monitor keep it from then on.
+                self.chip_inserted = info.chip_inserted;
                 let state = &info.state_at_connect;
                 let config = &info.config;
                 self.voltage = Some(state.voltage());
@@ -198,6 +204,9 @@ impl Model {
         if p.chip_inserted.is_some() {
             self.chip_inserted = p.chip_inserted;
         }
+        if p.capacitance_target.is_some() {
+            self.capacitance_target = p.capacitance_target;
+        }
     }
 
     /// Remember a voltage and/or frequency as MicroDrop's settings (applied again on every
@@ -240,6 +249,7 @@ impl Model {
         };
         let c = &info.config;
         let s = &info.state_at_connect;
+        let b = &info.build;
         json!({
             "voltage": self.voltage,
             "frequency": self.frequency,
@@ -247,9 +257,14 @@ impl Model {
             "hv_output_selected": s.hv_output_selected(),
             "channel_count": info.channel_count,
             "capacitance_update_interval_ms": self.capacitance_update_interval_ms,
-            "target_capacitance": s.target_capacitance(),
-            "target_count": s.target_count(),
-            "event_mask": s.event_mask(),
+            "target_capacitance": self.capacitance_target.unwrap_or(s.target_capacitance()),
+            // The engine sets one sample when it sets a target.
+            "target_count": match self.capacitance_target {
+                Some(_) => 1.0,
+                None => s.target_count(),
+            },
+            // The plugin sets its own mask when the engine takes the board.
+            "event_mask": super::service::EVENT_MASK,
             "output_current_limit": s.output_current_limit(),
             "chip_load_range_margin": s.chip_load_range_margin(),
             "halt_on_chip_load_saturated": s.halt_on_chip_load_saturated(),
@@ -266,13 +281,14 @@ impl Model {
             "id": c.id(),
             "software_version": info.software_version,
             "hardware_version": info.hardware_version,
-            // The firmware's descriptive properties, as MicroDrop's DropBot panel lists them;
-            // null until the board layer reads them (the handshake names the package).
-            "base_node_software_version": Value::Null,
-            "package_name": info.identity.split("::").next(),
-            "display_name": Value::Null,
-            "manufacturer": Value::Null,
-            "url": Value::Null,
+            // The firmware's descriptive properties, as MicroDrop's DropBot panel lists them,
+            // read at connection (null where the board did not answer; the handshake names
+            // the package).
+            "base_node_software_version": b.base_node_software_version,
+            "package_name": b.package_name.as_deref().or(info.identity.split("::").next()),
+            "display_name": b.display_name,
+            "manufacturer": b.manufacturer,
+            "url": b.url,
             "firmware": info.identity,
             "uuid": info.uuid,
             "port": info.port,
@@ -343,5 +359,60 @@ mod tests {
         assert_eq!(states.get("frequency"), Some(&json!(5000.0)));
         // The editors read `state/channels`: nothing is on without a board.
         assert_eq!(states.get("channels"), Some(&json!([])));
+    }
+
+    fn board_info(chip_inserted: Option<bool>) -> BoardInfo {
+        BoardInfo {
+            identity: "dropbot::1.74.3".into(),
+            firmware_version: "1.74.3".into(),
+            software_version: "1.74.3".into(),
+            hardware_version: "3.1".into(),
+            uuid: "uuid".into(),
+            channel_count: 120,
+            build: crate::board::BuildInfo {
+                manufacturer: Some("Sci-Bots Inc.".into()),
+                ..Default::default()
+            },
+            supply_voltage: Some(7.0),
+            no_power: false,
+            chip_inserted,
+            clock_set_at_ms: None,
+            connect_warnings: Vec::new(),
+            config: Default::default(),
+            state_at_connect: Default::default(),
+            port: None,
+        }
+    }
+
+    #[test]
+    fn a_connection_describes_what_was_read_at_connect_until_the_engine_says_more() {
+        let mut m = Model::new("dropbot");
+        m.on_status(
+            &BoardStatus::Connected(Arc::new(board_info(Some(true)))),
+            Some(1),
+        );
+        let states = m.states();
+        // The interlock read at connection, before any event or monitor tick.
+        assert_eq!(states["chip-inserted"], json!(true));
+        assert_eq!(states["info"]["manufacturer"], json!("Sci-Bots Inc."));
+        assert_eq!(states["info"]["package_name"], json!("dropbot"));
+        assert_eq!(states["info"]["target_capacitance"], json!(0.0));
+        // A feedback phase set a target: info says what the board holds now.
+        m.on_picture(&Picture {
+            connection: Some(1),
+            revision: 1,
+            capacitance_target: Some(2e-12),
+            ..Picture::default()
+        });
+        assert_eq!(m.states()["info"]["target_capacitance"], json!(2e-12_f32));
+        assert_eq!(m.states()["info"]["target_count"], json!(1.0));
+        // A lost board forgets both.
+        m.on_status(
+            &BoardStatus::Disconnected {
+                reason: "unplugged".into(),
+            },
+            None,
+        );
+        assert_eq!(m.states()["chip-inserted"], Value::Null);
     }
 }

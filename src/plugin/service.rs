@@ -21,7 +21,7 @@ use crate::board::{BoardStatus, BoardSupervisor, SupervisorHandle, SupervisorOpt
 use crate::bus::{BusClient, BusMessage, BusOptions, ConnectionState, Farewell, Topic, Will};
 
 /// Gated events the plugin wants: shorts and drops (channel updates are read back instead).
-const EVENT_MASK: u32 = !EVENT_CHANNELS_UPDATED | EVENT_ENABLE;
+pub(super) const EVENT_MASK: u32 = !EVENT_CHANNELS_UPDATED | EVENT_ENABLE;
 
 /// Retained state topics that can say something is energised (HV on, channels actuated, a
 /// sequence running). Each gets a will of its own (the bus layer's guards) saying what a
@@ -180,6 +180,7 @@ pub async fn run(
     // No retained state may say HV is on or channels are actuated once we are gone: the same
     // values as our wills.
     ctx.update(stopped);
+    ctx.telemetry.clear_readings();
     let farewell = [Farewell {
         topic: status_topic,
         value: offline_status(),
@@ -251,6 +252,7 @@ fn on_status(
         }
         _ if was_connected => {
             tracing::warn!(?status, "board lost");
+            ctx.telemetry.clear_readings();
             let _ = ctx.bus.signal(
                 "board-disconnected",
                 &json!({"reason": ctx.model().status()["detail"]}),

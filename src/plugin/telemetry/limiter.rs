@@ -94,6 +94,11 @@ impl Limiters {
             .filter_map(|(topic, l)| l.poll(now).map(|v| (*topic, v)))
             .collect()
     }
+
+    /// Forget every topic, kept values included; the topics that were offered a value.
+    pub fn forget(&mut self) -> Vec<&'static str> {
+        std::mem::take(&mut self.topics).into_keys().collect()
+    }
 }
 
 /// Samples gathered into one message: sent when `max` are in, or `interval` after the first.
@@ -182,6 +187,19 @@ mod tests {
         let later = t0 + Duration::from_millis(100);
         assert_eq!(l.due(), Some(later));
         assert_eq!(l.poll(later), vec![("a", json!(2))]);
+    }
+
+    #[test]
+    fn forgetting_drops_kept_values_and_names_the_topics_used() {
+        let t0 = Instant::now();
+        let mut l = Limiters::new(Duration::from_millis(100));
+        assert!(l.offer("a", t0, json!(1)).is_some());
+        assert!(l.offer("a", t0, json!(2)).is_none());
+        assert!(l.offer("b", t0, json!(1)).is_some());
+        assert_eq!(l.forget(), vec!["a", "b"]);
+        assert_eq!(l.due(), None, "the kept value is gone");
+        assert!(l.forget().is_empty());
+        assert!(l.offer("a", t0, json!(3)).is_some(), "a new start");
     }
 
     #[test]

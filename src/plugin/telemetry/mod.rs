@@ -4,7 +4,8 @@
 //!   microseconds) and host time (ms since the Unix epoch): `capacitance`, `measured-voltage`,
 //!   `currents`, `temperature`, `chip`, `shorts` (the `halted` state comes from the model).
 //!   Each topic is rate-limited ([`ReadingsOptions::retained_interval`], 10 Hz by default);
-//!   the last value published is always the newest.
+//!   the last value published is always the newest. They are null while no board is
+//!   connected (after a loss, and after a clean exit).
 //! - Every capacitance sample on the signal `capacitance-updated`, in batches ([`stream`]).
 //! - Health readings (measured HV, currents, temperature, chip pin) read periodically through
 //!   the engine ([`monitor`]), which takes them only where they delay no sequence phase.
@@ -158,6 +159,16 @@ impl Telemetry {
         let due = lock(&self.limiters).poll(now);
         for (topic, value) in due {
             self.publish_state(topic, &value);
+        }
+    }
+
+    /// The board is gone (lost, or we are leaving): every reading published so far is
+    /// replaced by null, and none kept for later goes out, so that no retained reading (a
+    /// measured 120 V, say) describes a board that is not there.
+    pub fn clear_readings(&self) {
+        let topics = lock(&self.limiters).forget();
+        for topic in topics {
+            self.publish_state(topic, &Value::Null);
         }
     }
 

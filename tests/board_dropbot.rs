@@ -228,6 +228,30 @@ async fn measurements_shorts_halt_and_watchdogs() {
     assert!(!snap.hv_on && snap.actuated.is_empty(), "{snap:?}");
 }
 
+/// As the vendor's host code does on connection: with a feedback capacitor under 300 nF the
+/// chip-load saturation check (which halts for nothing there) is turned off.
+#[tokio::test]
+async fn the_host_turns_the_chip_load_check_off_only_with_a_small_feedback_capacitor() {
+    let (sim, bot) = board().await;
+    assert_eq!(bot.info().config.c16, Some(330e-9));
+    bot.take_for_host(EVENT_ENABLE).await.unwrap();
+    let state = bot.state().await.unwrap();
+    assert_eq!(state.event_mask, Some(EVENT_ENABLE));
+    assert_eq!(state.chip_load_range_margin, Some(0.03), "left as it was");
+    // A board with the sci-bots 150 nF capacitor.
+    let c16 = Config {
+        c16: Some(150e-9),
+        ..Config::default()
+    };
+    bot.update_config(&c16).await.unwrap();
+    bot.disconnect().await;
+    let bot = open(&sim, link_options()).await.unwrap();
+    assert_eq!(bot.info().config.c16, Some(150e-9));
+    bot.take_for_host(EVENT_ENABLE).await.unwrap();
+    let state = bot.state().await.unwrap();
+    assert_eq!(state.chip_load_range_margin, Some(-1.0));
+}
+
 #[tokio::test]
 async fn events_carry_unwrapped_board_time() {
     let (_sim, bot) = board().await;

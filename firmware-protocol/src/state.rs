@@ -236,6 +236,18 @@ impl State {
 }
 
 impl Config {
+    /// The C16 a firmware uses when its stored configuration has none (the message then
+    /// leaves field 61 out, and a decoder would take this crate's default, which is the
+    /// newest build's): 150 nF up to 1.74.1 (sci-bots `config.proto` and `channels.cpp`),
+    /// 330 nF from 1.74.2 on (the Blue-Ocean fork's "0.33 uF capacitor used", first in its
+    /// v1.74.2). A version that does not parse gets the newest builds' value.
+    pub fn firmware_default_c16(version: &str) -> f32 {
+        match crate::table_set::numeric(version) {
+            Some(v) if v < [1, 74, 2] => 150e-9,
+            _ => Config::default().c16(),
+        }
+    }
+
     /// The configuration of a new board, every field present.
     pub fn with_defaults() -> Self {
         let d = Config::default();

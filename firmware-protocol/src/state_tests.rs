@@ -15,6 +15,15 @@ fn defaults_match_the_firmware() {
 }
 
 #[test]
+fn an_absent_c16_is_the_default_of_the_board_s_build() {
+    assert_eq!(Config::firmware_default_c16("1.73.6"), 150e-9);
+    assert_eq!(Config::firmware_default_c16("1.74.1"), 150e-9);
+    assert_eq!(Config::firmware_default_c16("1.74.2"), 330e-9);
+    assert_eq!(Config::firmware_default_c16("1.74.3+4.g856c7fa"), 330e-9);
+    assert_eq!(Config::firmware_default_c16("not a version"), 330e-9);
+}
+
+#[test]
 fn field_numbers_on_the_wire() {
     // voltage = 1 (float, wire type 5): key 0x0D; event_mask = 9 (varint): key 0x48.
     let s = State {

@@ -92,7 +92,7 @@ impl TableSet {
 }
 
 /// The leading `major.minor.patch` numbers of a version (`1.74.3+4.g856c7fa` -> 1, 74, 3).
-fn numeric(version: &str) -> Option<[u64; 3]> {
+pub(crate) fn numeric(version: &str) -> Option<[u64; 3]> {
     let core = version.split(['+', '-']).next()?;
     let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
     let major = parts.next()??;

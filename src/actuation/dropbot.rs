@@ -129,7 +129,7 @@ impl DmfBoard for DropBotBoard {
     }
 
     fn prepare(&mut self) -> Result<(), BoardError> {
-        self.block(self.bot.set_event_mask(self.event_mask))
+        self.block(self.bot.take_for_host(self.event_mask))
             .map(|_| ())
     }
 

@@ -19,6 +19,8 @@ use super::error::BoardError;
 
 mod system;
 
+/// Under this feedback capacitor (farads) the chip-load saturation check false-triggers.
+pub const SMALL_C16_F: f32 = 0.3e-6;
 /// Extra time for a call that switches the HV converter (its enable sequence takes ~200 ms).
 const HV_SWITCH_TIME: Duration = Duration::from_millis(500);
 /// Time per channel of a per-channel capacitance scan (~5.5 ms on the real board).
@@ -258,6 +260,21 @@ impl DropBot {
     pub async fn set_event_mask(&self, mask: u32) -> Result<CallTiming, BoardError> {
         self.update_state(&State {
             event_mask: Some(mask),
+            ..State::default()
+        })
+        .await
+    }
+
+    /// What a host sets when it takes the board, as the vendor's host code does
+    /// (MicroDrop's DropBot plugin on connection): which gated events to send, and, with a
+    /// feedback capacitor under [`SMALL_C16_F`], the chip-load saturation check off (a
+    /// negative margin; the firmware skips the check then, `Node.h` since 1.70), because
+    /// there it halts the board for nothing.
+    pub async fn take_for_host(&self, event_mask: u32) -> Result<CallTiming, BoardError> {
+        let small_c16 = self.info().config.c16() < SMALL_C16_F;
+        self.update_state(&State {
+            event_mask: Some(event_mask),
+            chip_load_range_margin: small_c16.then_some(-1.0),
             ..State::default()
         })
         .await

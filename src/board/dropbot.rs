@@ -257,10 +257,14 @@ impl DropBot {
         let hardware_version = caller.call(&HardwareVersion {}, Kind::Read, t).await?;
         let uuid = format_uuid(&caller.call(&Uuid {}, Kind::Read, t).await?);
         let config = caller.call(&SerializeConfig {}, Kind::Read, t).await?;
-        let config = Config::from_bytes(&config).map_err(|e| BoardError::BadMessage {
+        let mut config = Config::from_bytes(&config).map_err(|e| BoardError::BadMessage {
             command: SerializeConfig::NAME.as_str(),
             detail: e.to_string(),
         })?;
+        // Left out when never stored: the firmware then uses its build's default.
+        config
+            .c16
+            .get_or_insert_with(|| Config::firmware_default_c16(&version));
         let mut warnings = Vec::new();
         let channel_count = caller.channel_count(&config, &mut warnings).await?;
         let build = caller.build_info(&mut warnings).await?;
@@ -279,7 +283,8 @@ impl DropBot {
         if no_power {
             tracing::warn!(
                 measured_v = ?supply_voltage,
-                "the board measures under {NO_POWER_BELOW_V} V: no 12 V power supply, HV will                  not come up"
+                "the board measures under {NO_POWER_BELOW_V} V: no 12 V power supply, HV will \
+                 not come up"
             );
         }
         for warning in &warnings {

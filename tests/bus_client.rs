@@ -137,7 +137,8 @@ async fn state_signal_and_unix_socket() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
+// The fixture's restart blocks its thread: the client keeps running on the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_restores_subscriptions_and_retained_state() -> TestResult {
     let mut broker = Mosquitto::start()?;
     let mut client = connected(broker.bus_options("dropbot")).await?;
@@ -289,7 +290,8 @@ async fn three_megabyte_payloads_pass_and_oversize_is_refused() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
+// The fixture's restart blocks its thread: the client keeps running on the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backoff_keeps_reconnection_attempts_few() -> TestResult {
     let mut broker = Mosquitto::start()?;
     let client = connected(broker.bus_options("dropbot")).await?;

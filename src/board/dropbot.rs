@@ -211,7 +211,15 @@ impl DropBot {
         tables: &TableSet,
         options: LinkOptions,
     ) -> Result<DropBot, BoardError> {
-        let link = Link::spawn_port(open_port(path)?, options)?;
+        // Opening a tty can block (a USB device that stopped answering): not on a worker.
+        let owned = path.to_owned();
+        let port = tokio::task::spawn_blocking(move || open_port(&owned))
+            .await
+            .map_err(|e| LinkError::Open {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })??;
+        let link = Link::spawn_port(port, options)?;
         Self::handshake(link, tables, Some(path.to_owned())).await
     }
 

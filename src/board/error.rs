@@ -35,9 +35,6 @@ pub enum LinkError {
         /// Why, with a hint.
         reason: String,
     },
-    /// Reading or writing failed in a way that did not end the link.
-    #[error("i/o error on the board link: {0}")]
-    Io(String),
     /// This host closed the link on purpose (shutdown, supervisor stop).
     #[error("the link to the board was closed by this program")]
     Closed,

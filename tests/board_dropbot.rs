@@ -400,3 +400,29 @@ async fn a_request_across_the_chip_insertion_stall_is_answered_on_the_same_link(
     );
     assert!(busy, "the firmware did not stall");
 }
+
+/// Board time as the host maps it matches the board's counter: on the realistic simulator a
+/// reply is held 4 to 5 ms for the Teensy's USB flush, which the mapping must not take for
+/// transit time (the middle of such a round trip is ~2.5 ms after the board read its counter).
+#[tokio::test]
+async fn board_time_maps_to_the_board_s_counter_despite_the_held_replies() {
+    let sim = sim::spawn_pty(SimOptions {
+        timing: Timing::Realistic,
+        uuid: Some(UUID),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let bot = open(&sim, LinkOptions::default()).await.unwrap();
+    for _ in 0..8 {
+        bot.sync_time().await.unwrap();
+    }
+    let truth = sim.board_micros();
+    let mapped = bot.board_time_now().expect("synchronised");
+    // Compared as the 32-bit counter the board keeps.
+    let error = i64::from((mapped as u32).wrapping_sub(truth) as i32).unsigned_abs();
+    assert!(
+        error < 1_500,
+        "mapped {mapped} µs, the board's counter {truth} µs: {error} µs apart"
+    );
+}

@@ -2,24 +2,36 @@
 //! minutes) unwrapped into a 64-bit timeline, and mapped to host time by sampling.
 //!
 //! A sample is a `microseconds()` call: the board read its counter somewhere between the host's
-//! send and receive, so the midpoint is the best guess and the round trip bounds the error.
-//! The sample with the shortest round trip among the recent ones anchors the mapping; samples
-//! older than `max_age` are forgotten so the crystals' drift does not accumulate. Pure: no I/O.
+//! send and the moment its reply left. A DropBot holds a short reply for 4 to 5 ms before it
+//! leaves (the Teensy's USB serial sends a partial packet at the fifth 1 ms frame after the
+//! last write: PaulStoffregen/cores `teensy3/usb_serial.c`, `TRANSMIT_FLUSH_TIMEOUT` 5), so in
+//! a round trip at least [`SHORT_REPLY_HOLD`] long the counter was read in its first
+//! `rtt - hold`; a shorter one (a board or simulator that answers at once) had no hold. The
+//! middle of that window is the best guess and half of it bounds the error (the plain
+//! midpoint of a DropBot's round trip is ~2 ms late). The sample with the narrowest window
+//! among the recent ones anchors the mapping; samples older than `max_age` are forgotten so
+//! the crystals' drift does not accumulate. Pure: no I/O.
 
 use std::time::{Duration, Instant};
 
 /// Samples kept for choosing the best round trip.
 const MAX_SAMPLES: usize = 8;
 
+/// The shortest time a DropBot holds a short reply before it leaves; see the module docs.
+pub const SHORT_REPLY_HOLD: Duration = Duration::from_millis(4);
+
 /// One synchronisation sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncSample {
     /// Unwrapped board microseconds.
     pub board_us: u64,
-    /// Host time at the midpoint of the round trip.
+    /// Host time at the middle of the window in which the board read its counter.
     pub host: Instant,
-    /// The round trip; the mapping's error is at most half of it.
+    /// The round trip.
     pub rtt: Duration,
+    /// The window in which the board read its counter (the round trip less the reply's
+    /// hold); the mapping's error is at most half of it.
+    pub window: Duration,
 }
 
 /// The board's timeline; see the module docs.
@@ -29,6 +41,7 @@ pub struct BoardClock {
     last: Option<u64>,
     samples: Vec<SyncSample>,
     max_age: Duration,
+    reply_hold: Duration,
 }
 
 impl Default for BoardClock {
@@ -52,7 +65,14 @@ impl BoardClock {
             last: None,
             samples: Vec::with_capacity(MAX_SAMPLES),
             max_age,
+            reply_hold: SHORT_REPLY_HOLD,
         }
+    }
+
+    /// The same clock for a board that holds short replies for `hold` (zero: answers at once).
+    pub fn with_reply_hold(mut self, hold: Duration) -> Self {
+        self.reply_hold = hold;
+        self
     }
 
     /// Unwrap a counter value read now (or near the latest one): values are taken within
@@ -83,12 +103,18 @@ impl BoardClock {
     /// Returns the unwrapped board time of the sample.
     pub fn add_sample(&mut self, raw: u32, sent: Instant, received: Instant) -> u64 {
         let rtt = received.saturating_duration_since(sent);
-        let host = sent + rtt / 2;
+        let hold = match rtt >= self.reply_hold {
+            true => self.reply_hold,
+            false => Duration::ZERO,
+        };
+        let window = rtt - hold;
+        let host = sent + window / 2;
         let board_us = self.unwrap_at(raw, host);
         let sample = SyncSample {
             board_us,
             host,
             rtt,
+            window,
         };
         let newest = self.samples.iter().map(|s| s.host).max().unwrap_or(host);
         let newest = newest.max(host);
@@ -111,9 +137,9 @@ impl BoardClock {
         board_us
     }
 
-    /// The sample anchoring the mapping: the shortest round trip among the recent ones.
+    /// The sample anchoring the mapping: the narrowest window among the recent ones.
     pub fn best(&self) -> Option<SyncSample> {
-        self.samples.iter().min_by_key(|s| s.rtt).copied()
+        self.samples.iter().min_by_key(|s| s.window).copied()
     }
 
     /// Latest unwrapped counter value seen.
@@ -206,6 +232,28 @@ mod tests {
         assert_eq!(c.board_at(at), Some(1_050_000));
         let host = c.host_at(1_050_000).unwrap();
         assert_eq!(host, at);
+    }
+
+    #[test]
+    fn a_dropbot_s_held_reply_is_not_taken_for_the_middle_of_its_round_trip() {
+        let t0 = Instant::now();
+        let mut c = BoardClock::default();
+        // Board counter = host microseconds since t0. The board read it 300 µs after the
+        // send; its reply left 4.6 ms later (the USB flush) and arrived 100 µs after that.
+        let sent = t0 + Duration::from_millis(10);
+        let read = sent + Duration::from_micros(300);
+        let received = read + Duration::from_micros(4_700);
+        c.add_sample((read - t0).as_micros() as u32, sent, received);
+        let best = c.best().unwrap();
+        assert_eq!(best.window, Duration::from_micros(1_000));
+        let at = t0 + Duration::from_millis(100);
+        let error = c.board_at(at).unwrap().abs_diff(100_000);
+        // The middle of the window: 200 µs off (the round trip's midpoint: 2,200 µs).
+        assert_eq!(error, 200);
+        // A board that answers at once keeps the midpoint.
+        let mut c = BoardClock::default().with_reply_hold(Duration::ZERO);
+        c.add_sample((read - t0).as_micros() as u32, sent, received);
+        assert_eq!(c.board_at(at).unwrap().abs_diff(100_000), 2_200);
     }
 
     #[test]

@@ -223,6 +223,12 @@ impl SimCore {
         self.faults.faults()
     }
 
+    /// The board's `micros()` counter now.
+    pub fn board_micros(&mut self) -> u32 {
+        let now = self.clock.now();
+        self.fw.board_us(now)
+    }
+
     /// The board now.
     pub fn snapshot(&mut self) -> SimSnapshot {
         let now = self.clock.now();

@@ -82,6 +82,12 @@ impl SimHandle {
         self.shared.core().clock.now()
     }
 
+    /// The board's `micros()` counter now (what `microseconds()` would answer), to check a
+    /// host's mapping of board time.
+    pub fn board_micros(&self) -> u32 {
+        self.shared.core().board_micros()
+    }
+
     /// The board now: channels, HV, chip, droplets.
     pub fn snapshot(&self) -> SimSnapshot {
         self.shared.core().snapshot()

@@ -130,7 +130,7 @@ pub struct Ctx {
     /// Device models waiting to be parsed off the main loop.
     pub devices: super::devices::DeviceLoader,
     model: Mutex<Model>,
-    published: Mutex<BTreeMap<&'static str, Value>>,
+    published: Mutex<BTreeMap<&'static str, Arc<Value>>>,
 }
 
 impl Ctx {
@@ -178,7 +178,10 @@ impl Ctx {
             .unwrap_or_else(PoisonError::into_inner);
         drop(model);
         for (property, value) in states {
-            if published.get(property) != Some(&value) {
+            let same = published
+                .get(property)
+                .is_some_and(|p| Arc::ptr_eq(p, &value) || **p == *value);
+            if !same {
                 if let Err(e) = self.bus.publish_state(property, &value) {
                     tracing::warn!(property, error = %e, "could not publish state");
                 }

@@ -51,7 +51,8 @@ pub fn on_active_electrodes(ctx: &Arc<Ctx>, msg: &BusMessage) {
             return ctx.report_error(ACTIVE_ELECTRODES, &error);
         }
     };
-    ctx.update(|m| m.active_electrodes = Some(ids.clone()));
+    // No retained state says it: nothing to publish.
+    ctx.model().active_electrodes = Some(ids.clone());
     if msg.stored {
         tracing::debug!(count = ids.len(), "stored active-electrodes not applied");
         return;

@@ -2,6 +2,7 @@
 //! us (device, active electrodes, voltage and frequency settings). Every retained state topic is
 //! derived from here, in one place ([`Model::states`]).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -73,7 +74,37 @@ pub struct Model {
     picture_revision: u64,
     /// The schema for `limits`, made once per change of limits (every update publishes from
     /// the model, so it is read on every request).
-    schema: (Limits, Value),
+    schema: (Limits, Arc<Value>),
+    /// `info` as last made, and what it was made from: remade only when that changes (it is
+    /// the largest state, and every update compares it with what was published).
+    info: RefCell<Option<(InfoInputs, Arc<Value>)>>,
+}
+
+/// What the `info` state is made from.
+#[derive(Debug, Clone)]
+struct InfoInputs {
+    board: Option<Arc<BoardInfo>>,
+    voltage: Option<f32>,
+    frequency: Option<f32>,
+    hv_output_enabled: bool,
+    capacitance_update_interval_ms: Option<u32>,
+    capacitance_target: Option<f32>,
+}
+
+impl PartialEq for InfoInputs {
+    fn eq(&self, other: &Self) -> bool {
+        let same_board = match (&self.board, &other.board) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same_board
+            && self.voltage == other.voltage
+            && self.frequency == other.frequency
+            && self.hv_output_enabled == other.hv_output_enabled
+            && self.capacitance_update_interval_ms == other.capacitance_update_interval_ms
+            && self.capacitance_target == other.capacitance_target
+    }
 }
 
 impl Model {
@@ -101,7 +132,11 @@ impl Model {
             sequence: SequenceState::Idle,
             connection: None,
             picture_revision: 0,
-            schema: (Limits::default(), schema(name, &Limits::default())),
+            schema: (
+                Limits::default(),
+                Arc::new(schema(name, &Limits::default())),
+            ),
+            info: RefCell::new(None),
         }
     }
 
@@ -157,7 +192,7 @@ impl Model {
                     channel_count: info.channel_count,
                 };
                 if self.schema.0 != self.limits {
-                    self.schema = (self.limits, schema(&self.name, &self.limits));
+                    self.schema = (self.limits, Arc::new(schema(&self.name, &self.limits)));
                 }
             }
             None => {
@@ -171,10 +206,35 @@ impl Model {
 
     /// The JSON schema for the current limits.
     pub fn schema(&self) -> Value {
+        Value::clone(&self.shared_schema())
+    }
+
+    fn shared_schema(&self) -> Arc<Value> {
         if self.schema.0 == self.limits {
             return self.schema.1.clone();
         }
-        schema(&self.name, &self.limits)
+        Arc::new(schema(&self.name, &self.limits))
+    }
+
+    /// [`Model::info`], remade only when what it is made from changed.
+    fn shared_info(&self) -> Arc<Value> {
+        let inputs = InfoInputs {
+            board: self.board().cloned(),
+            voltage: self.voltage,
+            frequency: self.frequency,
+            hv_output_enabled: self.hv_output_enabled,
+            capacitance_update_interval_ms: self.capacitance_update_interval_ms,
+            capacitance_target: self.capacitance_target,
+        };
+        let mut memo = self.info.borrow_mut();
+        match memo.as_ref() {
+            Some((made_from, info)) if *made_from == inputs => info.clone(),
+            _ => {
+                let info = Arc::new(self.info());
+                *memo = Some((inputs, info.clone()));
+                info
+            }
+        }
     }
 
     /// Take the engine's picture of the board (one of another connection, or older than one
@@ -299,17 +359,17 @@ impl Model {
     /// `frequency` are never null (MicroDrop's step loader would write a null into the loaded
     /// step): with no board they say the last setting, and with none known they are left out,
     /// so the broker keeps the last value published.
-    pub fn states(&self) -> BTreeMap<&'static str, Value> {
+    /// `info` and `schema` are shared with the previous call while unchanged (compared by
+    /// pointer first, they cost nothing to compare).
+    pub fn states(&self) -> BTreeMap<&'static str, Arc<Value>> {
         let connected = self.board().is_some();
         let when = |v: Value| if connected { v } else { Value::Null };
         let setting = |board: Option<f32>, setting: Option<f32>| {
             let value = if connected { board } else { setting };
             value.map(|v| json!(v))
         };
-        let mut states = BTreeMap::from([
+        let mut states: BTreeMap<&'static str, Arc<Value>> = [
             ("status", self.status()),
-            ("info", self.info()),
-            ("schema", self.schema()),
             ("actuated-channels", when(json!(self.actuated))),
             // The `channels` property as the editors read it: what is on (nothing without a board).
             ("channels", json!(self.actuated)),
@@ -325,12 +385,17 @@ impl Model {
                 self.halted.as_ref().map_or(Value::Null, |h| json!(h)),
             ),
             ("sequence", json!(self.sequence)),
-        ]);
+        ]
+        .into_iter()
+        .map(|(property, value)| (property, Arc::new(value)))
+        .collect();
+        states.insert("info", self.shared_info());
+        states.insert("schema", self.shared_schema());
         if let Some(v) = setting(self.voltage, self.voltage_setting) {
-            states.insert("voltage", v);
+            states.insert("voltage", Arc::new(v));
         }
         if let Some(f) = setting(self.frequency, self.frequency_setting) {
-            states.insert("frequency", f);
+            states.insert("frequency", Arc::new(f));
         }
         states
     }
@@ -355,10 +420,10 @@ mod tests {
         // No board: the last setting.
         m.remember_settings(Some(120.0), Some(5000.0));
         let states = m.states();
-        assert_eq!(states.get("voltage"), Some(&json!(120.0)));
-        assert_eq!(states.get("frequency"), Some(&json!(5000.0)));
+        assert_eq!(*states["voltage"], json!(120.0));
+        assert_eq!(*states["frequency"], json!(5000.0));
         // The editors read `state/channels`: nothing is on without a board.
-        assert_eq!(states.get("channels"), Some(&json!([])));
+        assert_eq!(*states["channels"], json!([]));
     }
 
     fn board_info(chip_inserted: Option<bool>) -> BoardInfo {
@@ -385,6 +450,29 @@ mod tests {
     }
 
     #[test]
+    fn info_and_schema_are_remade_only_when_what_they_say_changed() {
+        let mut m = Model::new("dropbot");
+        m.on_status(
+            &BoardStatus::Connected(Arc::new(board_info(None))),
+            Some(1),
+        );
+        let (a, b) = (m.states(), m.states());
+        assert!(Arc::ptr_eq(&a["info"], &b["info"]));
+        assert!(Arc::ptr_eq(&a["schema"], &b["schema"]));
+        m.voltage = Some(120.0);
+        let c = m.states();
+        assert!(!Arc::ptr_eq(&b["info"], &c["info"]));
+        assert_eq!(c["info"]["voltage"], json!(120.0));
+        // Another board with the same content is another board.
+        m.on_status(
+            &BoardStatus::Connected(Arc::new(board_info(None))),
+            Some(2),
+        );
+        m.voltage = Some(120.0);
+        assert!(!Arc::ptr_eq(&c["info"], &m.states()["info"]));
+    }
+
+    #[test]
     fn a_connection_describes_what_was_read_at_connect_until_the_engine_says_more() {
         let mut m = Model::new("dropbot");
         m.on_status(
@@ -393,7 +481,7 @@ mod tests {
         );
         let states = m.states();
         // The interlock read at connection, before any event or monitor tick.
-        assert_eq!(states["chip-inserted"], json!(true));
+        assert_eq!(*states["chip-inserted"], json!(true));
         assert_eq!(states["info"]["manufacturer"], json!("Sci-Bots Inc."));
         assert_eq!(states["info"]["package_name"], json!("dropbot"));
         assert_eq!(states["info"]["target_capacitance"], json!(0.0));
@@ -413,6 +501,6 @@ mod tests {
             },
             None,
         );
-        assert_eq!(m.states()["chip-inserted"], Value::Null);
+        assert_eq!(*m.states()["chip-inserted"], Value::Null);
     }
 }

@@ -51,7 +51,9 @@ fn wills(name: &str) -> Result<(Will, Vec<Will>), PluginError> {
         .map(|property| {
             Ok(Will {
                 topic: Topic::state(name, property)?.to_string(),
-                value: states.get(property).cloned().unwrap_or(Value::Null),
+                value: states
+                    .get(property)
+                    .map_or(Value::Null, |v| Value::clone(v)),
             })
         })
         .collect::<Result<Vec<_>, PluginError>>()?;

@@ -144,9 +144,9 @@ async fn plugin_never_actuates_retained_active_electrodes() {
         br#"["electrode030","electrode031"]"#.to_vec(),
     ));
     let mut h = PluginHarness::start(options).await.unwrap();
-    // The retained message reached the plugin before the status did; give it time to act.
-    assert!(h.trigger("ping", json!({})).await.unwrap().is_success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The retained message reached the plugin before the status did; had it been submitted,
+    // the engine would have taken it before this measurement (it keeps arrival order).
+    engine_barrier(&h).await;
     let snap = h.sim.snapshot();
     assert!(
         snap.actuated.is_empty() && !snap.hv_enabled,
@@ -235,8 +235,7 @@ async fn plugin_follows_the_device_model_and_takes_it_live() {
     )
     .await
     .unwrap();
-    assert!(h.trigger("ping", json!({})).await.unwrap().is_success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine_barrier(&h).await;
     let snap = h.sim.snapshot();
     assert!(
         snap.actuated.is_empty() && !snap.hv_enabled,
@@ -383,4 +382,11 @@ async fn disabled_channels_are_not_reported_actuated() {
         .await
         .unwrap();
     assert_eq!(h.sim.snapshot().actuated, vec![2]);
+}
+
+/// Returns once the engine has dealt with everything submitted before: it takes requests in
+/// arrival order, and a measurement is an ordered request.
+async fn engine_barrier(h: &PluginHarness) {
+    let r = h.trigger("measure-voltage", json!({})).await.unwrap();
+    assert!(r.is_success(), "{r:?}");
 }

@@ -160,7 +160,7 @@ async fn plugin_keeps_a_halt_across_a_reconnection() {
     h.set_active_electrodes(&["electrode030"]).await.unwrap();
     let refused = h.put("channels", json!([2])).await.unwrap();
     assert!(!refused.is_success(), "{refused:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    engine_barrier(&h).await;
     let snap = h.sim.snapshot();
     assert!(!snap.hv_enabled && snap.actuated.is_empty(), "{snap:?}");
 
@@ -217,7 +217,7 @@ async fn plugin_halt_refuses_actuation_until_hv_is_put_on() {
         "{text}"
     );
     h.set_active_electrodes(&["electrode030"]).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    engine_barrier(&h).await;
     assert!(
         !h.sim.snapshot().hv_enabled,
         "a click must not re-enable HV after a halt"
@@ -374,4 +374,11 @@ async fn a_chip_insertion_keeps_the_users_disabled_channels_disabled() {
     assert_eq!(h.sim.snapshot().disabled, vec![7, 8, 20]);
     // The plugin still answers after the firmware's stall.
     assert!(h.trigger("ping", json!({})).await.unwrap().is_success());
+}
+
+/// Returns once the engine has dealt with everything submitted before: it takes requests in
+/// arrival order, and a measurement is an ordered request it answers even while halted.
+async fn engine_barrier(h: &PluginHarness) {
+    let r = h.trigger("measure-voltage", json!({})).await.unwrap();
+    assert!(r.is_success(), "{r:?}");
 }

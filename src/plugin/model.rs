@@ -452,10 +452,7 @@ mod tests {
     #[test]
     fn info_and_schema_are_remade_only_when_what_they_say_changed() {
         let mut m = Model::new("dropbot");
-        m.on_status(
-            &BoardStatus::Connected(Arc::new(board_info(None))),
-            Some(1),
-        );
+        m.on_status(&BoardStatus::Connected(Arc::new(board_info(None))), Some(1));
         let (a, b) = (m.states(), m.states());
         assert!(Arc::ptr_eq(&a["info"], &b["info"]));
         assert!(Arc::ptr_eq(&a["schema"], &b["schema"]));
@@ -464,10 +461,7 @@ mod tests {
         assert!(!Arc::ptr_eq(&b["info"], &c["info"]));
         assert_eq!(c["info"]["voltage"], json!(120.0));
         // Another board with the same content is another board.
-        m.on_status(
-            &BoardStatus::Connected(Arc::new(board_info(None))),
-            Some(2),
-        );
+        m.on_status(&BoardStatus::Connected(Arc::new(board_info(None))), Some(2));
         m.voltage = Some(120.0);
         assert!(!Arc::ptr_eq(&c["info"], &m.states()["info"]));
     }

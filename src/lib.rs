@@ -22,4 +22,5 @@ pub mod plot;
 pub mod plugin;
 pub mod runlog;
 pub mod sim;
+mod sync;
 pub mod view;

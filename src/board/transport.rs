@@ -5,7 +5,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use firmware_protocol::{Decoder, DecoderStats, Event, Packet};
@@ -154,11 +154,7 @@ impl Writer {
     }
 }
 
-/// Lock a std mutex, recovering from a poisoned one (its data stays consistent: every
-/// critical section here is panic-free).
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(super) use crate::sync::lock;
 
 impl Core {
     /// Mark the link closed (first reason wins), fail the pending request, stop the reader and

@@ -149,9 +149,7 @@ impl Shared {
 
     /// The book survives a panic elsewhere: its data stays consistent under the lock.
     fn book(&self) -> MutexGuard<'_, Book> {
-        self.book
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.book)
     }
 
     pub(crate) fn is_closed(&self) -> bool {

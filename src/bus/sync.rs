@@ -17,7 +17,7 @@
 //! window counts as stored too: the safe side for anything that would actuate. A marker that never
 //! comes back closes the window after [`SYNC_TIMEOUT`], with a warning.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rumqttc::{QoS, SubscribeFilter};
@@ -60,7 +60,7 @@ pub(crate) struct Syncs {
 
 impl Syncs {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// Whether a message on `topic` is stored state delivered at (re)subscription.

@@ -2,7 +2,7 @@
 //! plus the one function that publishes retained state from the model.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -162,7 +162,7 @@ impl Ctx {
 
     /// The model, locked (never hold it across an await).
     pub fn model(&self) -> MutexGuard<'_, Model> {
-        self.model.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.model)
     }
 
     /// Change the model, then publish every retained state that changed.
@@ -172,10 +172,7 @@ impl Ctx {
         let states = model.states();
         // Taken before the model is let go: updates publish in the order they computed, so
         // an older picture can never be published after a newer one.
-        let mut published = self
-            .published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut published = crate::sync::lock(&self.published);
         drop(model);
         for (property, value) in states {
             let same = published

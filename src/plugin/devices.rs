@@ -11,7 +11,7 @@
 //! device load are mapped with that device, as MicroDrop sends them; board transitions, the
 //! engine's reports, shutdown and the rest of the runtime go on.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -59,7 +59,7 @@ struct Job {
 
 impl DeviceLoader {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// Whether no device waits to be parsed.

@@ -49,11 +49,7 @@ struct ThreadGuard {
 impl Drop for ThreadGuard {
     fn drop(&mut self) {
         let _ = self.tx.send(Message::Stop);
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let thread = crate::sync::lock(&self.thread).take();
         if let Some(t) = thread {
             let _ = t.join();
         }

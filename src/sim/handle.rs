@@ -226,12 +226,7 @@ impl SimHandle {
     /// Stop the board: HV and channels off, the pty closed, the link removed, the trace flushed.
     pub async fn shutdown(self) {
         let _ = self.ctl.send(Control::Shutdown);
-        let task = self
-            .shared
-            .task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let task = crate::sync::lock(&self.shared.task).take();
         if let Some(task) = task {
             let _ = task.await;
         }

@@ -51,7 +51,7 @@ pub(super) struct Shared {
 impl Shared {
     pub fn core(&self) -> MutexGuard<'_, SimCore> {
         // A panic while holding the lock leaves a usable board; keep serving.
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.core)
     }
 }
 
@@ -81,7 +81,7 @@ fn spawn(opts: SimOptions, link: Option<PathBuf>) -> Result<SimHandle, SimError>
         task: Mutex::new(None),
     });
     let task = tokio::spawn(serve(Arc::clone(&shared), master, ctl_rx));
-    *shared.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    *crate::sync::lock(&shared.task) = Some(task);
     Ok(SimHandle::new(shared, ctl_tx))
 }
 

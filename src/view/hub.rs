@@ -68,7 +68,7 @@ impl Hub {
 
     /// The picture stays usable after a panic elsewhere: every change to it is one call.
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// Changes the picture and wakes the pages if anything they show changed.

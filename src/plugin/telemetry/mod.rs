@@ -19,7 +19,7 @@ pub mod stream;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use firmware_protocol::Event;
@@ -107,10 +107,7 @@ pub struct Telemetry {
     pub(crate) monitor_in_flight: AtomicBool,
 }
 
-/// Lock, recovering from a poisoned lock (every critical section here is panic-free).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use crate::sync::lock;
 
 impl Telemetry {
     /// The readings of the plugin on `bus`.

@@ -267,7 +267,7 @@ impl DropBot {
 
     /// What a host sets when it takes the board, as the vendor's host code does
     /// (MicroDrop's DropBot plugin on connection): which gated events to send, and, with a
-    /// feedback capacitor under [`SMALL_C16_F`], the chip-load saturation check off (a
+    /// feedback capacitor under 300 nF (`SMALL_C16_F`), the chip-load saturation check off (a
     /// negative margin; the firmware skips the check then, `Node.h` since 1.70), because
     /// there it halts the board for nothing.
     pub async fn take_for_host(&self, event_mask: u32) -> Result<CallTiming, BoardError> {

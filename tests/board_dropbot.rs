@@ -232,24 +232,26 @@ async fn measurements_shorts_halt_and_watchdogs() {
 /// chip-load saturation check (which halts for nothing there) is turned off.
 #[tokio::test]
 async fn the_host_turns_the_chip_load_check_off_only_with_a_small_feedback_capacitor() {
-    let (sim, bot) = board().await;
-    assert_eq!(bot.info().config.c16, Some(330e-9));
+    // A sci-bots build keeps its 150 nF capacitor.
+    let (_sim, bot) = board().await;
+    assert_eq!(bot.info().config.c16, Some(150e-9));
     bot.take_for_host(EVENT_ENABLE).await.unwrap();
     let state = bot.state().await.unwrap();
     assert_eq!(state.event_mask, Some(EVENT_ENABLE));
-    assert_eq!(state.chip_load_range_margin, Some(0.03), "left as it was");
-    // A board with the sci-bots 150 nF capacitor.
+    assert_eq!(state.chip_load_range_margin, Some(-1.0));
+    // A board fitted with 330 nF (the fork's from 1.74.2) keeps the check.
+    let (sim, bot) = board().await;
     let c16 = Config {
-        c16: Some(150e-9),
+        c16: Some(330e-9),
         ..Config::default()
     };
     bot.update_config(&c16).await.unwrap();
     bot.disconnect().await;
     let bot = open(&sim, link_options()).await.unwrap();
-    assert_eq!(bot.info().config.c16, Some(150e-9));
+    assert_eq!(bot.info().config.c16, Some(330e-9));
     bot.take_for_host(EVENT_ENABLE).await.unwrap();
     let state = bot.state().await.unwrap();
-    assert_eq!(state.chip_load_range_margin, Some(-1.0));
+    assert_eq!(state.chip_load_range_margin, Some(0.03), "left as it was");
 }
 
 #[tokio::test]

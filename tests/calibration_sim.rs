@@ -65,8 +65,11 @@ fn options(data: &Path, feedback_error: bool) -> PluginOptions {
         ..SimOptions::default()
     };
     if feedback_error {
-        // The simulator's configured C16 (its EEPROM's), made larger in the hardware.
-        let configured = f64::from(firmware_protocol::Config::default().c16());
+        // The simulator's configured C16 (its EEPROM's, its build's default), made larger in
+        // the hardware.
+        let configured = f64::from(firmware_protocol::Config::firmware_default_c16(
+            dropbot_plugin::sim::DEFAULT_FIRMWARE_VERSION,
+        ));
         sim.physics = PhysicsParams {
             feedback_capacitor_f: Some(configured * FEEDBACK_ERROR),
             ..PhysicsParams::default()

@@ -124,11 +124,14 @@ fn boot_state() -> State {
     }
 }
 
-/// A board as it leaves the bench: the defaults, with the I2C address set (the vendor's
-/// notebooks set 10; the driver refuses a board with none, `I2cAddressNotSet`).
-pub(super) fn factory_config() -> Config {
+/// A board of firmware `version` as it leaves the bench: the defaults, with the I2C address
+/// set (the vendor's notebooks set 10; the driver refuses a board with none,
+/// `I2cAddressNotSet`) and the build's own C16 (150 nF on sci-bots builds, `channels.h`
+/// "C16: 0.15 uF"; 330 nF from the fork's 1.74.2).
+pub(super) fn factory_config(version: &str) -> Config {
     Config {
         i2c_address: Some(10),
+        c16: Some(Config::firmware_default_c16(version)),
         ..Config::with_defaults()
     }
 }

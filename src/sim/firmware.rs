@@ -105,7 +105,7 @@ impl Firmware {
             table: table_for_id(&opts.firmware_id),
             state: State::default(),
             config: Config::default(),
-            eeprom: factory_config(),
+            eeprom: Config::default(),
             limits: Limits::default(),
             boards,
             opts,
@@ -126,6 +126,7 @@ impl Firmware {
             out: Vec::new(),
             reset: None,
         };
+        fw.eeprom = factory_config(&fw.version());
         fw.boot(now);
         fw.interlock = Interlock::settled(fw.physics.hv().chip());
         fw

@@ -20,6 +20,7 @@ pub mod config;
 pub mod device;
 pub mod plot;
 pub mod plugin;
+mod ratelimit;
 pub mod runlog;
 pub mod sim;
 mod sync;

@@ -137,6 +137,46 @@ async fn state_signal_and_unix_socket() -> TestResult {
     Ok(())
 }
 
+/// A queue full of other messages drops plain messages, never a reply: replies wait, in
+/// order, for room (a flood of other traffic must not cost a waiting asker its answer).
+#[tokio::test]
+async fn replies_wait_for_room_where_other_messages_are_dropped() -> TestResult {
+    let broker = Mosquitto::start()?;
+    let mut options = broker.bus_options("dropbot");
+    options.request_capacity = 4;
+    let client = connected(options).await?;
+    let handle = client.handle();
+    let mut ui = observer(&broker).await?;
+    ui.subscribe("microdrop/dropbot/notify/ui/#").await?;
+
+    // All in one turn of this task: the poll task drains nothing meanwhile.
+    let mut dropped = 0;
+    for i in 0..200 {
+        let noise = handle.signal("noise", &json!(i));
+        dropped += usize::from(matches!(noise, Err(BusError::QueueFull(_))));
+        let status = match i % 2 {
+            0 => ReplyStatus::Success,
+            _ => ReplyStatus::Failed,
+        };
+        handle.notify("ui", "answer", status, json!(i))?;
+    }
+    assert!(
+        dropped > 0,
+        "the queue never filled: the test shows nothing"
+    );
+
+    let mut answers = Vec::new();
+    while answers.len() < 200 {
+        let m = ui
+            .next_message("microdrop/dropbot/notify/ui/answer")
+            .await?;
+        answers.push(m.value()?["response"].clone());
+    }
+    let expected: Vec<Value> = (0..200).map(|i| json!(i)).collect();
+    assert_eq!(answers, expected, "every reply, in order");
+    Ok(())
+}
+
 // The fixture's restart blocks its thread: the client keeps running on the other worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_restores_subscriptions_and_retained_state() -> TestResult {

@@ -76,15 +76,7 @@ impl BusHandle {
         payload: Vec<u8>,
         retain: bool,
     ) -> Result<(), BusError> {
-        check_publish_topic(topic)?;
-        let size = topic.len() + payload.len() + PUBLISH_OVERHEAD;
-        if size > self.shared.max_packet {
-            // rumqttc would drop the whole connection over an oversized packet.
-            return Err(BusError::TooLarge {
-                size,
-                limit: self.shared.max_packet,
-            });
-        }
+        self.checked_size(topic, &payload)?;
         if retain {
             return self.shared.publish_retained(topic, payload);
         }
@@ -94,19 +86,26 @@ impl BusHandle {
             .map_err(|_| self.shared.dropped(topic))
     }
 
+    /// A topic we may publish on, and a packet rumqttc will send: it would drop the whole
+    /// connection over an oversized one.
+    fn checked_size(&self, topic: &str, payload: &[u8]) -> Result<(), BusError> {
+        check_publish_topic(topic)?;
+        let size = topic.len() + payload.len() + PUBLISH_OVERHEAD;
+        match size > self.shared.max_packet {
+            true => Err(BusError::TooLarge {
+                size,
+                limit: self.shared.max_packet,
+            }),
+            false => Ok(()),
+        }
+    }
+
     /// Publishes `value` as a retained message once: unlike [`publish_json`](Self::publish_json)
     /// with `retain`, it is not restored after a reconnection. For state another client owns
     /// (MicroDrop's models), where restoring our old copy later would undo newer news.
     pub fn publish_retained_once(&self, topic: &str, value: &Value) -> Result<(), BusError> {
         let payload = encode(value, &self.shared.header, self.shared.max_payload)?;
-        check_publish_topic(topic)?;
-        let size = topic.len() + payload.len() + PUBLISH_OVERHEAD;
-        if size > self.shared.max_packet {
-            return Err(BusError::TooLarge {
-                size,
-                limit: self.shared.max_packet,
-            });
-        }
+        self.checked_size(topic, &payload)?;
         self.shared
             .client
             .try_publish(topic, QoS::AtMostOnce, true, payload)
@@ -143,6 +142,8 @@ impl BusHandle {
     }
 
     /// Notify reply `{"status", "response"}` to `microdrop/<self>/notify/<receiver>/<topic>`.
+    /// Never dropped for a full queue, unlike other plain messages: its asker waits for it, so
+    /// it waits, in order, for room (bounded; see `Shared::publish_answer`).
     pub fn notify(
         &self,
         receiver: &str,
@@ -150,8 +151,11 @@ impl BusHandle {
         status: ReplyStatus,
         response: Value,
     ) -> Result<(), BusError> {
-        let topic = Topic::notify(self.name(), receiver, topic)?;
-        self.publish_json(&topic.to_string(), &reply_body(status, response), false)
+        let topic = Topic::notify(self.name(), receiver, topic)?.to_string();
+        let body = reply_body(status, response);
+        let payload = encode(&body, &self.shared.header, self.shared.max_payload)?;
+        self.checked_size(&topic, &payload)?;
+        self.shared.publish_answer(&topic, payload)
     }
 
     /// Answers `request` (a put or trigger about `topic`) if it asked for a reply.

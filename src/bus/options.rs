@@ -84,7 +84,7 @@ pub struct BusOptions {
 
 impl BusOptions {
     /// Defaults for plugin `name` on `host:port`: TCP, keep-alive 60 s, MQTT's largest packets,
-    /// 8 MiB payloads, 64 MiB of messages waiting, clean session, no will.
+    /// 8 MiB payloads, 8 MiB of messages waiting, clean session, no will.
     pub fn new(name: impl Into<String>, host: impl Into<String>, port: u16) -> Self {
         BusOptions {
             name: name.into(),
@@ -97,7 +97,7 @@ impl BusOptions {
             max_packet_size: MQTT_MAX_PACKET,
             max_payload: 8 * 1024 * 1024,
             payload_limits: Vec::new(),
-            incoming_bytes: 64 * 1024 * 1024,
+            incoming_bytes: 8 * 1024 * 1024,
             clean_session: true,
             will: None,
             guards: Vec::new(),

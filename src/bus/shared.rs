@@ -25,6 +25,9 @@ const RETRY_FULL: Duration = Duration::from_millis(20);
 /// Our retained payloads remembered per topic until they come back; beyond this the oldest are
 /// taken as lost (a topic we do not subscribe to never sends them back).
 const MAX_ECHOES: usize = 8;
+/// Answers that did not fit the request queue, kept in order until there is room; beyond this
+/// many the newest are dropped (only a broker that takes nothing for long gets here).
+const MAX_UNSENT_ANSWERS: usize = 1024;
 /// A guarded topic is put back at most this often: two plugins started with one name would
 /// otherwise overwrite each other as fast as the broker goes.
 const DEFEND_EVERY: Duration = Duration::from_secs(1);
@@ -62,6 +65,8 @@ struct Book {
     unsent_filters: BTreeSet<String>,
     /// Retained topics whose latest value did not fit the request queue.
     unsent_retained: BTreeSet<String>,
+    /// Answers (topic, payload) that did not fit the request queue, oldest first.
+    unsent_answers: VecDeque<(String, Vec<u8>)>,
     /// Retained payloads we sent and have not seen come back, per topic, oldest first.
     echoes: HashMap<String, VecDeque<Vec<u8>>>,
     /// When each guarded topic was last put back.
@@ -196,6 +201,33 @@ impl Shared {
         Ok(())
     }
 
+    /// Queues a message that must not be lost to a full request queue (an answer to a
+    /// request: its asker waits for it). What does not fit waits, in order and bounded, for
+    /// the resync task, which sends it when there is room, after the retained states queued
+    /// before it.
+    pub(crate) fn publish_answer(&self, topic: &str, payload: Vec<u8>) -> Result<(), BusError> {
+        let mut book = self.book();
+        let waiting = !book.unsent_answers.is_empty() || !book.unsent_retained.is_empty();
+        if !waiting
+            && self
+                .client
+                .try_publish(topic, QoS::AtMostOnce, false, payload.clone())
+                .is_ok()
+        {
+            return Ok(());
+        }
+        if self.is_closed() {
+            return Err(BusError::Closed);
+        }
+        if book.unsent_answers.len() >= MAX_UNSENT_ANSWERS {
+            return Err(self.dropped(topic));
+        }
+        book.unsent_answers.push_back((topic.to_owned(), payload));
+        drop(book);
+        self.kick.notify_one();
+        Ok(())
+    }
+
     /// Whether `payload` on `topic` is a retained message of ours coming back (consumed, with
     /// any older one that did not come back). The same bytes written by someone else after a
     /// write of another value are not: each of our publications comes back once.
@@ -260,7 +292,8 @@ impl Shared {
     /// An incoming message over its topic's limit: counted, remembered and logged.
     pub(crate) fn reject(&self, topic: &str, size: usize, limit: usize) {
         self.counters.oversized.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
+        crate::ratelimit::log_limited!(
+            warn,
             topic,
             size,
             limit,
@@ -295,7 +328,8 @@ impl Shared {
             .get(topic)
             .is_some_and(|t| now.duration_since(*t) < DEFEND_EVERY)
         {
-            tracing::warn!(
+            crate::ratelimit::log_limited!(
+                warn,
                 topic,
                 "another client keeps writing our retained state (a second plugin with our name?)"
             );
@@ -368,10 +402,40 @@ pub(crate) async fn resync_task(shared: std::sync::Arc<Shared>) {
         if all && complete {
             shared.resynced.send_replace(session);
         }
+        while complete {
+            let Some((topic, payload)) = shared.book().unsent_answers.pop_front() else {
+                break;
+            };
+            if !send_when_room(&shared, &topic, &payload).await {
+                shared.book().unsent_answers.push_front((topic, payload));
+                complete = false;
+            }
+        }
         // Requests that came while this pass ran are served by the next one.
-        if shared.syncs.has_waiters() || !shared.book().unsent_filters.is_empty() {
+        let book = shared.book();
+        let more = !book.unsent_filters.is_empty() || (complete && !book.unsent_answers.is_empty());
+        drop(book);
+        if shared.syncs.has_waiters() || more {
             shared.kick.notify_one();
         }
+    }
+}
+
+/// Queues `payload` on `topic` (not retained), waiting for room. False if the connection went
+/// away.
+async fn send_when_room(shared: &Shared, topic: &str, payload: &[u8]) -> bool {
+    loop {
+        if shared
+            .client
+            .try_publish(topic, QoS::AtMostOnce, false, payload.to_vec())
+            .is_ok()
+        {
+            return true;
+        }
+        if !shared.is_connected() || shared.is_closed() {
+            return false;
+        }
+        tokio::time::sleep(RETRY_FULL).await;
     }
 }
 

@@ -167,7 +167,7 @@ impl Default for Limits {
             payload_default: 8 * 1024 * 1024,
             payload: BTreeMap::from([(DEVICE_TOPIC.to_owned(), 8 * 1024 * 1024)]),
             request_payload: 1024 * 1024,
-            incoming_bytes: 64 * 1024 * 1024,
+            incoming_bytes: 8 * 1024 * 1024,
             max_in_flight: 256,
         }
     }

@@ -17,6 +17,7 @@ use crate::actuation::{
 use crate::board::BoardError;
 use crate::bus::{BusHandle, Router};
 use crate::device::DeviceError;
+use crate::ratelimit::{failure_reports, log_limited, TokenBucket};
 
 /// Why a request failed: the `failed` notify's response and the error topic say this.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,14 @@ pub enum RequestError {
         /// The run's report, as the reply's response.
         report: Value,
     },
+}
+
+impl RequestError {
+    /// Whether the request itself was wrong (a value, a device's ids), not its carrying out:
+    /// what a flood of bad input repeats.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, RequestError::Input(_) | RequestError::Device(_))
+    }
 }
 
 impl From<ActuationError> for RequestError {
@@ -131,6 +140,8 @@ pub struct Ctx {
     pub devices: super::devices::DeviceLoader,
     model: Mutex<Model>,
     published: Mutex<BTreeMap<&'static str, Arc<Value>>>,
+    /// Room for reports of failed requests (see [`Ctx::report_error`]).
+    failure_reports: TokenBucket,
 }
 
 impl Ctx {
@@ -157,6 +168,7 @@ impl Ctx {
             exit,
             devices: Default::default(),
             published: Mutex::new(BTreeMap::new()),
+            failure_reports: failure_reports(),
         })
     }
 
@@ -180,7 +192,7 @@ impl Ctx {
                 .is_some_and(|p| Arc::ptr_eq(p, &value) || **p == *value);
             if !same {
                 if let Err(e) = self.bus.publish_state(property, &value) {
-                    tracing::warn!(property, error = %e, "could not publish state");
+                    log_limited!(warn, property, error = %e, "could not publish state");
                 }
                 published.insert(property, value);
             }
@@ -247,12 +259,24 @@ impl Ctx {
         self.update(|m| m.on_picture(picture));
     }
 
-    /// Publish `microdrop/<self>/error/<property>` with a readable message.
+    /// Report a failed request: a warning, and `microdrop/<self>/error/<property>` with a
+    /// readable message while there is room for failure reports (a flood of bad requests must
+    /// fill neither the outgoing queue that the answers to good ones need, nor the log).
     pub fn report_error(&self, property: &str, error: &dyn std::fmt::Display) {
-        tracing::warn!(property, %error, "request failed");
+        self.report_error_if_room(property, error);
+    }
+
+    /// [`Ctx::report_error`]; whether there was room for the report (a failed reply goes out
+    /// only with its report).
+    pub fn report_error_if_room(&self, property: &str, error: &dyn std::fmt::Display) -> bool {
+        log_limited!(warn, property, %error, "request failed");
+        if !self.failure_reports.take() {
+            return false;
+        }
         let value = json!({"error": error.to_string()});
         if let Err(e) = self.bus.publish_error(property, &value) {
-            tracing::warn!(property, error = %e, "could not publish error");
+            log_limited!(warn, property, error = %e, "could not publish error");
         }
+        true
     }
 }

@@ -7,9 +7,10 @@
 //! layer's payload limit) and the electrode count ([`MAX_ELECTRODES`]) and hands the rest to
 //! one worker on tokio's blocking pool: one parse at a time, the newest device wins, and a
 //! parse that a newer device (or a cleared one) overtook is thrown away. Meanwhile the main
-//! loop takes no other bus message (see [`DeviceLoader::idle`]), so electrodes that follow a
-//! device load are mapped with that device, as MicroDrop sends them; board transitions, the
-//! engine's reports, shutdown and the rest of the runtime go on.
+//! loop takes newer devices only: the first other bus message waits for the parse (see
+//! [`DeviceLoader::idle`]), so electrodes that follow a device load are mapped with that
+//! device, as MicroDrop sends them, and a burst of devices costs one parse, not one each;
+//! board transitions, the engine's reports, shutdown and the rest of the runtime go on.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -148,7 +149,9 @@ fn install(ctx: &Arc<Ctx>, generation: u64, device: Arc<Device>, stored: bool) {
         tracing::debug!("a newer device came while this one was parsed");
         return;
     }
-    tracing::info!(
+    // A client can publish device models as fast as they parse.
+    crate::ratelimit::log_limited!(
+        info,
         electrodes = device.len(),
         channels = device.channels().len(),
         "device loaded"

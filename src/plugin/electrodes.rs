@@ -143,7 +143,7 @@ pub fn on_own_state(ctx: &Arc<Ctx>, msg: &BusMessage, property: Property) {
             ctx.update(|m| m.wait_for_board = wait);
             if !msg.stored {
                 if let Err(e) = ctx.bus.publish_state(property.name(), &json!(wait)) {
-                    tracing::warn!(error = %e, "could not publish wait-for-board");
+                    crate::ratelimit::log_limited!(warn, error = %e, "could not publish wait-for-board");
                 }
             }
         }
@@ -238,7 +238,7 @@ pub fn execute(ctx: &Arc<Ctx>) -> Answer {
         // The model takes the board's picture when it comes; failures reach the error topic.
         spawn_wait(ctx, "execute", async move {
             if let Err(e) = hold.await {
-                tracing::warn!(error = %e, "step not applied");
+                crate::ratelimit::log_limited!(warn, error = %e, "step not applied");
             }
         });
         return Answer::Now(Ok(json!({"applied": "pending"})));

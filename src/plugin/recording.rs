@@ -57,7 +57,7 @@ pub fn begin(ctx: &Ctx, kind: &str, request: Value) -> Option<Open> {
     let summary = summary(ctx, kind, request);
     let id = recorder
         .open(kind, summary)
-        .inspect_err(|e| tracing::warn!(error = %e, "run record not opened"))
+        .inspect_err(|e| crate::ratelimit::log_limited!(warn, error = %e, "run record not opened"))
         .ok()?;
     let interval = ctx.model().capacitance_update_interval_ms;
     let mut r = lock(&ctx.telemetry.recordings);

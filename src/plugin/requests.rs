@@ -13,6 +13,7 @@ use super::properties::{self, InputError, Property, PropertyValue};
 use super::routes::{Action, Route};
 use crate::actuation::{Halt, Ordered, Response};
 use crate::bus::{BusMessage, Envelope, ReplyStatus};
+use crate::ratelimit::log_limited;
 
 /// Longest settle time per channel accepted by `detect-shorts`, ms (the firmware takes a u8).
 const MAX_SHORTS_DELAY_MS: u64 = 255;
@@ -38,9 +39,9 @@ pub fn handle(ctx: &Arc<Ctx>, route: Route, msg: BusMessage) {
     let envelope = match read(ctx, name, &msg) {
         Ok(envelope) => envelope,
         Err(error) => {
-            ctx.report_error(name, &error);
             // The payload could not be read, but its sender may still be named in it.
-            if let Some(receiver) = reply_address(&msg.payload) {
+            let room = ctx.report_error_if_room(name, &error);
+            if let Some(receiver) = reply_address(&msg.payload).filter(|_| room) {
                 let response = json!(error.to_string());
                 let _ = ctx
                     .bus
@@ -171,19 +172,18 @@ fn read(ctx: &Ctx, name: &str, msg: &BusMessage) -> Result<Envelope, InputError>
 
 fn reply(ctx: &Ctx, envelope: &Envelope, route: Route, result: Result<Value, RequestError>) {
     let name = route.name();
-    let (status, response) = match result {
-        Ok(response) => (ReplyStatus::Success, response),
-        Err(e) => {
-            ctx.report_error(name, &e);
-            let response = match e {
-                RequestError::SequenceEnded { report, .. } => report,
-                e => json!(e.to_string()),
-            };
-            (ReplyStatus::Failed, response)
-        }
+    let answer = match result {
+        Ok(response) => Some((ReplyStatus::Success, response)),
+        // Bad input is answered while there is room for failure reports: a flood of it is shed
+        // (see `Ctx::report_error`). A valid request that failed is always answered.
+        Err(e) if !ctx.report_error_if_room(name, &e) && e.is_bad_input() => None,
+        Err(RequestError::SequenceEnded { report, .. }) => Some((ReplyStatus::Failed, report)),
+        Err(e) => Some((ReplyStatus::Failed, json!(e.to_string()))),
     };
-    if let Err(e) = ctx.bus.reply(envelope, name, status, response) {
-        tracing::warn!(name, error = %e, "could not send the reply");
+    if let Some((status, response)) = answer {
+        if let Err(e) = ctx.bus.reply(envelope, name, status, response) {
+            log_limited!(warn, name, error = %e, "could not send the reply");
+        }
     }
     if route == Route::Trigger(Action::Exit) {
         // Queued after the reply, so the reply leaves before our goodbye and DISCONNECT.

@@ -113,6 +113,8 @@ pub async fn run(
     let mut connection = bus.connection();
     let mut bus_lost_since: Option<tokio::time::Instant> = None;
     let mut next_connection = 0u64;
+    // A message that waits for a device parse.
+    let mut held: Option<BusMessage> = None;
     on_status(
         &ctx,
         &supervisor,
@@ -130,12 +132,18 @@ pub async fn run(
             // It ends by itself only when it died: nothing watches the board any more.
             () = &mut supervisor_gone => break Err(PluginError::SupervisorGone),
             _ = exit_rx.recv() => break Ok(()),
-            // While a device is parsed, the messages after it wait (see `devices`).
-            msg = client.recv(), if ctx.devices.is_idle() => match msg {
-                Some(msg) => dispatch(&ctx, msg),
+            // While a device is parsed, a newer device replaces the one waiting, and the first
+            // other message waits, with everything after it (see `devices`).
+            msg = client.recv(), if held.is_none() => match msg {
+                Some(msg) if ctx.devices.is_idle() || is_device(&ctx, &msg) => dispatch(&ctx, msg),
+                Some(msg) => held = Some(msg),
                 None => break Ok(()),
             },
-            () = ctx.devices.idle(), if !ctx.devices.is_idle() => {}
+            () = ctx.devices.idle(), if held.is_some() => {
+                if let Some(msg) = held.take() {
+                    dispatch(&ctx, msg);
+                }
+            }
             t = transitions.recv() => match t {
                 Ok(status) => on_status(&ctx, &supervisor, status, &mut next_connection),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -200,6 +208,10 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+fn is_device(ctx: &Ctx, msg: &BusMessage) -> bool {
+    matches!(ctx.router.route(&msg.topic), Some((Route::Device, _)))
 }
 
 fn dispatch(ctx: &Arc<Ctx>, msg: BusMessage) {

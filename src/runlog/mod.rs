@@ -25,6 +25,10 @@ pub enum RunlogError {
     /// The writer thread is gone.
     #[error("the run record writer has stopped")]
     Stopped,
+    /// The writer's queue is full (it writes each summary to disk and syncs it): a record
+    /// opened now would wait for the disk, and so would its asker.
+    #[error("the run record writer is behind (its queue is full); try again")]
+    Behind,
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

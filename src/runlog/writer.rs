@@ -17,6 +17,8 @@ use super::{merge, Counters, RecordFiles, RecordId, Row, RunlogError, SharedCoun
 
 /// Longest time a row waits in the writer's buffers before it is handed to the OS.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often a close looks again for room in a full queue.
+const CLOSE_RETRY: Duration = Duration::from_millis(5);
 
 enum Message {
     Open {
@@ -115,9 +117,13 @@ impl Recorder {
             id: id.clone(),
             summary,
         };
-        if self.tx.send(message).is_err() {
+        // Never waits: it is called from the plugin's main loop.
+        if let Err(e) = self.tx.try_send(message) {
             self.counters.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(RunlogError::Stopped);
+            return Err(match e {
+                TrySendError::Full(_) => RunlogError::Behind,
+                TrySendError::Disconnected(_) => RunlogError::Stopped,
+            });
         }
         Ok(id)
     }
@@ -135,12 +141,20 @@ impl Recorder {
     /// Close record `n`, merging `update` into its summary; the final summary.
     pub async fn close(&self, n: u64, update: Value) -> Result<Value, RunlogError> {
         let (closed, answer) = tokio::sync::oneshot::channel();
-        let message = Message::Close {
+        let mut message = Message::Close {
             n,
             update,
             closed: Some(closed),
         };
-        self.tx.send(message).map_err(|_| RunlogError::Stopped)?;
+        // A record must close: wait for room, without blocking the runtime's thread.
+        loop {
+            match self.tx.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) => message = m,
+                Err(TrySendError::Disconnected(_)) => return Err(RunlogError::Stopped),
+            }
+            tokio::time::sleep(CLOSE_RETRY).await;
+        }
         answer.await.map_err(|_| RunlogError::Stopped)
     }
 }

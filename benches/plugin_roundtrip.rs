@@ -4,6 +4,9 @@
 //!
 //! - bare MQTT request/reply through the same broker (a tiny rumqttc echo client);
 //! - bare pty echo of a board-sized packet;
+//! - the floor of the plugin's design: MQTT in, a hand-over to a thread of its own that makes
+//!   one or two bare pty round trips itself, MQTT out (what the plugin cannot go below: its
+//!   engine owns the board on a thread of its own, and a `put voltage` needs two round trips);
 //! - a JavaScript echo plugin written with `@micropede/client` 0.0.39 (MicroDrop's own library,
 //!   `tests/interop/node/echo_plugin.js`): `put voltage` -> notify, and `active-electrodes` ->
 //!   its `actuated-channels` state, answered without any work;
@@ -26,7 +29,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dropbot_plugin::sim::{SimOptions, Timing};
-use dropbot_testkit::bench::{echo_pty, micros, row};
+use dropbot_testkit::bench::{echo_pty, echo_pty_blocking, micros, row};
 use dropbot_testkit::node::{interop_dir, npm_ci};
 use dropbot_testkit::{
     async_client_name, BrokerKind, PluginHarness, PluginOptions, TestClient,
@@ -69,6 +72,57 @@ async fn mqtt_echo(port: u16) -> Result<()> {
     Ok(())
 }
 
+/// The floor of the plugin's design, from bare parts: a client whose poll task hands each
+/// message on `bench/floor/request/{trips}` to a thread of its own (as the plugin hands a
+/// request to the actuation engine's thread), which makes `trips` round trips through an echo
+/// pty with blocking I/O of its own (no reader thread, no simulator: the least a board call
+/// costs) and publishes the payload back on `bench/floor/reply` (no retained states first).
+async fn floor_echo(port: u16) -> Result<()> {
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("bench-floor", "127.0.0.1", port), 64);
+    // As the plugin's bus does: a reply written from another thread while the broker's last
+    // packet is unacknowledged would wait for its delayed ACK with Nagle on.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    client
+        .subscribe("bench/floor/request/+", QoS::AtMostOnce)
+        .await?;
+    let mut pty = echo_pty_blocking()?;
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, bytes::Bytes)>();
+    let replies = client.clone();
+    std::thread::spawn(move || {
+        let packet = [0x5Au8; PTY_PACKET];
+        let mut back = [0u8; PTY_PACKET];
+        while let Ok((trips, payload)) = rx.recv() {
+            for _ in 0..trips {
+                if std::io::Write::write_all(&mut pty, &packet)
+                    .and_then(|()| std::io::Read::read_exact(&mut pty, &mut back))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = replies.try_publish("bench/floor/reply", QoS::AtMostOnce, false, payload);
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let trips = p.topic.rsplit('/').next().and_then(|t| t.parse().ok());
+                    if let Some(trips) = trips {
+                        let _ = tx.send((trips, p.payload));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    Ok(())
+}
+
 /// The JavaScript echo plugin on `port`, once it says it listens.
 async fn js_echo(port: u16) -> Result<Child> {
     let dir = interop_dir("node");
@@ -97,9 +151,11 @@ async fn js_echo(port: u16) -> Result<Child> {
     Ok(child)
 }
 
-const ROWS: [&str; 7] = [
+const ROWS: [&str; 9] = [
     "bare MQTT request/reply (echo client)",
     "bare pty echo, 35 B",
+    "floor: MQTT -> a thread, 1 pty round trip -> MQTT",
+    "floor: MQTT -> a thread, 2 pty round trips -> MQTT",
     "JS echo plugin: put voltage -> notify",
     "JS echo plugin: active-electrodes -> state",
     "plugin: put voltage -> notify",
@@ -108,11 +164,13 @@ const ROWS: [&str; 7] = [
 ];
 const MQTT: usize = 0;
 const PTY: usize = 1;
-const JS_PUT: usize = 2;
-const JS_EL: usize = 3;
-const PUT: usize = 4;
-const EL: usize = 5;
-const BURST: usize = 6;
+const FLOOR_1: usize = 2;
+const FLOOR_2: usize = 3;
+const JS_PUT: usize = 4;
+const JS_EL: usize = 5;
+const PUT: usize = 6;
+const EL: usize = 7;
+const BURST: usize = 8;
 
 /// One request published from `observer` (after `before` from another client, if any) and
 /// the time until the message on `reply` whose payload contains `expect` comes back (older ones
@@ -152,6 +210,7 @@ fn put(asker: &str, volts: usize) -> Vec<u8> {
 async fn measure(h: &mut PluginHarness, n: usize) -> Result<Vec<Histogram<u64>>> {
     let port = h.broker.port();
     mqtt_echo(port).await?;
+    floor_echo(port).await?;
     let _js = js_echo(port).await?;
     let mut pty = echo_pty()?;
     let mut observer = TestClient::connect("127.0.0.1", port).await?;
@@ -165,6 +224,7 @@ async fn measure(h: &mut PluginHarness, n: usize) -> Result<Vec<Histogram<u64>>>
     let js_model = format!("microdrop/{JS_MODEL}/state/active-electrodes");
     for filter in [
         "bench/echo/reply",
+        "bench/floor/reply",
         &notify,
         &actuated,
         &js_notify,
@@ -194,6 +254,14 @@ async fn measure(h: &mut PluginHarness, n: usize) -> Result<Vec<Histogram<u64>>>
             pty.read_exact(&mut back).await?;
             t.elapsed()
         };
+        for (row, trips) in [(FLOOR_1, 1), (FLOOR_2, 2)] {
+            let request = (
+                format!("bench/floor/request/{trips}"),
+                echo.clone().into_bytes(),
+            );
+            let request = (request.0.as_str(), request.1);
+            t[row] = round_trip(&mut observer, None, request, "bench/floor/reply", &echo).await?;
+        }
         let volts = 100 + (i % 2);
         let answer = format!(r#""response":{volts}"#);
         let request = ("microdrop/put/js-echo/voltage", put(&asker, volts));
@@ -241,9 +309,9 @@ fn report(kind: BrokerKind, rows: &[Histogram<u64>]) {
     }
     let q = |i: usize, q: f64| rows.get(i).map_or(1, |h| h.value_at_quantile(q).max(1));
     let bare = [q(MQTT, 0.5) + q(PTY, 0.5), q(MQTT, 0.99) + q(PTY, 0.99)];
-    for (name, plugin, js) in [
-        ("put voltage", PUT, JS_PUT),
-        ("active-electrodes", EL, JS_EL),
+    for (name, plugin, js, floor) in [
+        ("put voltage", PUT, JS_PUT, FLOOR_2),
+        ("active-electrodes", EL, JS_EL, FLOOR_1),
     ] {
         let Some(p) = rows.get(plugin) else {
             continue;
@@ -258,6 +326,15 @@ fn report(kind: BrokerKind, rows: &[Histogram<u64>]) {
         println!(
             "{kind} {name}: plugin / (bare MQTT + bare pty): p50 {r50:.2}, p99 {r99:.2} (bar 1.5: {verdict})"
         );
+        if let Some(f) = rows.get(floor) {
+            let (r50, r99, met) = within(f, bare, 1.5);
+            let verdict = if met { "met" } else { "MISSED" };
+            println!(
+                "{kind} {name}: floor / (bare MQTT + bare pty): p50 {r50:.2}, p99 {r99:.2} (the floor itself, bar 1.5: {verdict})"
+            );
+            let (r50, r99, _) = within(p, [q(floor, 0.5), q(floor, 0.99)], 1.0);
+            println!("{kind} {name}: plugin / floor: p50 {r50:.2}, p99 {r99:.2}");
+        }
     }
 }
 
@@ -268,6 +345,10 @@ fn main() -> Result<()> {
         .unwrap_or(2000);
     // The plugin (with its simulated board) runs on threads of its own, as a plugin process
     // would; the measuring clients on others. The JavaScript plugin is a process of its own.
+    let workers: usize = std::env::var("PLUGIN_BENCH_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -32,12 +32,35 @@ pub fn row(name: &str, h: &Histogram<u64>) -> String {
 /// A pty whose master echoes every byte back; the returned port end is opened by path, as a
 /// tokio serial stream: the bare cost of a round trip through a pty.
 pub fn echo_pty() -> io::Result<SerialStream> {
+    let (master, slave, path) = echo_master()?;
+    let port = tokio_serial::new(&path, 115_200).open_native_async()?;
+    drop(slave);
+    spawn_echo(master);
+    Ok(port)
+}
+
+/// An [`echo_pty`] whose port end is blocking, for a thread of its own that writes and reads
+/// the port itself (as the actuation engine's thread does).
+pub fn echo_pty_blocking() -> io::Result<Box<dyn SerialPort>> {
+    let (master, slave, path) = echo_master()?;
+    let mut port = tokio_serial::new(&path, 115_200).open()?;
+    drop(slave);
+    port.set_timeout(Duration::from_secs(5))?;
+    spawn_echo(master);
+    Ok(port)
+}
+
+/// A pty's master end, its port end (held until the port is opened by path) and that path.
+fn echo_master() -> io::Result<(SerialStream, SerialStream, String)> {
     let (master, slave) = SerialStream::pair()?;
     let path = slave
         .name()
         .ok_or_else(|| io::Error::other("the pty has no name"))?;
-    let port = tokio_serial::new(&path, 115_200).open_native_async()?;
-    drop(slave);
+    Ok((master, slave, path))
+}
+
+/// Echo every byte the master end reads, on a task of the current runtime.
+fn spawn_echo(master: SerialStream) {
     tokio::spawn(async move {
         let (mut rd, mut wr) = tokio::io::split(master);
         let mut buf = [0u8; 4096];
@@ -51,7 +74,6 @@ pub fn echo_pty() -> io::Result<SerialStream> {
             }
         }
     });
-    Ok(port)
 }
 
 /// One echo of `msg` over an [`echo_pty`] port; `back` must be as long as `msg`.

@@ -345,10 +345,6 @@ fn main() -> Result<()> {
         .unwrap_or(2000);
     // The plugin (with its simulated board) runs on threads of its own, as a plugin process
     // would; the measuring clients on others. The JavaScript plugin is a process of its own.
-    let workers: usize = std::env::var("PLUGIN_BENCH_WORKERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -11,6 +11,11 @@
 //! `broker` embeds an MQTT broker for the demo. The fixtures for tests and benches are the
 //! workspace crate `dropbot-testkit` (a dev-dependency: nothing of it ships in this library).
 
+// Nothing from outside may panic this library: no unwrap, no expect, no indexing that can go
+// out of bounds (tests may; see clippy.toml). Lints of the library only, not of the test and
+// bench targets, whose fixtures panic on purpose.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 pub mod actuation;
 pub mod board;
 pub mod broker;

@@ -115,13 +115,14 @@ impl Decoder {
                 let replay = std::mem::take(&mut self.replay);
                 let used = self.scan(&replay, &mut sink);
                 // A false start inside the replay: its tail goes after the new replay.
-                self.replay.extend_from_slice(&replay[used..]);
+                self.replay
+                    .extend_from_slice(replay.get(used..).unwrap_or_default());
             }
             if input.is_empty() {
                 return;
             }
             let used = self.scan(input, &mut sink);
-            input = &input[used..];
+            input = input.get(used..).unwrap_or_default();
         }
     }
 
@@ -154,10 +155,14 @@ impl Decoder {
     /// On failure `self.replay` holds the candidate's bytes after its first `'|'`.
     fn scan(&mut self, bytes: &[u8], sink: &mut impl FnMut(Packet)) -> usize {
         let mut i = 0;
-        while i < bytes.len() {
-            let byte = bytes[i];
+        while let Some(&byte) = bytes.get(i) {
             match self.step {
-                Step::Seek(0) => match bytes[i..].iter().position(|&b| b == b'|') {
+                Step::Seek(0) => match bytes
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .position(|&b| b == b'|')
+                {
                     Some(at) => {
                         self.stats.discarded_bytes += at as u64;
                         self.candidate.clear();
@@ -235,7 +240,8 @@ impl Decoder {
                 Step::Payload => {
                     let have = self.candidate.len() - HEADER_LEN;
                     let take = (self.len - have).min(bytes.len() - i);
-                    self.candidate.extend_from_slice(&bytes[i..i + take]);
+                    let chunk = bytes.get(i..i + take).unwrap_or_default();
+                    self.candidate.extend_from_slice(chunk);
                     if have + take == self.len {
                         self.step = Step::CrcHi;
                     }
@@ -250,7 +256,10 @@ impl Decoder {
                 Step::CrcLo => {
                     self.candidate.push(byte);
                     self.crc |= u16::from(byte);
-                    let payload = &self.candidate[HEADER_LEN..HEADER_LEN + self.len];
+                    let payload = self
+                        .candidate
+                        .get(HEADER_LEN..HEADER_LEN + self.len)
+                        .unwrap_or_default();
                     if crc16(payload) != self.crc {
                         self.stats.crc_errors += 1;
                         return self.fail(i);

@@ -15,6 +15,11 @@
 //! assert_eq!(packets, vec![Packet::Data { id: 7, payload: b"hi".to_vec() }]);
 //! ```
 
+// Nothing from outside may panic this library: no unwrap, no expect, no indexing that can go
+// out of bounds (tests may; see clippy.toml). Lints of the library only, not of the test and
+// bench targets, whose fixtures panic on purpose.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 pub mod channels;
 pub mod commands;
 pub mod decoder;

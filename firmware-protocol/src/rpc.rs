@@ -78,8 +78,12 @@ impl CallBuilder {
         let mut offset = self.structure.len();
         let mut tail = Vec::new();
         for (slot, count, bytes) in &self.arrays {
-            self.structure[*slot..*slot + 4].copy_from_slice(&count.to_le_bytes());
-            self.structure[*slot + 4..*slot + 8].copy_from_slice(&(offset as u32).to_le_bytes());
+            // Each slot was reserved (8 bytes) by `array`.
+            if let Some(dst) = self.structure.get_mut(*slot..*slot + 8) {
+                let (n, at) = dst.split_at_mut(4);
+                n.copy_from_slice(&count.to_le_bytes());
+                at.copy_from_slice(&(offset as u32).to_le_bytes());
+            }
             offset += bytes.len();
             tail.extend_from_slice(bytes);
         }

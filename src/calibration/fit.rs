@@ -53,17 +53,11 @@ pub fn fit_capacitance(readings: &[AreaReading]) -> Result<CapacitanceFit, Calib
             "a reading of {r:?} is not usable (areas and capacitance must be finite, areas not negative)"
         )));
     }
-    let a = DMatrix::from_fn(readings.len(), 2, |i, j| {
-        let r = &readings[i];
-        if j == 0 {
-            r.liquid_mm2
-        } else {
-            r.filler_mm2
-        }
-    });
+    let rows = readings.iter().flat_map(|r| [r.liquid_mm2, r.filler_mm2]);
+    let a = DMatrix::from_row_iterator(readings.len(), 2, rows);
     let b = DVector::from_iterator(readings.len(), readings.iter().map(|r| r.farads));
     let x = solve(a.clone(), &b, "liquid and filler area")?;
-    let (liquid, filler) = (x[0], x[1]);
+    let [liquid, filler] = two(&x);
     if !(liquid > 0.0 && filler > 0.0) {
         return Err(CalibrationError::Invalid(format!(
             "the fit gives {liquid:e} F/mm² under liquid and {filler:e} F/mm² under filler: \
@@ -121,14 +115,11 @@ pub fn fit_feedback(
         .map(|r| median(r))
         .collect::<Option<_>>()
         .ok_or_else(|| CalibrationError::Invalid("a test capacitor has no readings".into()))?;
-    let a = DMatrix::from_fn(
-        nominal_f.len(),
-        2,
-        |i, j| if j == 0 { nominal_f[i] } else { 1.0 },
-    );
+    let rows = nominal_f.iter().flat_map(|n| [*n, 1.0]);
+    let a = DMatrix::from_row_iterator(nominal_f.len(), 2, rows);
     let b = DVector::from_vec(medians.clone());
     let x = solve(a.clone(), &b, "test capacitor")?;
-    let gain = x[0];
+    let [gain, offset_f] = two(&x);
     if !(gain.is_finite() && gain > 0.1 && gain < 10.0) {
         return Err(CalibrationError::Invalid(format!(
             "the test capacitors read {gain:.3} times their nominal values: expected close to 1 \
@@ -144,13 +135,19 @@ pub fn fit_feedback(
         .collect();
     Ok(FeedbackFit {
         gain,
-        offset_f: x[1],
+        offset_f,
         ratios,
         residuals_f: residuals.iter().copied().collect(),
     })
 }
 
 /// Least-squares solution of a x = b, refused when the columns are (nearly) dependent.
+/// The two unknowns of a two-column fit (NaN where missing, which every check refuses).
+fn two(x: &DVector<f64>) -> [f64; 2] {
+    let at = |i: usize| x.iter().nth(i).copied().unwrap_or(f64::NAN);
+    [at(0), at(1)]
+}
+
 fn solve(a: DMatrix<f64>, b: &DVector<f64>, what: &str) -> Result<DVector<f64>, CalibrationError> {
     // Columns of very different scale (mm² against 1) would look dependent: scale them.
     let scales: Vec<f64> = (0..a.ncols())

@@ -211,7 +211,8 @@ impl Ctx {
             return Ok(());
         }
         let status = self.model().status();
-        let detail = status["detail"].as_str().unwrap_or("searching").to_owned();
+        let detail = status.get("detail").and_then(Value::as_str);
+        let detail = detail.unwrap_or("searching").to_owned();
         Err(RequestError::NoBoard(detail))
     }
 

@@ -49,3 +49,14 @@ pub enum PluginError {
     #[error("the board supervisor stopped unexpectedly")]
     SupervisorGone,
 }
+
+/// Set `key` of the JSON object `value` (a `null` becomes an object; anything else is left as
+/// it is: indexing a non-object `Value` for writing would panic).
+pub(crate) fn set_field(value: &mut serde_json::Value, key: &str, field: serde_json::Value) {
+    if value.is_null() {
+        *value = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let Some(map) = value.as_object_mut() {
+        map.insert(key.to_owned(), field);
+    }
+}

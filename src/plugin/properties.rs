@@ -173,7 +173,7 @@ impl Property {
                 "description": "The step waits until the DropBot has applied its electrodes, voltage and frequency",
             }),
         };
-        schema["per_step"] = json!(self.per_step());
+        super::set_field(&mut schema, "per_step", json!(self.per_step()));
         schema
     }
 

@@ -89,7 +89,7 @@ pub async fn end(ctx: &Ctx, open: Open, update: Value) -> Option<Value> {
 
 async fn close(recorder: Recorder, open: Open, update: Value) -> Option<Value> {
     let mut update = update;
-    update["ended_ms"] = json!(unix_ms(SystemTime::now()));
+    super::set_field(&mut update, "ended_ms", json!(unix_ms(SystemTime::now())));
     recorder
         .close(open.n, update)
         .await

@@ -149,7 +149,7 @@ fn run(
             recording::end(
                 &ctx,
                 r,
-                json!({"outcome": value["outcome"], "report": value}),
+                json!({"outcome": value.get("outcome"), "report": value}),
             )
             .await;
             if let Value::Object(map) = &mut value {

@@ -269,7 +269,7 @@ fn on_status(
             ctx.telemetry.clear_readings();
             let _ = ctx.bus.signal(
                 "board-disconnected",
-                &json!({"reason": ctx.model().status()["detail"]}),
+                &json!({"reason": ctx.model().status().get("detail")}),
             );
         }
         _ => {}

@@ -204,7 +204,7 @@ impl Listener {
                     p.note(&format!("signal {name}"), &text);
                 }
                 Route::Reply => match value() {
-                    Ok(v) if v["status"] == "success" => {}
+                    Ok(v) if v.get("status").is_some_and(|s| s == "success") => {}
                     Ok(v) => p.note(&format!("{name} refused"), &text_of(&v, "response")),
                     Err(e) => p.note(&format!("{name} answer"), &e),
                 },

@@ -119,7 +119,7 @@ pub fn calibrate_capacitance(ctx: &Arc<Ctx>, value: &Value) -> Answer {
         let mut state = lock(&ctx.telemetry.calibration);
         let file = save(&state, |s| s.save_chip(&calibration))?;
         let mut answer = serde_json::to_value(&calibration).unwrap_or(Value::Null);
-        answer["file"] = json!(file);
+        crate::plugin::set_field(&mut answer, "file", json!(file));
         state.chip = Some(calibration);
         publish(&ctx.telemetry, &state);
         Ok(answer)
@@ -176,7 +176,7 @@ pub fn calibrate_feedback(ctx: &Arc<Ctx>, value: &Value) -> Answer {
         }
         let file = save(&state, |s| s.save_feedback(&feedback))?;
         let mut answer = serde_json::to_value(&feedback).unwrap_or(Value::Null);
-        answer["file"] = json!(file);
+        crate::plugin::set_field(&mut answer, "file", json!(file));
         state.feedback = Some(feedback);
         publish(&ctx.telemetry, &state);
         Ok(answer)
@@ -234,7 +234,11 @@ pub fn detect_droplets(ctx: &Arc<Ctx>, value: &Value) -> Answer {
             values.into_iter().map(|(c, f)| (c, f64::from(f))).collect();
         let found = detect(&readings, &device, &specific, threshold);
         let mut answer = serde_json::to_value(&found).unwrap_or(Value::Null);
-        answer["host_time_ms"] = json!(unix_ms(SystemTime::now()));
+        crate::plugin::set_field(
+            &mut answer,
+            "host_time_ms",
+            json!(unix_ms(SystemTime::now())),
+        );
         ctx.telemetry.retained("droplets", answer.clone());
         lock(&ctx.telemetry.calibration).droplets = Some(found);
         Ok(answer)

@@ -16,6 +16,7 @@
 //! - [`model`]: the model every retained state is derived from.
 //! - [`service`]: the main loop and the safe shutdown.
 
+mod actions;
 pub mod calibration;
 pub mod context;
 pub mod devices;

@@ -8,15 +8,13 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::actions;
 use super::context::{Ctx, RequestError};
 use super::properties::{self, InputError, Property, PropertyValue};
 use super::routes::{Action, Route};
-use crate::actuation::{Halt, Ordered, Response};
+use crate::actuation::{Ordered, Response};
 use crate::bus::{BusMessage, Envelope, ReplyStatus};
 use crate::ratelimit::log_limited;
-
-/// Longest settle time per channel accepted by `detect-shorts`, ms (the firmware takes a u8).
-const MAX_SHORTS_DELAY_MS: u64 = 255;
 
 /// A request's answer: now, or once the board has it.
 pub enum Answer {
@@ -238,7 +236,7 @@ fn put(ctx: &Arc<Ctx>, property: Property, value: &Value) -> Answer {
 }
 
 /// Voltage and/or frequency: remembered as MicroDrop's settings, then applied.
-fn waveform(
+pub(super) fn waveform(
     ctx: &Arc<Ctx>,
     voltage: Option<f32>,
     frequency: Option<f32>,
@@ -250,7 +248,7 @@ fn waveform(
 }
 
 /// Wait for the engine's answer, then answer with `value` (of the model after it).
-fn board_answer(
+pub(super) fn board_answer(
     ctx: &Arc<Ctx>,
     pending: Result<crate::actuation::Pending, RequestError>,
     value: impl FnOnce(&Ctx, Response) -> Value + Send + 'static,
@@ -278,165 +276,22 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
         // The main loop is told after the reply is queued (see `reply`).
         Action::Exit => now(json!("exiting: HV and channels off")),
         Action::ConnectDropbot => Answer::Now(ctx.board().map(|()| ctx.model().status())),
-        // Bare numbers, as the 2018 plugin answered and MicroDrop's DropBot panel shows them;
-        // the retained `capacitance` and `measured-voltage` states carry unit and times.
-        Action::MeasureCapacitance => {
-            let pending = ctx.submit(Ordered::Capacitance);
-            board_answer(ctx, pending, |ctx, r| match r {
-                Response::Capacitance(reading) => {
-                    super::telemetry::publish_capacitance(
-                        ctx,
-                        reading.farads,
-                        reading.stamp.board_us,
-                    );
-                    json!(reading.farads)
-                }
-                _ => Value::Null,
-            })
-        }
-        Action::MeasureVoltage => {
-            let pending = ctx.submit(Ordered::MeasuredVoltage);
-            board_answer(ctx, pending, |ctx, r| match r {
-                Response::Voltage(v) => {
-                    let volts = f64::from(v);
-                    super::telemetry::publish_measured_voltage(ctx, volts);
-                    json!(volts)
-                }
-                _ => Value::Null,
-            })
-        }
-        Action::PutVoltageFrequency => {
-            let limits = ctx.model().limits;
-            let field = |key: &str| {
-                value.get(key).ok_or_else(|| {
-                    InputError::new(
-                        "put-voltage-frequency",
-                        format!("missing `{key}`"),
-                        "{\"voltage\": V, \"frequency\": Hz}",
-                    )
-                })
-            };
-            let parsed = field("voltage")
-                .and_then(|v| properties::voltage(v, &limits))
-                .and_then(|v| Ok((v, properties::frequency(field("frequency")?, &limits)?)));
-            match parsed {
-                Ok((v, f)) => waveform(
-                    ctx,
-                    Some(v),
-                    Some(f),
-                    |m| json!({"voltage": m.voltage, "frequency": m.frequency}),
-                ),
-                Err(e) => Answer::Now(Err(e.into())),
-            }
-        }
-        Action::DetectShorts => {
-            let allowed = format!("{{\"delay_ms\": 0 to {MAX_SHORTS_DELAY_MS}}} or nothing");
-            if let Err(e) = options("detect-shorts", value, &["delay_ms"], &allowed) {
-                return Answer::Now(Err(e.into()));
-            }
-            let delay = match value.get("delay_ms") {
-                None => 5,
-                Some(d) => match d.as_u64().filter(|d| *d <= MAX_SHORTS_DELAY_MS) {
-                    Some(d) => d as u8,
-                    None => {
-                        let e = InputError::new(
-                            "detect-shorts",
-                            format!("delay_ms {d} is not usable"),
-                            &allowed,
-                        );
-                        return Answer::Now(Err(e.into()));
-                    }
-                },
-            };
-            let pending = ctx.submit(Ordered::DetectShorts { delay_ms: delay });
-            board_answer(ctx, pending, |ctx, r| {
-                let shorts = match r {
-                    Response::Shorts(shorts, _) => shorts,
-                    _ => Vec::new(),
-                };
-                let _ = ctx
-                    .bus
-                    .signal("shorts-detected", &json!({"channels": shorts}));
-                super::telemetry::publish_shorts(ctx, &shorts);
-                json!(shorts)
-            })
-        }
-        Action::Halt => {
-            let halt = Halt::new("requested", json!("halt trigger"));
-            let pending = ctx.board().map(|()| ctx.actuator.halt(halt));
-            board_answer(ctx, pending, |_, _| {
-                json!("halted: HV off, all channels off")
-            })
-        }
-        Action::AllOff => {
-            let pending = ctx.board().map(|()| ctx.actuator.all_off());
-            board_answer(ctx, pending, |ctx, _| {
-                let m = ctx.model();
-                json!({"channels": m.actuated, "hv_output_enabled": m.hv_output_enabled})
-            })
-        }
-        Action::ScanCapacitances => {
-            let allowed = "{\"channels\": [channel, ...]} or nothing (every channel)";
-            if let Err(e) = options("scan-capacitances", value, &["channels"], allowed) {
-                return Answer::Now(Err(e.into()));
-            }
-            let limits = ctx.model().limits;
-            let channels: Vec<u16> = match value.get("channels") {
-                Some(list) => match properties::channels("scan-capacitances", list, &limits) {
-                    Ok(set) => set.into_iter().collect(),
-                    Err(e) => return Answer::Now(Err(e.into())),
-                },
-                None => (0..limits.channel_count).collect(),
-            };
-            let pending = ctx.submit(Ordered::Scan(channels));
-            board_answer(ctx, pending, |_, r| match r {
-                Response::Scan(values) => Value::Object(
-                    values
-                        .into_iter()
-                        .map(|(c, f)| (c.to_string(), json!(f)))
-                        .collect(),
-                ),
-                _ => Value::Null,
-            })
-        }
+        Action::MeasureCapacitance => actions::measure_capacitance(ctx),
+        Action::MeasureVoltage => actions::measure_voltage(ctx),
+        Action::PutVoltageFrequency => actions::put_voltage_frequency(ctx, value),
+        Action::DetectShorts => actions::detect_shorts(ctx, value),
+        Action::Halt => actions::halt(ctx),
+        Action::AllOff => actions::all_off(ctx),
+        Action::ScanCapacitances => actions::scan_capacitances(ctx, value),
         Action::Execute => super::electrodes::execute(ctx),
         Action::RunSequence => super::runs::run_sequence(ctx, value),
         Action::RunRoutes => super::runs::run_routes(ctx, value),
         Action::Stop => super::runs::stop(ctx),
         Action::Pause => super::runs::pause(ctx),
         Action::Resume => super::runs::resume(ctx),
-        Action::CalibrateCapacitance => {
-            let allowed = "{\"sets\": [[electrode ids], ...], \"repeats\": n, \"settle_ms\": ms} (each optional) or nothing";
-            if let Err(e) = options(
-                "calibrate-capacitance",
-                value,
-                &["sets", "repeats", "settle_ms"],
-                allowed,
-            ) {
-                return Answer::Now(Err(e.into()));
-            }
-            super::calibration::triggers::calibrate_capacitance(ctx, value)
-        }
-        Action::CalibrateFeedback => {
-            let allowed = "{\"repeats\": n} or nothing";
-            if let Err(e) = options("calibrate-feedback", value, &["repeats"], allowed) {
-                return Answer::Now(Err(e.into()));
-            }
-            super::calibration::triggers::calibrate_feedback(ctx, value)
-        }
-        Action::DetectDroplets => {
-            let allowed =
-                "{\"channels\": [channel numbers], \"threshold\": fraction} (each optional) or nothing";
-            if let Err(e) = options(
-                "detect-droplets",
-                value,
-                &["channels", "threshold"],
-                allowed,
-            ) {
-                return Answer::Now(Err(e.into()));
-            }
-            super::calibration::triggers::detect_droplets(ctx, value)
-        }
+        Action::CalibrateCapacitance => actions::calibrate_capacitance(ctx, value),
+        Action::CalibrateFeedback => actions::calibrate_feedback(ctx, value),
+        Action::DetectDroplets => actions::detect_droplets(ctx, value),
         Action::MeasureForce => super::calibration::triggers::measure_force(ctx),
         Action::StartRecording => super::recording::start(ctx, value),
         Action::StopRecording => super::recording::stop(ctx),
@@ -446,7 +301,12 @@ fn trigger(ctx: &Arc<Ctx>, action: Action, value: &Value) -> Answer {
 /// The value of a trigger that takes options: nothing, or an object of only `keys`. Anything
 /// else is refused rather than taken for "no options": these triggers keep the board busy for
 /// seconds.
-fn options(action: &str, value: &Value, keys: &[&str], allowed: &str) -> Result<(), InputError> {
+pub(super) fn options(
+    action: &str,
+    value: &Value,
+    keys: &[&str],
+    allowed: &str,
+) -> Result<(), InputError> {
     match value {
         Value::Null => Ok(()),
         Value::Object(map) => match map.keys().find(|k| !keys.contains(&k.as_str())) {

@@ -344,10 +344,11 @@ fn main() -> Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
     // The plugin (with its simulated board) runs on threads of its own, as a plugin process
-    // would; the measuring clients on others. The JavaScript plugin is a process of its own.
-    let runtime = || {
+    // would (one runtime worker, as `main` builds it); the measuring clients on others. The
+    // JavaScript plugin is a process of its own.
+    let runtime = |w: usize| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(w)
             .enable_all()
             .build()
     };
@@ -356,7 +357,7 @@ fn main() -> Result<()> {
         _ => Timing::Fast,
     };
     println!("simulated board timing: {timing:?}");
-    let (plugin_side, client_side) = (runtime()?, runtime()?);
+    let (plugin_side, client_side) = (runtime(1)?, runtime(2)?);
     for kind in BrokerKind::ALL {
         // By default the simulated board answers at once (fast timing): the rows compare what
         // the host costs with the bare pty echo; the real board's own ~5-10 ms are not the

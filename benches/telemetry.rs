@@ -125,6 +125,8 @@ async fn one_rate(mosquitto: &Mosquitto, rate: u32, seconds: u64) -> Result<Stri
     let stop = board.stopper();
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
+    // As the plugin does when a board connects: its readings may go from now on.
+    telemetry.board_attached();
     actuator.attach(Box::new(board), 1);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Release);

@@ -7,6 +7,15 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let args = cli::Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(cli::run(args))
+    // One runtime worker, and everything spawned on it: the bus, the main loop, the supervisor
+    // and a simulated board hand over to each other on one thread instead of waking the other
+    // CPU. The work that must not wait for them has a thread of its own (the actuation engine,
+    // the port's reader, the run record writer, the embedded broker) or goes to the blocking
+    // pool (device models, opening ports). Two workers cost a request up to 10 % at the
+    // median, and a step load's burst three times as much (`docs/benchmarks.md`).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async { tokio::spawn(cli::run(args)).await? })
 }

@@ -50,6 +50,8 @@ impl Plugin {
         let child = Command::new(BINARY)
             .args(["run", "--broker", &broker_addr, "--port"])
             .arg(&link)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -161,6 +163,22 @@ impl Plugin {
         assert!(status.is_ok(), "status: {status:?}\n{}", self.log());
     }
 
+    /// A run record started by hand, and the retained state that says so.
+    async fn start_recording(&self) {
+        let label = json!({"label": "ends"});
+        let reply = self.client.trigger("dropbot", "start-recording", &label);
+        let reply = reply.await.unwrap();
+        assert!(reply.is_success(), "{reply:?}\n{}", self.log());
+        self.recording(true).await;
+    }
+
+    async fn recording(&self, on: bool) {
+        let seen = self
+            .state_where("recording", |v| v["recording"] == on)
+            .await;
+        assert!(seen.is_ok(), "{}: {seen:?}\n{}", self.kind, self.log());
+    }
+
     async fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -203,6 +221,7 @@ async fn sigterm_with_hv_on_ends_with_the_same_state_as_a_crash() {
     for kind in BrokerKind::ALL {
         let mut plugin = Plugin::start(kind).await;
         plugin.energise().await;
+        plugin.start_recording().await;
         let pid = i32::try_from(plugin.child.id()).unwrap();
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -212,6 +231,8 @@ async fn sigterm_with_hv_on_ends_with_the_same_state_as_a_crash() {
         assert!(!snap.hv_enabled && snap.actuated.is_empty(), "{snap:?}");
         plugin.nothing_on("offline", &["unknown"]).await;
         plugin.no_readings().await;
+        // The record ended with the process.
+        plugin.recording(false).await;
     }
 }
 
@@ -220,11 +241,14 @@ async fn a_lost_or_restarted_board_leaves_no_retained_topic_saying_it_is_on() {
     for kind in BrokerKind::ALL {
         let mut plugin = Plugin::start(kind).await;
         plugin.energise().await;
+        plugin.start_recording().await;
         plugin.sim.unplug().await;
         plugin
             .nothing_on("online", &["disconnected", "searching"])
             .await;
         plugin.no_readings().await;
+        // The board's readings are gone, the record (started by hand) goes on.
+        plugin.recording(true).await;
         // Unplugged while energised, the board lost power: it comes back halted, and only a
         // user's "HV on" resumes.
         plugin.sim.replug().await.unwrap();

@@ -46,6 +46,8 @@ async fn a_1khz_stream_arrives_whole_in_batches_and_the_retained_state_keeps_its
     let sent = board.counter();
     let stop = board.stopper();
     let started = Instant::now();
+    // As the plugin does when a board connects: its readings may go from now on.
+    telemetry.board_attached();
     actuator.attach(Box::new(board), 1);
 
     // Collect while it streams, then stop it and collect what is still on its way.

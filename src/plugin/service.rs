@@ -190,7 +190,7 @@ pub async fn run(
     // No retained state may say HV is on or channels are actuated once we are gone: the same
     // values as our wills.
     ctx.update(stopped);
-    ctx.telemetry.clear_readings();
+    ctx.telemetry.leaving();
     let farewell = [Farewell {
         topic: status_topic,
         value: offline_status(),
@@ -260,6 +260,7 @@ fn on_status(
         (Some(board), Some(id)) => {
             tracing::info!(uuid = %board.info().uuid, firmware = %board.info().identity, "board connected");
             let _ = ctx.bus.signal("board-connected", &ctx.model().status());
+            ctx.telemetry.board_attached();
             let driver = DropBotBoard::new(board, tokio::runtime::Handle::current(), EVENT_MASK);
             ctx.actuator.attach(Box::new(driver), id);
             reapply_settings(ctx);

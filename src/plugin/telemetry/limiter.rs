@@ -57,11 +57,25 @@ impl Limiter {
     }
 }
 
-/// One [`Limiter`] per retained topic.
+/// The retained readings that describe the connected board: null while there is none, and
+/// never published from a board that is gone. (`recording`, also published here, describes
+/// the run record and outlives a board.)
+pub const BOARD_READINGS: [&str; 7] = [
+    "capacitance",
+    "measured-voltage",
+    "currents",
+    "temperature",
+    "chip",
+    "shorts",
+    "droplets",
+];
+
+/// One [`Limiter`] per retained topic, and whether board readings may go.
 #[derive(Debug, Clone)]
 pub struct Limiters {
     interval: Duration,
     topics: BTreeMap<&'static str, Limiter>,
+    board: bool,
 }
 
 impl Limiters {
@@ -70,11 +84,17 @@ impl Limiters {
         Limiters {
             interval,
             topics: BTreeMap::new(),
+            board: false,
         }
     }
 
-    /// `value` for `topic` at `now`: returned if it may go now.
+    /// `value` for `topic` at `now`: returned if it may go now. A board reading offered while
+    /// no board is attached is dropped: a sample still queued when its board was lost must
+    /// not replace the null that says there is no board.
     pub fn offer(&mut self, topic: &'static str, now: Instant, value: Value) -> Option<Value> {
+        if !self.board && BOARD_READINGS.contains(&topic) {
+            return None;
+        }
         let interval = self.interval;
         self.topics
             .entry(topic)
@@ -95,9 +115,27 @@ impl Limiters {
             .collect()
     }
 
-    /// Forget every topic, kept values included; the topics that were offered a value.
-    pub fn forget(&mut self) -> Vec<&'static str> {
-        std::mem::take(&mut self.topics).into_keys().collect()
+    /// Forget `topic`, a kept value included; whether it had been offered a value.
+    pub fn forget(&mut self, topic: &str) -> bool {
+        self.topics.remove(topic).is_some()
+    }
+
+    /// A board is attached: its readings may go.
+    pub fn board_attached(&mut self) {
+        self.board = true;
+    }
+
+    /// The board is gone: forget its readings, kept values included, and drop any offered
+    /// until the next board is attached; the reading topics that were offered a value.
+    pub fn board_gone(&mut self) -> Vec<&'static str> {
+        self.board = false;
+        let gone: Vec<_> = (self.topics.keys().copied())
+            .filter(|t| BOARD_READINGS.contains(t))
+            .collect();
+        for topic in &gone {
+            self.topics.remove(topic);
+        }
+        gone
     }
 }
 
@@ -190,16 +228,37 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_drops_kept_values_and_names_the_topics_used() {
+    fn a_lost_board_takes_its_readings_and_only_them() {
         let t0 = Instant::now();
         let mut l = Limiters::new(Duration::from_millis(100));
-        assert!(l.offer("a", t0, json!(1)).is_some());
-        assert!(l.offer("a", t0, json!(2)).is_none());
-        assert!(l.offer("b", t0, json!(1)).is_some());
-        assert_eq!(l.forget(), vec!["a", "b"]);
-        assert_eq!(l.due(), None, "the kept value is gone");
-        assert!(l.forget().is_empty());
-        assert!(l.offer("a", t0, json!(3)).is_some(), "a new start");
+        assert_eq!(l.offer("capacitance", t0, json!(1)), None, "no board yet");
+        assert_eq!(l.due(), None, "and nothing kept for later");
+        l.board_attached();
+        assert!(l.offer("capacitance", t0, json!(1)).is_some());
+        assert!(l.offer("capacitance", t0, json!(2)).is_none(), "kept");
+        assert!(l.offer("chip", t0, json!(1)).is_some());
+        assert!(l.offer("recording", t0, json!(true)).is_some());
+        assert!(l.offer("recording", t0, json!(false)).is_none(), "kept");
+        assert_eq!(l.board_gone(), vec!["capacitance", "chip"]);
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(
+            l.poll(later),
+            vec![("recording", json!(false))],
+            "the kept reading is gone, the record's state is not"
+        );
+        assert_eq!(
+            l.offer("capacitance", later, json!(3)),
+            None,
+            "a late sample"
+        );
+        assert_eq!(l.due(), None);
+        assert!(l.board_gone().is_empty());
+        assert!(l.forget("recording") && !l.forget("recording"));
+        l.board_attached();
+        assert!(
+            l.offer("capacitance", later, json!(4)).is_some(),
+            "a new board"
+        );
     }
 
     #[test]

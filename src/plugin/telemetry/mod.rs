@@ -159,13 +159,28 @@ impl Telemetry {
         }
     }
 
+    /// A board is attached: its readings may go from now on.
+    pub fn board_attached(&self) {
+        lock(&self.limiters).board_attached();
+    }
+
     /// The board is gone (lost, or we are leaving): every reading published so far is
-    /// replaced by null, and none kept for later goes out, so that no retained reading (a
-    /// measured 120 V, say) describes a board that is not there.
+    /// replaced by null, and none kept for later or still on its way (a queued sample) goes
+    /// out until the next board, so that no retained reading (a measured 120 V, say)
+    /// describes a board that is not there. The run record's `recording` state stays.
     pub fn clear_readings(&self) {
-        let topics = lock(&self.limiters).forget();
+        let topics = lock(&self.limiters).board_gone();
         for topic in topics {
             self.publish_state(topic, &Value::Null);
+        }
+    }
+
+    /// We are leaving: the readings go null as when the board is lost, and a record started
+    /// by hand, if one was ever published, reads as stopped (it ends with this process).
+    pub fn leaving(&self) {
+        self.clear_readings();
+        if lock(&self.limiters).forget("recording") {
+            self.publish_state("recording", &json!({"recording": false}));
         }
     }
 

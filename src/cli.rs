@@ -8,10 +8,10 @@ mod demo;
 mod plot;
 mod run;
 mod settings;
+mod simulate;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use dropbot_plugin::sim::{self, SimulateArgs};
 
 /// MicroDrop 3 process plugin for the DropBot digital-microfluidics control board.
 #[derive(Debug, Parser)]
@@ -41,7 +41,7 @@ enum Command {
     /// All on this machine: an embedded broker on MicroDrop's ports, a simulated board, the plugin.
     Demo(demo::DemoArgs),
     /// A simulated DropBot on a pseudo-terminal, linked at a fixed path.
-    Simulate(SimulateArgs),
+    Simulate(simulate::SimulateArgs),
     /// List USB serial ports (DropBots show as 16c0:0483).
     Ports(board::PortsArgs),
     /// Bring-up report of a board: identity, table, readings, timing (turns nothing on unless
@@ -91,7 +91,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             match command {
                 Command::Run(_) => Ok(()),
                 Command::Demo(args) => demo::demo(args).await,
-                Command::Simulate(args) => Ok(sim::run_simulate(args).await?),
+                Command::Simulate(args) => Ok(simulate::run_simulate(args).await?),
                 Command::Ports(args) => board::ports(args).await,
                 Command::Check(args) => board::check(args).await,
                 Command::Config(args) => config::config(args),

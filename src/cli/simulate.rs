@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-
-use super::control::{self, Scheduled};
-use super::options::{Faults, SimOptions, Timing};
-use super::{spawn_at_link, SimError};
-use crate::device::Device;
+use dropbot_plugin::device::Device;
+use dropbot_plugin::sim::control::{self, Scheduled};
+use dropbot_plugin::sim::{spawn_at_link, Faults, SimError, SimOptions, Timing};
+use tokio::signal::unix::{signal, SignalKind};
 
 /// Options of `simulate`.
 #[derive(Debug, Clone, Args)]
@@ -131,7 +130,6 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
     let opts = args.options()?;
     let link = args.link_path();
     // Before the link exists: whoever sees the link may signal us at once.
-    use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let sim = spawn_at_link(opts, &link).await?;

@@ -16,11 +16,11 @@
 //!   of what the board did;
 //! - [`pty`] + `server` + [`handle`]: the I/O task serving a pty master, and [`SimHandle`] to
 //!   control it (unplug, replug, reboot, chip, droplets, virtual time);
-//! - [`cli`]: the `simulate` subcommand; [`control`]: its live fault commands (stdin, `--at`).
+//! - [`control`]: live fault commands (stdin, `--at`) of the `simulate` subcommand (whose
+//!   command line is the binary's, `src/cli/simulate.rs`).
 
 pub mod basenode;
 mod boot;
-pub mod cli;
 pub mod clock;
 mod commands;
 pub mod control;
@@ -50,7 +50,6 @@ mod physics_tests;
 
 use std::path::PathBuf;
 
-pub use cli::{run_simulate, SimulateArgs};
 pub use clock::SimClock;
 pub use firmware::{Firmware, FirmwareOptions};
 pub use handle::{ElectrodeRef, SimHandle};

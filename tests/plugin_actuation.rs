@@ -390,3 +390,44 @@ async fn engine_barrier(h: &PluginHarness) {
     let r = h.trigger("measure-voltage", json!({})).await.unwrap();
     assert!(r.is_success(), "{r:?}");
 }
+
+/// An update that changes nothing gets no answer, so the plugin acknowledges it at the TCP
+/// level at once (an empty packet on its ack topic) rather than after the bus's grace: a
+/// broker with Nagle's algorithm on (mosquitto's default) holds its next message, the step
+/// loader's next put say, until that acknowledgement. Here the grace is an hour, so only the
+/// plugin's word that it is done can send the packet in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_changes_nothing_is_acknowledged_at_once() {
+    let mut h = PluginHarness::start(PluginOptions {
+        bus: |bus| bus.ack_grace = Duration::from_secs(3600),
+        ..PluginOptions::default()
+    })
+    .await
+    .unwrap();
+    let ack_topic = "microdrop-bus-sync/dropbot/ack";
+    let mut acks = dropbot_testkit::TestClient::connect(h.broker.host(), h.broker.port())
+        .await
+        .unwrap();
+    acks.set_timeout(Duration::from_secs(20));
+    acks.subscribe(ack_topic).await.unwrap();
+    let id = "electrode031";
+    h.set_active_electrodes(&[id]).await.unwrap();
+    let want: Vec<u64> = channels_of(&[id]).iter().map(|&c| u64::from(c)).collect();
+    h.state_where("actuated-channels", |v| *v == json!(want))
+        .await
+        .unwrap();
+    // The echoes of the states just published are acknowledged as they come back; a request
+    // answered after them means they are in, and what is left on the ack topic is theirs.
+    let ping = h.trigger("ping", Value::Null).await.unwrap();
+    assert!(ping.is_success(), "{ping:?}");
+    acks.collect_for(ack_topic, Duration::from_millis(500))
+        .await
+        .unwrap();
+
+    h.set_active_electrodes(&[id]).await.unwrap();
+    let ack = acks.next_message(ack_topic).await;
+    assert!(
+        ack.is_ok(),
+        "no acknowledgement of an update that changed nothing: {ack:?}"
+    );
+}

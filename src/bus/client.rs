@@ -306,7 +306,12 @@ async fn poll_task(
         let event = eventloop.poll().await;
         match &event {
             Ok(Event::Incoming(_)) => shared.acks.received(),
-            Ok(Event::Outgoing(_)) => shared.acks.sent(),
+            Ok(Event::Outgoing(out)) => {
+                shared.acks.sent();
+                if matches!(out, Outgoing::Publish(_)) {
+                    shared.acks.written();
+                }
+            }
             Err(_) => {}
         }
         match event {

@@ -4,7 +4,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::QoS;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
@@ -81,8 +80,7 @@ impl BusHandle {
             return self.shared.publish_retained(topic, payload);
         }
         self.shared
-            .client
-            .try_publish(topic, QoS::AtMostOnce, false, payload)
+            .try_publish(topic, false, payload)
             .map_err(|_| self.shared.dropped(topic))
     }
 
@@ -107,8 +105,7 @@ impl BusHandle {
         let payload = encode(value, &self.shared.header, self.shared.max_payload)?;
         self.checked_size(topic, &payload)?;
         self.shared
-            .client
-            .try_publish(topic, QoS::AtMostOnce, true, payload)
+            .try_publish(topic, true, payload)
             .map_err(|_| self.shared.dropped(topic))
     }
 
@@ -243,6 +240,13 @@ impl BusHandle {
     /// Watch the connection state (see [`ConnectionState`]).
     pub fn connection(&self) -> watch::Receiver<ConnectionState> {
         self.shared.state.clone()
+    }
+
+    /// Everything received so far has been handled and nothing is in flight: if the broker's
+    /// last packet is still unanswered at the TCP level, acknowledge it now instead of after
+    /// the grace (see `bus/ack.rs`: the broker may hold its next packet until then).
+    pub fn settled(&self) {
+        self.shared.acks.settled();
     }
 
     /// A snapshot of the counters.

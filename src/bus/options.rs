@@ -80,6 +80,10 @@ pub struct BusOptions {
     pub request_capacity: usize,
     /// Capacity of the incoming-message channel (the poll task waits when it is full).
     pub incoming_capacity: usize,
+    /// How long a packet from the broker may stay unanswered before an empty packet
+    /// acknowledges it (see the bus layer's `ack` module; the plugin's own answers, and its
+    /// word that nothing will answer, go sooner).
+    pub ack_grace: Duration,
 }
 
 impl BusOptions {
@@ -103,6 +107,7 @@ impl BusOptions {
             guards: Vec::new(),
             request_capacity: 256,
             incoming_capacity: 1024,
+            ack_grace: super::ack::ACK_GRACE,
         }
     }
 
@@ -232,6 +237,7 @@ impl std::fmt::Debug for BusOptions {
             .field("guards", &self.guards)
             .field("request_capacity", &self.request_capacity)
             .field("incoming_capacity", &self.incoming_capacity)
+            .field("ack_grace", &self.ack_grace)
             .finish()
     }
 }

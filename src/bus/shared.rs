@@ -125,6 +125,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Queues a QoS 0 message, counted for the acknowledgements (see [`Acks::on_its_way`]).
+    pub(crate) fn try_publish(
+        &self,
+        topic: impl Into<String>,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), rumqttc::ClientError> {
+        self.client
+            .try_publish(topic, QoS::AtMostOnce, retain, payload)?;
+        self.acks.queued();
+        Ok(())
+    }
+
     pub(crate) fn new(
         client: AsyncClient,
         options: &BusOptions,
@@ -148,7 +161,7 @@ impl Shared {
             resynced: watch::Sender::new(0),
             book: Mutex::new(Book::default()),
             syncs: Syncs::default(),
-            acks: Acks::default(),
+            acks: Acks::new(options.ack_grace),
         }
     }
 
@@ -183,11 +196,7 @@ impl Shared {
     pub(crate) fn publish_retained(&self, topic: &str, payload: Vec<u8>) -> Result<(), BusError> {
         let mut book = self.book();
         book.record(topic, &payload);
-        if self
-            .client
-            .try_publish(topic, QoS::AtMostOnce, true, payload.clone())
-            .is_ok()
-        {
+        if self.try_publish(topic, true, payload.clone()).is_ok() {
             book.sent(topic, &payload);
             book.unsent_retained.remove(topic);
             return Ok(());
@@ -208,12 +217,7 @@ impl Shared {
     pub(crate) fn publish_answer(&self, topic: &str, payload: Vec<u8>) -> Result<(), BusError> {
         let mut book = self.book();
         let waiting = !book.unsent_answers.is_empty() || !book.unsent_retained.is_empty();
-        if !waiting
-            && self
-                .client
-                .try_publish(topic, QoS::AtMostOnce, false, payload.clone())
-                .is_ok()
-        {
+        if !waiting && self.try_publish(topic, false, payload.clone()).is_ok() {
             return Ok(());
         }
         if self.is_closed() {
@@ -425,11 +429,7 @@ pub(crate) async fn resync_task(shared: std::sync::Arc<Shared>) {
 /// away.
 async fn send_when_room(shared: &Shared, topic: &str, payload: &[u8]) -> bool {
     loop {
-        if shared
-            .client
-            .try_publish(topic, QoS::AtMostOnce, false, payload.to_vec())
-            .is_ok()
-        {
+        if shared.try_publish(topic, false, payload.to_vec()).is_ok() {
             return true;
         }
         if !shared.is_connected() || shared.is_closed() {
@@ -446,11 +446,7 @@ async fn republish(shared: &Shared, topic: &str) -> bool {
         {
             let mut book = shared.book();
             let payload = book.retained.get(topic).cloned().unwrap_or_default();
-            if shared
-                .client
-                .try_publish(topic, QoS::AtMostOnce, true, payload.clone())
-                .is_ok()
-            {
+            if shared.try_publish(topic, true, payload.clone()).is_ok() {
                 book.sent(topic, &payload);
                 return true;
             }

@@ -200,6 +200,14 @@ impl Ctx {
         out
     }
 
+    /// With no request or wait in flight, nothing of ours will answer what the broker sent
+    /// last: the bus may acknowledge it at once ([`BusHandle::settled`]).
+    pub fn settle_if_idle(&self) {
+        if self.in_flight.available_permits() >= self.behaviour.max_in_flight.max(1) {
+            self.bus.settled();
+        }
+    }
+
     /// Whether a board is connected (as the model knows it).
     pub fn has_board(&self) -> bool {
         self.model().board().is_some()

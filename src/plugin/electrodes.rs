@@ -279,9 +279,11 @@ fn spawn_wait(
 ) {
     match ctx.in_flight.clone().try_acquire_owned() {
         Ok(permit) => {
+            let ctx = ctx.clone();
             tokio::spawn(async move {
                 wait.await;
                 drop(permit);
+                ctx.settle_if_idle();
             });
         }
         Err(_) => tracing::debug!(what, "too many waits in flight: this one is not followed"),

@@ -215,6 +215,12 @@ fn is_device(ctx: &Ctx, msg: &BusMessage) -> bool {
 }
 
 fn dispatch(ctx: &Arc<Ctx>, msg: BusMessage) {
+    route(ctx, msg);
+    // A message that started nothing (a stored update, one that changed nothing) is done.
+    ctx.settle_if_idle();
+}
+
+fn route(ctx: &Arc<Ctx>, msg: BusMessage) {
     let Some((&route, _)) = ctx.router.route(&msg.topic) else {
         tracing::debug!(topic = %msg.topic, "no route");
         return;

@@ -19,6 +19,7 @@ use super::{BrokerKind, Reply, TestBroker, TestClient, TestError};
 use dropbot_plugin::board::{
     DiscoveryError, PortInfo, PortLister, Probe, Selector, SupervisorOptions,
 };
+use dropbot_plugin::bus::BusOptions;
 use dropbot_plugin::device::{Device, MICRODROP3_DEFAULT_THREE_OBJECT};
 use dropbot_plugin::plugin::{self, Behaviour, PluginError};
 use dropbot_plugin::sim::{spawn_at_link, SimHandle, SimOptions, Timing};
@@ -47,6 +48,8 @@ pub struct PluginOptions {
     pub board_config: Option<Config>,
     /// The broker to run on.
     pub broker: BrokerKind,
+    /// Changes to the plugin's bus options (the broker's address is set already).
+    pub bus: fn(&mut BusOptions),
 }
 
 impl Default for PluginOptions {
@@ -64,6 +67,7 @@ impl Default for PluginOptions {
             )],
             board_config: None,
             broker: BrokerKind::default(),
+            bus: |_| {},
         }
     }
 }
@@ -90,6 +94,7 @@ pub struct PluginHarness {
     trace: PathBuf,
     link: PathBuf,
     behaviour: Behaviour,
+    bus: fn(&mut BusOptions),
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<PluginTask>,
     _dir: tempfile::TempDir,
@@ -124,7 +129,13 @@ impl PluginHarness {
             configure(&sim.path(), config).await?;
         }
 
-        let (shutdown, task) = spawn_plugin(&broker, &options.name, &link, &options.behaviour);
+        let (shutdown, task) = spawn_plugin(
+            &broker,
+            &options.name,
+            &link,
+            &options.behaviour,
+            options.bus,
+        );
         let harness = PluginHarness {
             client: {
                 client.set_timeout(Duration::from_secs(10));
@@ -136,6 +147,7 @@ impl PluginHarness {
             trace,
             link,
             behaviour: options.behaviour,
+            bus: options.bus,
             shutdown: Some(shutdown),
             task: Some(task),
             _dir: dir,
@@ -151,7 +163,13 @@ impl PluginHarness {
         self.stop()
             .await?
             .map_err(|e| TestError::Mqtt(format!("plugin: {e}")))?;
-        let (shutdown, task) = spawn_plugin(&self.broker, &self.name, &self.link, &self.behaviour);
+        let (shutdown, task) = spawn_plugin(
+            &self.broker,
+            &self.name,
+            &self.link,
+            &self.behaviour,
+            self.bus,
+        );
         self.shutdown = Some(shutdown);
         self.task = Some(task);
         self.wait_board("connected").await.map(drop)
@@ -287,11 +305,13 @@ fn spawn_plugin(
     name: &str,
     link: &Path,
     behaviour: &Behaviour,
+    tune: fn(&mut BusOptions),
 ) -> (oneshot::Sender<()>, PluginTask) {
     let probe = Probe::new(Arc::new(TableSet::builtin()));
     let selector = Selector::Path(link.display().to_string());
     let supervisor = SupervisorOptions::new(selector, Arc::new(NoPorts), probe);
-    let bus = broker.bus_options(name);
+    let mut bus = broker.bus_options(name);
+    tune(&mut bus);
     let (shutdown, stop) = oneshot::channel::<()>();
     let task = tokio::spawn(plugin::run(bus, supervisor, behaviour.clone(), async {
         let _ = stop.await;

@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
     // CPU. The work that must not wait for them has a thread of its own (the actuation engine,
     // the port's reader, the run record writer, the embedded broker) or goes to the blocking
     // pool (device models, opening ports). Two workers cost a request up to 10 % at the
-    // median, and a step load's burst three times as much (`docs/benchmarks.md`).
+    // median here (`docs/benchmarks.md`, "One runtime worker").
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

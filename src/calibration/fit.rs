@@ -141,13 +141,13 @@ pub fn fit_feedback(
     })
 }
 
-/// Least-squares solution of a x = b, refused when the columns are (nearly) dependent.
 /// The two unknowns of a two-column fit (NaN where missing, which every check refuses).
 fn two(x: &DVector<f64>) -> [f64; 2] {
-    let at = |i: usize| x.iter().nth(i).copied().unwrap_or(f64::NAN);
+    let at = |i: usize| x.get(i).copied().unwrap_or(f64::NAN);
     [at(0), at(1)]
 }
 
+/// Least-squares solution of a x = b, refused when the columns are (nearly) dependent.
 fn solve(a: DMatrix<f64>, b: &DVector<f64>, what: &str) -> Result<DVector<f64>, CalibrationError> {
     // Columns of very different scale (mm² against 1) would look dependent: scale them.
     let scales: Vec<f64> = (0..a.ncols())
